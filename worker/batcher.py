@@ -1,0 +1,88 @@
+"""Write coalescing: a counter's increments go to Redis in as few calls as load allows.
+
+While no call for a counter is in flight, an increment is sent at once, so
+light load pays no batching delay. While one is in flight, new increments
+queue; when it returns, everything queued goes in the next call, in arrival
+order. One call at a time per counter keeps each connection's increments in
+the order it sent them, and every increment still gets its own outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Protocol
+
+from .errors import CounterError, StoreRejected
+from .protocol import Applied, Increment
+
+Outcome = Applied | StoreRejected
+
+
+class IncrementStore(Protocol):
+    async def increment(self, counter: str, increments: list[Increment]) -> list[Outcome]: ...
+
+
+class Batcher:
+    def __init__(self, store: IncrementStore, max_batch: int = 512) -> None:
+        self._store = store
+        self._max_batch = max_batch
+        self._queues: dict[str, deque[tuple[Increment, asyncio.Future[Outcome]]]] = {}
+        self._flushers: set[asyncio.Task[None]] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.calls = 0
+        self.increments = 0
+
+    def submit(self, counter: str, increment: Increment) -> asyncio.Future[Outcome]:
+        """Queue an increment; the future resolves to its outcome or a CounterError."""
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        queue = self._queues.get(counter)
+        if queue is None:
+            queue = self._queues[counter] = deque()
+            flusher = asyncio.create_task(self._flush(counter, queue))
+            self._flushers.add(flusher)
+            self._idle.clear()
+            flusher.add_done_callback(self._flusher_done)
+        queue.append((increment, future))
+        return future
+
+    async def _flush(self, counter: str, queue: deque[tuple[Increment, asyncio.Future[Outcome]]]) -> None:
+        try:
+            while queue:
+                count = min(len(queue), self._max_batch)
+                batch = [queue.popleft() for _ in range(count)]
+                await self._apply(counter, batch)
+        finally:
+            del self._queues[counter]
+
+    async def _apply(
+        self, counter: str, batch: list[tuple[Increment, asyncio.Future[Outcome]]]
+    ) -> None:
+        self.calls += 1
+        self.increments += len(batch)
+        try:
+            outcomes = await self._store.increment(counter, [increment for increment, _ in batch])
+        except CounterError as exc:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), outcome in zip(batch, outcomes, strict=True):
+            if not future.done():
+                future.set_result(outcome)
+
+    def _flusher_done(self, flusher: asyncio.Task[None]) -> None:
+        self._flushers.discard(flusher)
+        if not self._flushers:
+            self._idle.set()
+
+    async def wait_idle(self) -> None:
+        """Wait until no increment is queued or in flight."""
+        await self._idle.wait()
+
+    async def close(self) -> None:
+        for flusher in list(self._flushers):
+            flusher.cancel()
+        if self._flushers:
+            await asyncio.wait(self._flushers)

@@ -1,0 +1,143 @@
+"""The ``ws-counter`` command line: serve, cluster, demo, client and loadtest."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+import threading
+from collections.abc import Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+from .settings import SETTINGS, Settings, SettingsError, load_settings
+
+
+def run_async(main: Coroutine[Any, Any, int]) -> int:
+    """Run on uvloop where it is installed, on plain asyncio elsewhere."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
+
+
+def _add_serve(subparsers: Any) -> None:
+    defaults = Settings()
+    parser = subparsers.add_parser(
+        "serve",
+        help="run one worker",
+        description="Run one stateless worker. Every setting can also come from the "
+        "environment variable named in its help; a flag wins over the environment.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    for setting in SETTINGS:
+        default = getattr(defaults, setting.field)
+        shown = ",".join(f"{h}:{p}" for h, p in default) if setting.field == "redis_sentinels" else default
+        parser.add_argument(
+            setting.flag,
+            dest=setting.field,
+            metavar=setting.metavar,
+            default=None,
+            help=f"{setting.help} [env {setting.env}; default {shown!s}]",
+        )
+
+
+def _add_cluster(subparsers: Any) -> None:
+    for name, description in (
+        ("cluster", "run Redis, N workers and HAProxy on loopback until Ctrl-C"),
+        ("demo", "bring up the local cluster, run a load test through it, tear it down"),
+    ):
+        parser = subparsers.add_parser(name, help=description, description=description)
+        parser.add_argument("--workers", type=int, default=3, help="number of workers (default 3)")
+        parser.add_argument("--port", type=int, default=8080, help="load balancer port (default 8080)")
+        parser.add_argument("--host", default="127.0.0.1", help="load balancer address")
+        parser.add_argument(
+            "--no-haproxy",
+            action="store_true",
+            help="no load balancer: workers share the port with SO_REUSEPORT",
+        )
+        parser.add_argument("--log-dir", type=Path, help="keep each process's output here")
+        parser.add_argument(
+            "--verbose", action="store_true", help="echo every process's output"
+        )
+        if name == "demo":
+            parser.add_argument("--clients", type=int, default=300, help="load-test clients")
+            parser.add_argument(
+                "--increments", type=int, default=20, help="increments per load-test client"
+            )
+
+
+def _add_client(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "client", help="interactive client: type numbers, see the shared total"
+    )
+    parser.add_argument("url", nargs="?", default="ws://127.0.0.1:8080/")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ws-counter",
+        description="Horizontally scaled WebSocket counter: stateless workers, "
+        "one exact total per counter in Redis, fan-out over Redis pub/sub.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    _add_serve(subparsers)
+    _add_cluster(subparsers)
+    _add_client(subparsers)
+    from .loadtest.cli import add_loadtest_parser
+
+    add_loadtest_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    if args.command in ("cluster", "demo"):
+        from .demo import run_cluster_command
+
+        return run_cluster_command(args)
+    if args.command == "client":
+        from .client import run_client
+
+        try:
+            return run_async(run_client(args.url))
+        except KeyboardInterrupt:
+            print()
+            return 130
+    from .loadtest.cli import run_loadtest_command
+
+    return run_loadtest_command(args)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from . import logs
+    from .server import serve_until_signalled
+
+    flags = {setting.field: getattr(args, setting.field) for setting in SETTINGS}
+    try:
+        settings = load_settings(os.environ, flags)
+    except SettingsError as exc:
+        print(f"ws-counter serve: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(settings.log_format, settings.log_level)
+    return run_async(serve_until_signalled(settings))
+
+
+def wait_for_interrupt() -> None:
+    """Block until SIGINT or SIGTERM arrives."""
+    stop = threading.Event()
+    previous = {
+        signum: signal.signal(signum, lambda *_: stop.set())
+        for signum in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        stop.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -1,0 +1,221 @@
+"""A local cluster of real processes: redis-server, N workers and HAProxy on loopback.
+
+It is the topology of docker-compose.yml, started as plain processes, used by
+``ws-counter cluster``, ``ws-counter demo`` and the tests. Everything it starts
+it stops again, by pid, and its scratch directory is removed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .processes import Child, ChildFailed, free_port
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_HAPROXY_CONFIG = REPO_ROOT / "deploy" / "haproxy" / "local.cfg"
+MAX_WORKERS_BEHIND_HAPROXY = 16
+READY_TIMEOUT = 20.0
+
+
+class ClusterError(RuntimeError):
+    """The cluster cannot start; the message says what is missing and how to get it."""
+
+
+@dataclass(frozen=True)
+class ClusterOptions:
+    workers: int = 3
+    port: int = 8080
+    host: str = "127.0.0.1"
+    haproxy: bool | None = None  # None: use HAProxy when it is installed
+    haproxy_config: Path = DEFAULT_HAPROXY_CONFIG
+    appendfsync: str = "always"
+    worker_env: Mapping[str, str] = field(default_factory=dict)
+    log_dir: Path | None = None
+    echo: Callable[[str, str], None] | None = None
+
+
+def require_binary(name: str, package: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise ClusterError(
+            f"{name} is not installed; install it with: sudo apt-get install -y {package}"
+        )
+    return path
+
+
+def redis_argv(binary: str, port: int, data_dir: Path, appendfsync: str) -> list[str]:
+    """Redis with the persistence of docker-compose.yml: AOF only, fsync as given."""
+    return [
+        binary,
+        "--bind", "127.0.0.1",
+        "--port", str(port),
+        "--dir", str(data_dir),
+        "--save", "",
+        "--appendonly", "yes",
+        "--appendfsync", appendfsync,
+        "--protected-mode", "yes",
+        "--daemonize", "no",
+    ]
+
+
+def is_redis_ready(line: str) -> bool:
+    return "Ready to accept connections" in line
+
+
+def is_worker_ready(line: str) -> bool:
+    return '"event": "ready"' in line
+
+
+def is_haproxy_ready(line: str) -> bool:
+    return "Loading success" in line
+
+
+class LocalCluster:
+    def __init__(self, options: ClusterOptions) -> None:
+        self.options = options
+        self.redis_port = free_port()
+        self.worker_ports: list[int] = []
+        self.workers: list[Child] = []
+        self.redis: Child | None = None
+        self.haproxy: Child | None = None
+        self._scratch = Path(tempfile.mkdtemp(prefix="ws-counter-cluster-"))
+        self.uses_haproxy = self._decide_haproxy()
+
+    def _decide_haproxy(self) -> bool:
+        wanted = self.options.haproxy
+        if wanted is False:
+            return False
+        available = shutil.which("haproxy") is not None and self.options.haproxy_config.exists()
+        if wanted and not available:
+            require_binary("haproxy", "haproxy")
+            raise ClusterError(f"HAProxy config not found: {self.options.haproxy_config}")
+        if self.options.workers > MAX_WORKERS_BEHIND_HAPROXY and available:
+            raise ClusterError(f"at most {MAX_WORKERS_BEHIND_HAPROXY} workers behind HAProxy")
+        return available
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.redis_port}/0"
+
+    @property
+    def url(self) -> str:
+        return f"ws://{self.options.host}:{self.options.port}/"
+
+    def worker_url(self, index: int) -> str:
+        return f"ws://127.0.0.1:{self.worker_ports[index]}/"
+
+    def _log_path(self, name: str) -> Path:
+        directory = self.options.log_dir or self._scratch
+        directory.mkdir(parents=True, exist_ok=True)
+        return directory / f"{name}.log"
+
+    def start(self) -> LocalCluster:
+        try:
+            self.start_redis()
+            for index in range(self.options.workers):
+                port = free_port() if self.uses_haproxy else self.options.port
+                self.worker_ports.append(port)
+                self.workers.append(self._worker_child(index))
+                self.start_worker(index)
+            if self.uses_haproxy:
+                self._start_haproxy()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def start_redis(self) -> None:
+        binary = require_binary("redis-server", "redis-server")
+        data_dir = self._scratch / "redis"
+        data_dir.mkdir(exist_ok=True)
+        self.redis = Child(
+            "redis",
+            redis_argv(binary, self.redis_port, data_dir, self.options.appendfsync),
+            log_path=self._log_path("redis"),
+            echo=self.options.echo,
+        ).start()
+        self.redis.wait_for_line(is_redis_ready, READY_TIMEOUT)
+
+    def stop_redis(self, signum: int = signal.SIGTERM) -> None:
+        if self.redis is not None:
+            self.redis.stop(signum=signum)
+
+    def _worker_child(self, index: int) -> Child:
+        env = {
+            **os.environ,
+            "WS_HOST": "127.0.0.1",
+            "WS_PORT": str(self.worker_ports[index]),
+            "REDIS_URL": self.redis_url,
+            "WS_LOG_FORMAT": "json",
+            "WS_REUSE_PORT": "false" if self.uses_haproxy else "true",
+            **self.options.worker_env,
+        }
+        return Child(
+            f"worker-{index + 1}",
+            [sys.executable, "-m", "worker", "serve"],
+            env=env,
+            log_path=self._log_path(f"worker-{index + 1}"),
+            echo=self.options.echo,
+        )
+
+    def start_worker(self, index: int) -> None:
+        """Start (or restart) worker ``index`` and wait until it is subscribed to Redis."""
+        if self.workers[index].running:
+            raise ClusterError(f"{self.workers[index].name} is still running")
+        child = self.workers[index] = self._worker_child(index)
+        child.start()
+        child.wait_for_line(is_worker_ready, READY_TIMEOUT)
+
+    def stop_worker(self, index: int, signum: int = signal.SIGTERM) -> int | None:
+        return self.workers[index].stop(signum=signum)
+
+    def _start_haproxy(self) -> None:
+        env = {
+            **os.environ,
+            "LB_BIND": f"{self.options.host}:{self.options.port}",
+            **{
+                f"WS_WORKER_{index + 1}": f"127.0.0.1:{port}"
+                for index, port in enumerate(self.worker_ports)
+            },
+        }
+        self.haproxy = Child(
+            "haproxy",
+            [require_binary("haproxy", "haproxy"), "-W", "-db", "-f",
+             str(self.options.haproxy_config)],
+            env=env,
+            log_path=self._log_path("haproxy"),
+            echo=self.options.echo,
+        ).start()
+        self.haproxy.wait_for_line(is_haproxy_ready, READY_TIMEOUT)
+
+    def children(self) -> list[Child]:
+        found = [self.haproxy, *self.workers, self.redis]
+        return [child for child in found if child is not None]
+
+    def stop(self) -> None:
+        """Stop HAProxy, then the workers (they drain), then Redis; remove scratch files."""
+        if self.haproxy is not None:
+            self.haproxy.stop()
+        for child in self.workers:
+            child.send_signal(signal.SIGTERM)
+        for child in self.workers:
+            child.stop()
+        if self.redis is not None:
+            self.redis.stop()
+        shutil.rmtree(self._scratch, ignore_errors=True)
+
+    def __enter__(self) -> LocalCluster:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+__all__ = ["ChildFailed", "ClusterError", "ClusterOptions", "LocalCluster"]

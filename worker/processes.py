@@ -1,0 +1,172 @@
+"""Child processes that the cluster command and the tests start, watch and stop by pid.
+
+Each child's output is read line by line on a thread, kept in a bounded
+buffer and optionally written to a log file; readiness is awaited by waiting
+on a condition for a matching line (or the child's exit), never by polling.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import IO
+
+
+class ChildFailed(RuntimeError):
+    """A child exited or did not become ready in time; the message quotes its last output."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that is free now (the kernel picks it; another process could take it later)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Child:
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        log_path: Path | None = None,
+        echo: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.env = dict(env) if env is not None else None
+        self.log_path = log_path
+        self._echo = echo
+        self._lines: collections.deque[str] = collections.deque(maxlen=400)
+        self._seen = 0
+        self._changed = threading.Condition()
+        self._process: subprocess.Popen[str] | None = None
+        self._reader: threading.Thread | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self._process is not None
+        return self._process.pid
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self._process is None else self._process.poll()
+
+    def start(self) -> Child:
+        self._process = subprocess.Popen(
+            self.argv,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            # Own session: a Ctrl-C in the terminal reaches the parent only,
+            # which then stops its children in order.
+            start_new_session=True,
+        )
+        self._reader = threading.Thread(
+            target=self._read, name=f"{self.name}-output", daemon=True
+        )
+        self._reader.start()
+        return self
+
+    def _read(self) -> None:
+        assert self._process is not None and self._process.stdout is not None
+        log: IO[str] | None = self.log_path.open("a") if self.log_path else None
+        try:
+            for line in self._process.stdout:
+                line = line.rstrip("\n")
+                if log:
+                    log.write(line + "\n")
+                    log.flush()
+                if self._echo:
+                    self._echo(self.name, line)
+                with self._changed:
+                    self._lines.append(line)
+                    self._seen += 1
+                    self._changed.notify_all()
+        finally:
+            if log:
+                log.close()
+            self._process.wait()
+            with self._changed:
+                self._changed.notify_all()
+
+    def output(self) -> list[str]:
+        with self._changed:
+            return list(self._lines)
+
+    def mark(self) -> int:
+        """A position in the output: wait_for_line(after=mark) looks only at later lines."""
+        with self._changed:
+            return self._seen
+
+    def wait_for_line(
+        self, predicate: Callable[[str], bool], timeout: float, after: int = 0
+    ) -> str:
+        """Wait until a line printed after position ``after`` matches, or raise ChildFailed."""
+        deadline = time.monotonic() + timeout
+
+        def find() -> str | None:
+            fresh = min(self._seen - after, len(self._lines))
+            for line in list(self._lines)[len(self._lines) - fresh :]:
+                if predicate(line):
+                    return line
+            return None
+
+        with self._changed:
+            while True:
+                found = find()
+                if found is not None:
+                    return found
+                if self.returncode is not None and not (self._reader and self._reader.is_alive()):
+                    raise ChildFailed(self._failure(f"exited with status {self.returncode}"))
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise ChildFailed(self._failure(f"not ready after {timeout:g}s"))
+                self._changed.wait(remaining)
+
+    def _failure(self, what: str) -> str:
+        tail = "\n".join(f"    {line}" for line in list(self._lines)[-15:])
+        return f"{self.name} (pid {self._process.pid if self._process else '-'}) {what}:\n{tail}"
+
+    def send_signal(self, signum: int) -> None:
+        if self._process is not None and self._process.poll() is None:
+            os.kill(self._process.pid, signum)
+
+    def wait(self, timeout: float) -> int | None:
+        if self._process is None:
+            return None
+        try:
+            return self._process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, timeout: float = 10.0, signum: int = signal.SIGTERM) -> int | None:
+        """Signal the child, wait for it, and kill it if it does not exit in time."""
+        if self._process is None:
+            return None
+        self.send_signal(signum)
+        code = self.wait(timeout)
+        if code is None:
+            self.send_signal(signal.SIGKILL)
+            code = self.wait(timeout)
+        if self._reader is not None:
+            self._reader.join(timeout)
+        return code
+
+    def kill(self) -> int | None:
+        return self.stop(timeout=10.0, signum=signal.SIGKILL)

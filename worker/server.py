@@ -1,0 +1,394 @@
+"""The worker: the only module that talks to websockets.
+
+It answers HTTP probes in ``process_request``, serves one counter per
+WebSocket connection, sends each client its acks, and fans totals out to the
+clients of a counter with one prebuilt frame written to every connection.
+
+A client that does not read is never queued more than one total: while its
+transport is above the write high-water mark, newer totals replace the one
+waiting (a total supersedes every older one), and a client stuck longer than
+``slow_client_timeout`` is closed with 1008.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request, Response
+from websockets.protocol import State
+
+from . import page
+from .batcher import Batcher, Outcome
+from .errors import CounterError, OutcomeUnknown, StoreRejected
+from .hub import Hub
+from .protocol import (
+    Applied,
+    ClientError,
+    CloseCode,
+    CounterRoute,
+    CounterState,
+    ErrorCode,
+    Increment,
+    RouteError,
+    ack_message,
+    error_message,
+    missed_updates,
+    parse_client_message,
+    parse_counter_route,
+    split_path,
+    total_message,
+)
+from .settings import Settings
+from .store import RedisStore
+
+log = logging.getLogger("ws_counter.worker")
+
+
+@dataclass
+class Stats:
+    handshakes_accepted: int = 0
+    handshakes_rejected: int = 0
+    increments_applied: int = 0
+    increments_duplicate: int = 0
+    increments_failed: int = 0
+    client_errors: int = 0
+    totals_sent: int = 0
+    totals_conflated: int = 0
+    slow_clients_closed: int = 0
+
+
+def _text_frame(text: str) -> bytes:
+    return Frame(Opcode.TEXT, text.encode()).serialize(mask=False)
+
+
+class Client:
+    """One WebSocket connection and its conflation slot."""
+
+    __slots__ = ("connection", "counter", "initialized", "pending", "raw", "since", "stalled",
+                 "unacked", "room", "worker")
+
+    def __init__(self, worker: Worker, connection: ServerConnection, route: CounterRoute) -> None:
+        self.worker = worker
+        self.connection = connection
+        self.counter = route.counter
+        self.since = route.since
+        self.initialized = False
+        # Without extensions a server frame is the same bytes for every
+        # connection, so one serialized frame can be written to all of them.
+        self.raw = not connection.protocol.extensions
+        self.stalled = False
+        self.pending: str | None = None
+        self.unacked = 0
+        self.room = asyncio.Event()
+        self.room.set()
+
+    def send_text(self, text: str) -> None:
+        broadcast([self.connection], text)
+
+    def push_total(self, state: CounterState, text: str, frame: bytes) -> None:
+        """Send a counter's new total, or keep it as the one pending if the client is slow."""
+        if not self.initialized:
+            self.initialized = True
+            text = total_message(self.counter, state, missed_updates(self.since, state))
+            frame = b""
+        stats = self.worker.stats
+        if self.stalled:
+            if self.pending is not None:
+                stats.totals_conflated += 1
+            self.pending = text
+            return
+        connection = self.connection
+        if connection.protocol.state is not State.OPEN:
+            return
+        if connection.paused:
+            self.stalled = True
+            self.pending = text
+            self.worker.spawn(self._send_when_writable())
+            return
+        stats.totals_sent += 1
+        if frame and self.raw:
+            connection.transport.write(frame)
+        else:
+            self.send_text(text)
+
+    async def _send_when_writable(self) -> None:
+        try:
+            async with asyncio.timeout(self.worker.settings.slow_client_timeout):
+                await self.connection.drain()
+        except TimeoutError:
+            self.worker.stats.slow_clients_closed += 1
+            log.info("closing slow client", extra={"event": "slow_client_closed"})
+            await self.connection.close(CloseCode.POLICY_VIOLATION, "slow consumer")
+            return
+        except ConnectionError:
+            return
+        self.stalled = False
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            self.worker.stats.totals_sent += 1
+            self.send_text(pending)
+
+
+class Worker:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.stats = Stats()
+        self.store = RedisStore(settings)
+        self.hub: Hub[Client] = Hub(self._deliver)
+        self.batcher = Batcher(self.store)
+        self.subscription = self.store.subscription(
+            self.hub.on_subscribed, self.hub.on_state, self._on_redis_connection
+        )
+        self.hub.attach(self.subscription)
+        self.draining = False
+        self.server: Server | None = None
+        self.port: int | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def ready(self) -> bool:
+        return self.hub.connected and not self.draining
+
+    def spawn(self, coroutine: object) -> None:
+        task = asyncio.ensure_future(coroutine)  # type: ignore[call-overload]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def start(self) -> None:
+        self.spawn(self.subscription.run())
+        settings = self.settings
+        self.server = await serve(
+            self._handle,
+            settings.host,
+            settings.port,
+            process_request=self._process_request,
+            compression="deflate" if settings.compression else None,
+            max_size=settings.max_message_bytes,
+            open_timeout=settings.open_timeout,
+            ping_interval=settings.ping_interval or None,
+            ping_timeout=settings.ping_interval or None,
+            close_timeout=min(5.0, settings.drain_timeout),
+            reuse_port=settings.reuse_port,
+            server_header="ws-counter",
+        )
+        self.port = self.server.sockets[0].getsockname()[1]
+        log.info(
+            "listening on %s:%s",
+            settings.host,
+            self.port,
+            extra={"event": "listening", "host": settings.host, "port": self.port},
+        )
+
+    def _on_redis_connection(self, up: bool) -> None:
+        was_up = self.hub.connected
+        self.hub.on_connection(up)
+        if up and not was_up:
+            log.info("subscribed to redis", extra={"event": "ready", "port": self.port})
+        elif was_up and not up:
+            log.warning("redis connection lost", extra={"event": "redis_lost"})
+
+    # HTTP side of the handshake
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path, _ = split_path(request.path)
+        if path == "/healthz":
+            return connection.respond(200, "ok\n")
+        if path == "/readyz":
+            if self.ready:
+                return connection.respond(200, "ready\n")
+            reason = "draining" if self.draining else "not subscribed to Redis"
+            return connection.respond(503, f"not ready: {reason}\n")
+        try:
+            route = parse_counter_route(request.path)
+        except RouteError as exc:
+            return self._reject(connection, exc.status, exc.reason)
+        if "websocket" not in request.headers.get("Upgrade", "").lower():
+            return _html_response(route.counter)
+        if self.draining:
+            return self._reject(connection, 503, "worker is shutting down")
+        if not self.hub.connected:
+            return self._reject(connection, 503, "Redis is unavailable")
+        assert self.server is not None
+        if len(self.server.connections) >= self.settings.max_connections:
+            return self._reject(connection, 503, "worker is at its connection limit")
+        return None
+
+    def _reject(self, connection: ServerConnection, status: int, reason: str) -> Response:
+        self.stats.handshakes_rejected += 1
+        return connection.respond(status, reason + "\n")
+
+    # WebSocket side
+
+    async def _handle(self, connection: ServerConnection) -> None:
+        self.stats.handshakes_accepted += 1
+        route = parse_counter_route(connection.request.path if connection.request else "/")
+        client = Client(self, connection, route)
+        group = self.hub.join(route.counter, client)
+        try:
+            if group.state is not None:
+                client.push_total(group.state, "", b"")
+            else:
+                try:
+                    async with asyncio.timeout(self.settings.open_timeout):
+                        await group.known.wait()
+                except TimeoutError:
+                    await connection.close(CloseCode.TRY_AGAIN_LATER, "counter state unavailable")
+                    return
+            async for message in connection:
+                self._on_message(client, message)
+                await self._backpressure(client)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.hub.leave(group, client)
+
+    async def _backpressure(self, client: Client) -> None:
+        """Stop reading a client that has too much unacknowledged or unread."""
+        try:
+            async with asyncio.timeout(self.settings.slow_client_timeout):
+                await client.room.wait()
+                await client.connection.drain()
+        except TimeoutError:
+            self.stats.slow_clients_closed += 1
+            await client.connection.close(CloseCode.POLICY_VIOLATION, "slow consumer")
+
+    def _on_message(self, client: Client, message: str | bytes) -> None:
+        try:
+            increment = parse_client_message(message)
+        except ClientError as exc:
+            self.stats.client_errors += 1
+            client.send_text(error_message(exc.code, exc.message, exc.increment_id))
+            return
+        if self.draining or not self.hub.connected:
+            self.stats.increments_failed += 1
+            reason = "worker is shutting down" if self.draining else "Redis is unavailable"
+            client.send_text(
+                error_message(
+                    ErrorCode.UNAVAILABLE, f"{reason}; the increment was not applied", increment.id
+                )
+            )
+            return
+        future = self.batcher.submit(client.counter, increment)
+        client.unacked += 1
+        if client.unacked >= self.settings.max_pending_increments:
+            client.room.clear()
+        future.add_done_callback(lambda done: self._on_outcome(client, increment, done))
+
+    def _on_outcome(
+        self, client: Client, increment: Increment, future: asyncio.Future[Outcome]
+    ) -> None:
+        client.unacked -= 1
+        if client.unacked < self.settings.max_pending_increments:
+            client.room.set()
+        if future.cancelled():
+            return
+        exc = future.exception()
+        outcome = future.result() if exc is None else None
+        if isinstance(outcome, Applied):
+            if outcome.duplicate:
+                self.stats.increments_duplicate += 1
+            else:
+                self.stats.increments_applied += 1
+            client.send_text(ack_message(increment, outcome))
+            return
+        self.stats.increments_failed += 1
+        client.send_text(_failure_message(increment, outcome if exc is None else exc))
+
+    def _deliver(self, counter: str, clients: Collection[Client], state: CounterState) -> None:
+        text = total_message(counter, state)
+        frame = _text_frame(text)
+        for client in clients:
+            client.push_total(state, text, frame)
+
+    # Shutdown
+
+    async def drain(self) -> None:
+        """Stop serving: /readyz 503 at once, finish in-flight increments, close with 1012."""
+        if self.draining:
+            return
+        self.draining = True
+        log.info("draining", extra={"event": "draining"})
+        if self.settings.drain_delay:
+            await asyncio.sleep(self.settings.drain_delay)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.settings.redis_timeout):
+                await self.batcher.wait_idle()
+        if self.server is not None:
+            self.server.close(code=CloseCode.SERVICE_RESTART, reason="service restart")
+            try:
+                async with asyncio.timeout(self.settings.drain_timeout):
+                    await self.server.wait_closed()
+            except TimeoutError:
+                log.warning("clients did not close in time", extra={"event": "drain_timeout"})
+        await self.close()
+
+    async def close(self) -> None:
+        await self.batcher.close()
+        await self.subscription.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks)
+        await self.store.close()
+        log.info("stopped", extra={"event": "stopped"})
+
+
+def _failure_message(increment: Increment, failure: object) -> str:
+    if isinstance(failure, StoreRejected):
+        if "overflow" in str(failure):
+            return error_message(
+                ErrorCode.OVERFLOW,
+                "the total would leave the signed 64-bit range; not applied",
+                increment.id,
+            )
+        return error_message(ErrorCode.REJECTED, f"Redis refused: {failure}", increment.id)
+    if isinstance(failure, OutcomeUnknown):
+        return error_message(
+            ErrorCode.UNAVAILABLE,
+            "lost contact with Redis while applying: the increment may or may not have been"
+            " applied; retry with the same id to apply it exactly once",
+            increment.id,
+        )
+    if isinstance(failure, CounterError):
+        return error_message(
+            ErrorCode.UNAVAILABLE, "Redis is unavailable; the increment was not applied",
+            increment.id,
+        )
+    log.error("unexpected failure of an increment: %r", failure)
+    return error_message(ErrorCode.UNAVAILABLE, "internal error; not applied", increment.id)
+
+
+def _html_response(counter: str) -> Response:
+    body = page.render(counter)
+    headers = Headers(
+        [
+            ("Content-Type", "text/html; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-store"),
+            ("Content-Security-Policy", page.CONTENT_SECURITY_POLICY),
+            ("X-Content-Type-Options", "nosniff"),
+        ]
+    )
+    return Response(200, "OK", headers, body)
+
+
+async def serve_until_signalled(settings: Settings) -> int:
+    """Run one worker until SIGTERM or SIGINT, then drain and return the exit status."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    worker = Worker(settings)
+    await worker.start()
+    await stop.wait()
+    await worker.drain()
+    return 0
