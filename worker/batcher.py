@@ -47,7 +47,9 @@ class Batcher:
         queue.append((increment, future))
         return future
 
-    async def _flush(self, counter: str, queue: deque[tuple[Increment, asyncio.Future[Outcome]]]) -> None:
+    async def _flush(
+        self, counter: str, queue: deque[tuple[Increment, asyncio.Future[Outcome]]]
+    ) -> None:
         try:
             while queue:
                 count = min(len(queue), self._max_batch)

@@ -36,7 +36,11 @@ def _add_serve(subparsers: Any) -> None:
     )
     for setting in SETTINGS:
         default = getattr(defaults, setting.field)
-        shown = ",".join(f"{h}:{p}" for h, p in default) if setting.field == "redis_sentinels" else default
+        shown = (
+            ",".join(f"{h}:{p}" for h, p in default)
+            if setting.field == "redis_sentinels"
+            else default
+        )
         parser.add_argument(
             setting.flag,
             dest=setting.field,
@@ -53,7 +57,9 @@ def _add_cluster(subparsers: Any) -> None:
     ):
         parser = subparsers.add_parser(name, help=description, description=description)
         parser.add_argument("--workers", type=int, default=3, help="number of workers (default 3)")
-        parser.add_argument("--port", type=int, default=8080, help="load balancer port (default 8080)")
+        parser.add_argument(
+            "--port", type=int, default=8080, help="load balancer port (default 8080)"
+        )
         parser.add_argument("--host", default="127.0.0.1", help="load balancer address")
         parser.add_argument(
             "--no-haproxy",
@@ -61,9 +67,7 @@ def _add_cluster(subparsers: Any) -> None:
             help="no load balancer: workers share the port with SO_REUSEPORT",
         )
         parser.add_argument("--log-dir", type=Path, help="keep each process's output here")
-        parser.add_argument(
-            "--verbose", action="store_true", help="echo every process's output"
-        )
+        parser.add_argument("--verbose", action="store_true", help="echo every process's output")
         if name == "demo":
             parser.add_argument("--clients", type=int, default=300, help="load-test clients")
             parser.add_argument(
@@ -73,9 +77,18 @@ def _add_cluster(subparsers: Any) -> None:
 
 def _add_client(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "client", help="interactive client: type numbers, see the shared total"
+        "client",
+        help="interactive client: type numbers, see the shared total",
+        description="Prompts 'Number: ', sends each number with an id, prints its ack and every"
+        " total pushed by others. Reconnects with jittered backoff and resends what was not"
+        " acknowledged, under the same id, so nothing is lost or doubled. Ctrl-D or Ctrl-C quits.",
     )
-    parser.add_argument("url", nargs="?", default="ws://127.0.0.1:8080/")
+    parser.add_argument(
+        "url",
+        nargs="?",
+        default="ws://127.0.0.1:8080/",
+        help="counter URL, e.g. ws://127.0.0.1:8080/counters/votes (default ws://127.0.0.1:8080/)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

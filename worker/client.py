@@ -112,9 +112,7 @@ class InteractiveClient:
         incoming = asyncio.create_task(self._receive(connection))
         outgoing = asyncio.create_task(self._until_stopping())
         try:
-            done, _ = await asyncio.wait(
-                {incoming, outgoing}, return_when=asyncio.FIRST_COMPLETED
-            )
+            done, _ = await asyncio.wait({incoming, outgoing}, return_when=asyncio.FIRST_COMPLETED)
             if outgoing in done:
                 # Ctrl-D: give the last increments a moment to be acknowledged.
                 async with asyncio.timeout(EOF_GRACE):

@@ -54,14 +54,22 @@ def redis_argv(binary: str, port: int, data_dir: Path, appendfsync: str) -> list
     """Redis with the persistence of docker-compose.yml: AOF only, fsync as given."""
     return [
         binary,
-        "--bind", "127.0.0.1",
-        "--port", str(port),
-        "--dir", str(data_dir),
-        "--save", "",
-        "--appendonly", "yes",
-        "--appendfsync", appendfsync,
-        "--protected-mode", "yes",
-        "--daemonize", "no",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dir",
+        str(data_dir),
+        "--save",
+        "",
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        appendfsync,
+        "--protected-mode",
+        "yes",
+        "--daemonize",
+        "no",
     ]
 
 
@@ -187,8 +195,13 @@ class LocalCluster:
         }
         self.haproxy = Child(
             "haproxy",
-            [require_binary("haproxy", "haproxy"), "-W", "-db", "-f",
-             str(self.options.haproxy_config)],
+            [
+                require_binary("haproxy", "haproxy"),
+                "-W",
+                "-db",
+                "-f",
+                str(self.options.haproxy_config),
+            ],
             env=env,
             log_path=self._log_path("haproxy"),
             echo=self.options.echo,

@@ -12,25 +12,38 @@ from .processes import ChildFailed
 
 
 def _describe(cluster: LocalCluster, console: Console) -> None:
-    front = "HAProxy (leastconn, health checks on /readyz)" if cluster.uses_haproxy else (
-        "no HAProxy installed: workers share the port with SO_REUSEPORT"
+    front = (
+        "HAProxy (leastconn, health checks on /readyz)"
+        if cluster.uses_haproxy
+        else ("no HAProxy installed: workers share the port with SO_REUSEPORT")
     )
     console.print(f"ws-counter cluster is up: [bold]{cluster.url}[/bold]", highlight=False)
-    console.print(f"  counter page:  http://{cluster.options.host}:{cluster.options.port}/", highlight=False)
+    console.print(
+        f"  counter page:  http://{cluster.options.host}:{cluster.options.port}/", highlight=False
+    )
     console.print(f"  front:         {front}", highlight=False)
     if cluster.haproxy is not None:
-        console.print(f"  haproxy        pid {cluster.haproxy.pid}  port {cluster.options.port}", highlight=False)
+        console.print(
+            f"  haproxy        pid {cluster.haproxy.pid}  port {cluster.options.port}",
+            highlight=False,
+        )
     for index, child in enumerate(cluster.workers):
         console.print(
             f"  {child.name:14} pid {child.pid}  {cluster.worker_url(index)}", highlight=False
         )
     if cluster.redis is not None:
-        console.print(f"  redis          pid {cluster.redis.pid}  {cluster.redis_url}", highlight=False)
+        console.print(
+            f"  redis          pid {cluster.redis.pid}  {cluster.redis_url}", highlight=False
+        )
 
 
 def run_cluster_command(args: argparse.Namespace) -> int:
     console = Console()
-    echo = (lambda name, line: console.print(f"[dim]{name}:[/dim] {line}", highlight=False)) if args.verbose else None
+    echo = (
+        (lambda name, line: console.print(f"[dim]{name}:[/dim] {line}", highlight=False))
+        if args.verbose
+        else None
+    )
     options = ClusterOptions(
         workers=args.workers,
         port=args.port,
@@ -42,8 +55,10 @@ def run_cluster_command(args: argparse.Namespace) -> int:
     try:
         cluster = LocalCluster(options)
         if not cluster.uses_haproxy and not args.no_haproxy:
-            console.print("haproxy is not installed (apt-get install -y haproxy): "
-                          "workers share one port with SO_REUSEPORT instead")
+            console.print(
+                "haproxy is not installed (apt-get install -y haproxy): "
+                "workers share one port with SO_REUSEPORT instead"
+            )
         with cluster:
             _describe(cluster, console)
             if args.command == "demo":
@@ -80,6 +95,7 @@ def _demo(cluster: LocalCluster, args: argparse.Namespace, console: Console) -> 
     print_summary(report, console)
     console.print(
         f"\nOpen http://{cluster.options.host}:{cluster.options.port}/ in a browser while "
-        "`ws-counter cluster` runs to watch the counter live.", highlight=False
+        "`ws-counter cluster` runs to watch the counter live.",
+        highlight=False,
     )
     return 0 if report["passed"] else 1

@@ -77,9 +77,7 @@ class Child:
             # which then stops its children in order.
             start_new_session=True,
         )
-        self._reader = threading.Thread(
-            target=self._read, name=f"{self.name}-output", daemon=True
-        )
+        self._reader = threading.Thread(target=self._read, name=f"{self.name}-output", daemon=True)
         self._reader.start()
         return self
 
@@ -87,8 +85,8 @@ class Child:
         assert self._process is not None and self._process.stdout is not None
         log: IO[str] | None = self.log_path.open("a") if self.log_path else None
         try:
-            for line in self._process.stdout:
-                line = line.rstrip("\n")
+            for raw_line in self._process.stdout:
+                line = raw_line.rstrip("\n")
                 if log:
                     log.write(line + "\n")
                     log.flush()

@@ -34,10 +34,10 @@ INT64_MAX = 2**63 - 1
 MAX_ID_LENGTH = 64
 
 _COUNTER_NAME = re.compile(r"[a-z0-9_-]{1,64}")
-_BARE_INTEGER = re.compile(r"[+-]?[0-9]{1,20}")
-# Longer than any int64 in decimal plus sign and a little white space: such text
-# is rejected before int() or json.loads spends time on it.
-_MAX_INTEGER_TEXT = 24
+_BARE_INTEGER = re.compile(r"[+-]?[0-9]+")
+# INT64_MAX has 19 digits; longer numbers are refused before int() spends time
+# on them (and before Python's 4300-digit conversion limit could raise).
+_MAX_INT64_DIGITS = 19
 
 
 class CloseCode:
@@ -155,7 +155,7 @@ def parse_counter_route(target: str) -> CounterRoute:
     params = parse_qs(query, keep_blank_values=True)
     since = _single_param(params, "since")
     token = _single_param(params, "token")
-    if since is not None and _BARE_INTEGER.fullmatch(since) is None:
+    if since is not None and (_BARE_INTEGER.fullmatch(since) is None or len(since) > 20):
         raise RouteError(400, "since must be an integer")
     return CounterRoute(
         counter=name,
@@ -178,7 +178,9 @@ def parse_client_message(message: str | bytes) -> Increment:
     if isinstance(message, bytes):
         raise ClientError(ErrorCode.BINARY_NOT_SUPPORTED, "send text frames, not binary")
     text = message.strip()
-    if len(text) <= _MAX_INTEGER_TEXT and _BARE_INTEGER.fullmatch(text):
+    if _BARE_INTEGER.fullmatch(text):
+        if len(text.lstrip("+-").lstrip("0")) > _MAX_INT64_DIGITS:
+            raise ClientError(ErrorCode.OUT_OF_RANGE, "by must be within the signed 64-bit range")
         return _increment(int(text), None)
     try:
         document = json.loads(text)

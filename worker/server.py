@@ -73,8 +73,18 @@ def _text_frame(text: str) -> bytes:
 class Client:
     """One WebSocket connection and its conflation slot."""
 
-    __slots__ = ("connection", "counter", "initialized", "pending", "raw", "since", "stalled",
-                 "unacked", "room", "worker")
+    __slots__ = (
+        "connection",
+        "counter",
+        "initialized",
+        "pending",
+        "raw",
+        "room",
+        "since",
+        "stalled",
+        "unacked",
+        "worker",
+    )
 
     def __init__(self, worker: Worker, connection: ServerConnection, route: CounterRoute) -> None:
         self.worker = worker
@@ -360,7 +370,8 @@ def _failure_message(increment: Increment, failure: object) -> str:
         )
     if isinstance(failure, CounterError):
         return error_message(
-            ErrorCode.UNAVAILABLE, "Redis is unavailable; the increment was not applied",
+            ErrorCode.UNAVAILABLE,
+            "Redis is unavailable; the increment was not applied",
             increment.id,
         )
     log.error("unexpected failure of an increment: %r", failure)

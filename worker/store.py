@@ -118,7 +118,7 @@ class RedisStore:
             "decode_responses": True,
         }
         if settings.redis_sentinels:
-            sentinel = Sentinel(
+            sentinel = Sentinel(  # type: ignore[no-untyped-call]
                 list(settings.redis_sentinels),
                 socket_timeout=settings.redis_timeout,
                 socket_connect_timeout=settings.redis_timeout,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import random
 import resource
@@ -126,6 +127,7 @@ class LoadClient:
         self.seq: int | None = None
         self.total: int | None = None
         self.initial: tuple[str, int, int] | None = None
+        self.sends: set[asyncio.Future[None]] = set()
         self.pending: dict[str, Pending] = {}
         self.sequence = 0
         self.connected = asyncio.Event()
@@ -201,7 +203,7 @@ class LoadClient:
         if kind == "total":
             self._on_total(message["epoch"], message["seq"], message["total"], now)
         elif kind == "ack":
-            pending = self.pending.pop(message.get("id"), None)
+            pending = self.pending.pop(str(message.get("id")), None)
             if pending is None:
                 return
             agent.ack_us.record_value(max(1, int((now - pending.sent_at) * 1e6)))
@@ -236,8 +238,8 @@ class LoadClient:
         self.seq, self.total = seq, total
 
     def _on_error(self, message: dict[str, Any]) -> None:
-        increment_id = message.get("id")
-        pending = self.pending.get(increment_id) if isinstance(increment_id, str) else None
+        increment_id = str(message.get("id"))
+        pending = self.pending.get(increment_id)
         code = message.get("code")
         self.agent.error_codes[str(code)] += 1
         if pending is None:
@@ -250,7 +252,9 @@ class LoadClient:
             )
             return
         del self.pending[increment_id]
-        self.agent.errors.append(f"increment {increment_id} failed: {code}: {message.get('message')}")
+        self.agent.errors.append(
+            f"increment {increment_id} failed: {code}: {message.get('message')}"
+        )
         if not pending.done.done():
             pending.done.set_result(None)
 
@@ -260,13 +264,19 @@ class LoadClient:
         if pending is not None and connection is not None:
             # Reconnects resend on their own; this covers a refused increment
             # on a connection that stayed open.
-            asyncio.ensure_future(self._send(connection, pending.frame))
+            self._send_soon(connection, pending.frame)
+
+    def _send_soon(self, connection: ClientConnection, frame: str) -> None:
+        # Keep a reference until the send finishes: the loop holds tasks weakly.
+        task = asyncio.ensure_future(self._send(connection, frame))
+        self.sends.add(task)
+        task.add_done_callback(self.sends.discard)
 
     async def _send(self, connection: ClientConnection, frame: str) -> None:
-        try:
+        # A send on a closed connection is not lost: the reconnect resends
+        # every pending increment under its id.
+        with contextlib.suppress(ConnectionClosed):
             await connection.send(frame)
-        except ConnectionClosed:
-            pass
 
     def start_increment(self, by: int) -> Pending:
         self.sequence += 1
@@ -276,7 +286,7 @@ class LoadClient:
         self.pending[increment_id] = pending
         self.agent.sent += 1
         if self.connection is not None:
-            asyncio.ensure_future(self._send(self.connection, frame))
+            self._send_soon(self.connection, frame)
         return pending
 
     async def close(self) -> None:
@@ -304,9 +314,7 @@ class Agent:
         self.pipe = pipe
         self.inbox: asyncio.Queue[Any] = asyncio.Queue()
         self.clients = [LoadClient(self, number, counter) for number, counter in share.clients]
-        self.coverage: dict[str, Coverage] = {
-            counter: Coverage() for _, counter in share.clients
-        }
+        self.coverage: dict[str, Coverage] = {counter: Coverage() for _, counter in share.clients}
         self.connect_us = new_histogram()
         self.ack_us = new_histogram()
         self.failed_connects: collections.Counter[str] = collections.Counter()

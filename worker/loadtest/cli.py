@@ -42,17 +42,53 @@ def add_loadtest_parser(subparsers: Any) -> None:
         "--increments", type=int, metavar="M", help="increments per client, each awaited"
     )
     parser.add_argument("--rate", type=float, metavar="R", help="aggregate increments per second")
-    parser.add_argument("--duration", type=float, metavar="SECONDS", help="how long to send at --rate")
-    parser.add_argument("--ramp", type=float, default=1000.0, metavar="R", help="connections opened per second (1000)")
-    parser.add_argument("--counter", default="default", metavar="NAME", help="counter to use (default)")
-    parser.add_argument("--counters", type=int, default=1, metavar="K", help="spread clients over K counters NAME-0..NAME-K-1")
-    parser.add_argument("--processes", type=int, default=1, metavar="K", help="load-generator processes (1)")
-    parser.add_argument("--json", type=Path, metavar="FILE", help="write every figure and the parameters here")
-    parser.add_argument("--plot", type=Path, metavar="FILE.png", help="draw the latency CDFs (needs matplotlib)")
-    parser.add_argument("--max-p99-fanout-ms", type=float, metavar="X", help="fail if fan-out p99 exceeds X ms")
-    parser.add_argument("--max-failed-connects", type=int, metavar="N", help="fail if more than N handshakes fail")
-    parser.add_argument("--loopback-only", action="store_true", help="refuse any target that is not a loopback address")
-    parser.add_argument("--converge-timeout", type=float, default=15.0, metavar="SECONDS", help="wait this long for every client to see the final total (15)")
+    parser.add_argument(
+        "--duration", type=float, metavar="SECONDS", help="how long to send at --rate"
+    )
+    parser.add_argument(
+        "--ramp",
+        type=float,
+        default=1000.0,
+        metavar="R",
+        help="connections opened per second (1000)",
+    )
+    parser.add_argument(
+        "--counter", default="default", metavar="NAME", help="counter to use (default)"
+    )
+    parser.add_argument(
+        "--counters",
+        type=int,
+        default=1,
+        metavar="K",
+        help="spread clients over K counters NAME-0..NAME-K-1",
+    )
+    parser.add_argument(
+        "--processes", type=int, default=1, metavar="K", help="load-generator processes (1)"
+    )
+    parser.add_argument(
+        "--json", type=Path, metavar="FILE", help="write every figure and the parameters here"
+    )
+    parser.add_argument(
+        "--plot", type=Path, metavar="FILE.png", help="draw the latency CDFs (needs matplotlib)"
+    )
+    parser.add_argument(
+        "--max-p99-fanout-ms", type=float, metavar="X", help="fail if fan-out p99 exceeds X ms"
+    )
+    parser.add_argument(
+        "--max-failed-connects", type=int, metavar="N", help="fail if more than N handshakes fail"
+    )
+    parser.add_argument(
+        "--loopback-only",
+        action="store_true",
+        help="refuse any target that is not a loopback address",
+    )
+    parser.add_argument(
+        "--converge-timeout",
+        type=float,
+        default=15.0,
+        metavar="SECONDS",
+        help="wait this long for every client to see the final total (15)",
+    )
 
 
 def options_from_args(args: argparse.Namespace) -> LoadOptions:
@@ -120,7 +156,9 @@ def run_loadtest(options: LoadOptions, console: Console | None = None) -> dict[s
                 for counter, seq in message[1].items():
                     targets[counter] = max(targets.get(counter, 0), seq)
             exchange.broadcast(("finish", targets))
-            results = [m[1] for m in exchange.collect("result", timeout=options.converge_timeout + 120)]
+            results = [
+                m[1] for m in exchange.collect("result", timeout=options.converge_timeout + 120)
+            ]
     finally:
         for process in processes:
             process.join(timeout=10)
@@ -225,7 +263,16 @@ class _Display:
         totals = self._totals()
         ack_rate, frame_rate = self._rates(totals)
         table = Table(title=f"ws-counter loadtest {self.options.url}", show_header=True)
-        for column in ("elapsed", "connected", "failed", "sent", "acked", "acks/s", "frames/s", "reconnects"):
+        for column in (
+            "elapsed",
+            "connected",
+            "failed",
+            "sent",
+            "acked",
+            "acks/s",
+            "frames/s",
+            "reconnects",
+        ):
             table.add_column(column, justify="right")
         table.add_row(
             f"{time.monotonic() - self.started:.1f}s",
@@ -271,21 +318,29 @@ def print_summary(report: dict[str, Any], console: Console) -> None:
     summary.add_column(justify="left")
     summary.add_column(justify="right")
     rows = [
-        ("clients connected", f"{report['clients_connected']} ({report['failed_connects']} failed)"),
+        (
+            "clients connected",
+            f"{report['clients_connected']} ({report['failed_connects']} failed)",
+        ),
         ("increments acknowledged", f"{report['increments_acked']}"),
         ("expected total", f"{report['expected_total']}"),
         ("observed total", f"{report['observed_total']}"),
         ("increments/s", f"{report['throughput']['increments_per_s']:,.0f}"),
         ("frames/s received", f"{report['throughput']['frames_per_s']:,.0f}"),
         ("reconnects", f"{report['reconnects']}"),
-        ("close codes", ", ".join(f"{c}: {n}" for c, n in sorted(report["close_codes"].items())) or "-"),
+        (
+            "close codes",
+            ", ".join(f"{c}: {n}" for c, n in sorted(report["close_codes"].items())) or "-",
+        ),
     ]
     for row in rows:
         summary.add_row(*row)
     console.print(summary)
     for name, threshold in report["thresholds"].items():
         verdict = "ok" if threshold["ok"] else "FAILED"
-        console.print(f"threshold {name}: {threshold['value']} (limit {threshold['limit']}) {verdict}")
+        console.print(
+            f"threshold {name}: {threshold['value']} (limit {threshold['limit']}) {verdict}"
+        )
     if report["correct"]:
         console.print(
             f"[green]CORRECT: total {report['observed_total']} = sum of "

@@ -15,7 +15,10 @@ def plot_report(report: dict[str, Any], path: Path) -> None:
     except ImportError as exc:
         raise SystemExit("--plot needs matplotlib: pip install 'ws-counter[plot]'") from exc
     figure, axes = plt.subplots(figsize=(8, 4.5))
-    for name, label in (("ack", "ack (send to own ack)"), ("fanout", "fan-out (ack to last client)")):
+    for name, label in (
+        ("ack", "ack (send to own ack)"),
+        ("fanout", "fan-out (ack to last client)"),
+    ):
         points = report["cdf_ms"][name]
         if points:
             axes.plot([ms for _, ms in points], [p for p, _ in points], marker=".", label=label)

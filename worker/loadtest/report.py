@@ -144,12 +144,14 @@ def build_report(
         acks: dict[int, tuple[int, float]] = {}
         for r in results:
             acks.update(r["acks"].get(counter, {}))
-        verified = [r["verified"][counter] for r in results if counter in r["verified"]]
+        verified: list[tuple[str, int, int]] = [
+            tuple(r["verified"][counter]) for r in results if counter in r["verified"]
+        ]
         verdict = judge_counter(
             counter,
             [tuple(s[1:]) for r in results for s in r["initial_states"] if s[0] == counter],
             {seq: by for seq, (by, _) in acks.items()},
-            tuple(max(verified, key=lambda state: state[1])) if verified else None,
+            max(verified, key=lambda state: state[1]) if verified else None,
             [tuple(f[1:]) for r in results for f in r["final"] if f[0] == counter],
         )
         verdicts.append(verdict)

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Set up ws-counter on a Debian machine and run it: system packages when
+# missing, a virtualenv with the project, then the demo or the whole test suite.
+#
+#   bash scripts/dev.sh demo [ws-counter demo flags]   local cluster + load test
+#   bash scripts/dev.sh test [pytest args]             lint, types and every test
+#
+# Settings: VENV (default .venv), PYTHON (default python3).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+APT_UPDATED=0
+
+say() { printf '==> %s\n' "$*"; }
+
+apt_install() {
+    local runner=()
+    if [[ $EUID -ne 0 ]]; then
+        if command -v sudo >/dev/null; then runner=(sudo); else
+            echo "missing Debian packages: $*; install them as root: apt-get install -y $*" >&2
+            exit 1
+        fi
+    fi
+    if [[ $APT_UPDATED == 0 ]]; then
+        "${runner[@]}" apt-get update -q
+        APT_UPDATED=1
+    fi
+    say "installing $*"
+    DEBIAN_FRONTEND=noninteractive "${runner[@]}" apt-get install -y -q --no-install-recommends "$@"
+}
+
+# "command:package" pairs; a package is installed when its command is missing.
+ensure_commands() {
+    local missing=() pair
+    for pair in "$@"; do
+        command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
+    done
+    if ((${#missing[@]})); then apt_install "${missing[@]}"; fi
+}
+
+ensure_system() {
+    ensure_commands redis-server:redis-server redis-cli:redis-tools haproxy:haproxy
+    if ! "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null; then apt_install python3-venv; fi
+}
+
+ensure_venv() {
+    if [[ ! -x $VENV/bin/python ]]; then
+        say "creating virtualenv $VENV"
+        "$PYTHON" -m venv "$VENV"
+    fi
+    local stamp=$VENV/.ws-counter-installed
+    if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
+        say "installing ws-counter and its test tools into $VENV"
+        "$VENV/bin/python" -m pip install -q --upgrade pip
+        "$VENV/bin/python" -m pip install -q -e '.[test]'
+        touch "$stamp"
+    fi
+}
+
+run_tests() {
+    say "ruff"
+    "$VENV/bin/ruff" check worker tests
+    say "mypy --strict"
+    "$VENV/bin/mypy"
+    say "pytest"
+    "$VENV/bin/pytest" "$@"
+}
+
+main() {
+    local command=${1:-}
+    shift || true
+    case $command in
+    demo)
+        ensure_system
+        ensure_venv
+        exec "$VENV/bin/ws-counter" demo "$@"
+        ;;
+    test)
+        ensure_system
+        ensure_venv
+        run_tests "$@"
+        ;;
+    *)
+        sed -n '2,9p' "$0" >&2
+        exit 2
+        ;;
+    esac
+}
+
+main "$@"

@@ -1,0 +1,163 @@
+"""Fixtures: a real redis-server and real worker processes on free loopback ports.
+
+Timeouts scale from one unit, WS_TEST_TIME_SCALE (default 1), so that a slow
+machine can stretch them without editing tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from worker.cluster import READY_TIMEOUT, is_redis_ready, is_worker_ready, redis_argv
+from worker.processes import Child, free_port
+
+UNIT = float(os.environ.get("WS_TEST_TIME_SCALE", "1"))
+ARTIFACTS = Path(os.environ.get("WS_TEST_ARTIFACTS", Path(__file__).parent.parent / "artifacts"))
+
+
+def seconds(value: float) -> float:
+    return value * UNIT
+
+
+class RedisServer:
+    def __init__(self, directory: Path, appendfsync: str = "always") -> None:
+        self.port = free_port()
+        self.directory = directory
+        self.appendfsync = appendfsync
+        self.child: Child | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail("redis-server is not installed (apt-get install -y redis-server)")
+        self.child = Child(
+            "redis", redis_argv(binary, self.port, self.directory, self.appendfsync)
+        ).start()
+        self.child.wait_for_line(is_redis_ready, seconds(READY_TIMEOUT))
+        return self
+
+    def stop(self, signum: int = signal.SIGTERM) -> None:
+        if self.child is not None:
+            self.child.stop(signum=signum)
+
+    def cli(self, *args: str) -> str:
+        import subprocess
+
+        return subprocess.run(
+            ["redis-cli", "-p", str(self.port), *args],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=seconds(10),
+        ).stdout.strip()
+
+
+class WorkerProcess:
+    def __init__(self, redis_url: str, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.redis_url = redis_url
+        self.extra_env = env or {}
+        self.child: Child | None = None
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/"
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, wait_ready: bool = True) -> WorkerProcess:
+        env = {
+            **os.environ,
+            "WS_HOST": "127.0.0.1",
+            "WS_PORT": str(self.port),
+            "REDIS_URL": self.redis_url,
+            "WS_LOG_FORMAT": "json",
+            **self.extra_env,
+        }
+        self.child = Child(
+            f"worker:{self.port}", [sys.executable, "-m", "worker", "serve"], env=env
+        ).start()
+        self.child.wait_for_line(
+            is_worker_ready if wait_ready else _is_listening, seconds(READY_TIMEOUT)
+        )
+        return self
+
+    def wait_for_event(
+        self, event: str, timeout: float = 10.0, after: int = 0
+    ) -> dict[str, object]:
+        assert self.child is not None
+        line = self.child.wait_for_line(
+            lambda text: f'"event": "{event}"' in text, seconds(timeout), after=after
+        )
+        document: dict[str, object] = json.loads(line)
+        return document
+
+    def stop(self, signum: int = signal.SIGTERM) -> int | None:
+        return self.child.stop(signum=signum, timeout=seconds(15)) if self.child else None
+
+
+def _is_listening(line: str) -> bool:
+    return '"event": "listening"' in line
+
+
+def http_get(url: str, timeout: float = 5.0) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=seconds(timeout)) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+@pytest.fixture
+def scratch() -> Iterator[Path]:
+    directory = Path(tempfile.mkdtemp(prefix="ws-counter-test-"))
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    directory = Path(tempfile.mkdtemp(prefix="ws-counter-redis-"))
+    server = RedisServer(directory).start()
+    yield server
+    server.stop()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def start_worker(redis_server: RedisServer) -> Iterator[Callable[..., WorkerProcess]]:
+    started: list[WorkerProcess] = []
+
+    def start(redis_url: str | None = None, **env: str) -> WorkerProcess:
+        worker = WorkerProcess(redis_url or redis_server.url, env).start()
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+@pytest.fixture
+def counter_name(request: pytest.FixtureRequest) -> str:
+    """A counter name of this test's own, so tests sharing a Redis never see each other."""
+    name = request.node.name.lower()
+    cleaned = "".join(ch if ch.isalnum() else "-" for ch in name)
+    return ("t-" + cleaned)[:64].rstrip("-")

@@ -1,0 +1,78 @@
+"""Table tests of settings: environment and flags in, one frozen Settings out."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from worker.settings import SETTINGS, Settings, SettingsError, load_settings
+
+
+def test_defaults_without_environment() -> None:
+    """With nothing set, every field has its documented default."""
+    assert load_settings({}) == Settings()
+
+
+@pytest.mark.parametrize(
+    ("env", "field", "value"),
+    [
+        ({"WS_HOST": "0.0.0.0"}, "host", "0.0.0.0"),
+        ({"WS_PORT": "9001"}, "port", 9001),
+        ({"REDIS_URL": "redis://r:6379/1"}, "redis_url", "redis://r:6379/1"),
+        ({"REDIS_SENTINELS": "a:26379, b:26380"}, "redis_sentinels", (("a", 26379), ("b", 26380))),
+        ({"REDIS_SENTINELS": ""}, "redis_sentinels", ()),
+        ({"REDIS_MASTER_NAME": "m"}, "redis_master_name", "m"),
+        ({"WS_COMPRESSION": "yes"}, "compression", True),
+        ({"WS_COMPRESSION": "off"}, "compression", False),
+        ({"WS_DRAIN_TIMEOUT": "2.5"}, "drain_timeout", 2.5),
+        ({"WS_LOG_FORMAT": "text"}, "log_format", "text"),
+        ({"WS_DEDUP_TTL": "60"}, "dedup_ttl", 60),
+    ],
+)
+def test_environment_sets_fields(env: dict[str, str], field: str, value: object) -> None:
+    """Each environment variable parses into its field."""
+    assert getattr(load_settings(env), field) == value
+
+
+def test_flags_win_over_environment() -> None:
+    """A flag given on the command line overrides the environment."""
+    settings = load_settings({"WS_PORT": "1", "WS_HOST": "h"}, {"port": "2", "host": None})
+    assert (settings.port, settings.host) == (2, "h")
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"WS_PORT": "eighty"}, "WS_PORT"),
+        ({"WS_PORT": "70000"}, "WS_PORT"),
+        ({"WS_MAX_CONNECTIONS": "0"}, "WS_MAX_CONNECTIONS"),
+        ({"WS_DRAIN_TIMEOUT": "-1"}, "WS_DRAIN_TIMEOUT"),
+        ({"WS_DRAIN_TIMEOUT": "nan"}, "WS_DRAIN_TIMEOUT"),
+        ({"WS_COMPRESSION": "maybe"}, "WS_COMPRESSION"),
+        ({"WS_LOG_FORMAT": "xml"}, "WS_LOG_FORMAT"),
+        ({"REDIS_SENTINELS": "nohostport"}, "REDIS_SENTINELS"),
+    ],
+)
+def test_invalid_values_name_the_variable(env: dict[str, str], named: str) -> None:
+    """A bad value is refused with a message naming the variable."""
+    with pytest.raises(SettingsError, match=named):
+        load_settings(env)
+
+
+def test_invalid_flag_names_the_flag() -> None:
+    """A bad flag value names the flag, not the variable."""
+    with pytest.raises(SettingsError, match="--port"):
+        load_settings({}, {"port": "x"})
+
+
+def test_every_field_has_exactly_one_setting() -> None:
+    """The settings table and the dataclass describe the same fields."""
+    assert sorted(s.field for s in SETTINGS) == sorted(f.name for f in dataclasses.fields(Settings))
+    assert len({s.env for s in SETTINGS}) == len(SETTINGS)
+
+
+def test_settings_are_frozen() -> None:
+    """Settings cannot change after they are built."""
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Settings().port = 1  # type: ignore[misc]
