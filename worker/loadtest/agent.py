@@ -308,10 +308,14 @@ def _handshake_failure(exc: BaseException) -> str:
 
 
 class Agent:
-    def __init__(self, share: Share, run_id: str, pipe: Connection) -> None:
+    def __init__(self, share: Share, run_id: str, inbox: Connection, outbox: Connection) -> None:
         self.share = share
         self.run_id = run_id
-        self.pipe = pipe
+        # Two one-way pipes: the event loop makes the inbox non-blocking to
+        # watch it, while the outbox must stay blocking so that a large result
+        # is written whole.
+        self.inbox_pipe = inbox
+        self.outbox = outbox
         self.inbox: asyncio.Queue[Any] = asyncio.Queue()
         self.clients = [LoadClient(self, number, counter) for number, counter in share.clients]
         self.coverage: dict[str, Coverage] = {counter: Coverage() for _, counter in share.clients}
@@ -345,7 +349,7 @@ class Agent:
         self.acks[counter].setdefault(seq, (by, now))
 
     def send(self, *message: Any) -> None:
-        self.pipe.send(message)
+        self.outbox.send(message)
 
     async def next_message(self, kind: str) -> tuple[Any, ...]:
         while True:
@@ -355,7 +359,8 @@ class Agent:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        loop.add_reader(self.pipe.fileno(), lambda: self.inbox.put_nowait(self.pipe.recv()))
+        inbox = self.inbox_pipe
+        loop.add_reader(inbox.fileno(), lambda: self.inbox.put_nowait(inbox.recv()))
         reporter = asyncio.create_task(self._report_progress())
         try:
             await self._connect_all()
@@ -525,17 +530,17 @@ async def _bounded(awaitable: Any, deadline: float) -> None:
         pass
 
 
-def agent_main(share: Share, run_id: str, pipe: Connection) -> None:
+def agent_main(share: Share, run_id: str, inbox: Connection, outbox: Connection) -> None:
     """Entry point of a load-generator process."""
     from ..cli import run_async
 
     warning = raise_open_file_limit(len(share.clients))
     if warning is not None:
-        pipe.send(("fatal", warning))
+        outbox.send(("fatal", warning))
         return
 
     async def main() -> int:
-        await Agent(share, run_id, pipe).run()
+        await Agent(share, run_id, inbox, outbox).run()
         return 0
 
     run_async(main())

@@ -133,20 +133,26 @@ def run_loadtest(options: LoadOptions, console: Console | None = None) -> dict[s
     console = console or Console()
     run_id = secrets.token_hex(4)
     context = multiprocessing.get_context("spawn")
-    pipes: list[Connection] = []
+    inboxes: list[Connection] = []
+    outboxes: list[Connection] = []
     processes = []
     for share in split(options):
-        parent_end, child_end = context.Pipe()
-        process = context.Process(target=agent_main, args=(share, run_id, child_end), daemon=True)
+        agent_inbox, to_agent = context.Pipe(duplex=False)
+        from_agent, agent_outbox = context.Pipe(duplex=False)
+        process = context.Process(
+            target=agent_main, args=(share, run_id, agent_inbox, agent_outbox), daemon=True
+        )
         process.start()
-        child_end.close()
-        pipes.append(parent_end)
+        agent_inbox.close()
+        agent_outbox.close()
+        outboxes.append(to_agent)
+        inboxes.append(from_agent)
         processes.append(process)
     started = time.monotonic()
     progress: dict[int, dict[str, int]] = {}
     try:
         with _Display(console, progress, options) as display:
-            exchange = _Exchange(pipes, processes, progress, display.refresh)
+            exchange = _Exchange(inboxes, outboxes, processes, progress, display.refresh)
             exchange.collect("connected", timeout=options.clients / options.ramp + 60)
             exchange.broadcast(("go",))
             budget = options.max_run_seconds + 60
@@ -173,17 +179,19 @@ class _Exchange:
     def __init__(
         self,
         pipes: list[Connection],
+        outboxes: list[Connection],
         processes: list[Any],
         progress: dict[int, dict[str, int]],
         refresh: Callable[[], None],
     ) -> None:
         self.pipes = pipes
+        self.outboxes = outboxes
         self.processes = processes
         self.progress = progress
         self.refresh = refresh
 
     def broadcast(self, message: tuple[Any, ...]) -> None:
-        for pipe in self.pipes:
+        for pipe in self.outboxes:
             pipe.send(message)
 
     def collect(self, kind: str, timeout: float) -> list[tuple[Any, ...]]:
