@@ -19,7 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from worker.cluster import READY_TIMEOUT, is_redis_ready, is_worker_ready, redis_argv
+from worker.cluster import (
+    READY_TIMEOUT,
+    REDIS_PERSISTENCE,
+    is_redis_ready,
+    is_worker_ready,
+    redis_argv,
+)
 from worker.processes import Child, free_port
 
 UNIT = float(os.environ.get("WS_TEST_TIME_SCALE", "1"))
@@ -31,10 +37,10 @@ def seconds(value: float) -> float:
 
 
 class RedisServer:
-    def __init__(self, directory: Path, appendfsync: str = "always") -> None:
+    def __init__(self, directory: Path, persistence: tuple[str, ...] = REDIS_PERSISTENCE) -> None:
         self.port = free_port()
         self.directory = directory
-        self.appendfsync = appendfsync
+        self.persistence = persistence
         self.child: Child | None = None
 
     @property
@@ -46,7 +52,7 @@ class RedisServer:
         if binary is None:
             pytest.fail("redis-server is not installed (apt-get install -y redis-server)")
         self.child = Child(
-            "redis", redis_argv(binary, self.port, self.directory, self.appendfsync)
+            "redis", redis_argv(binary, self.port, self.directory, self.persistence)
         ).start()
         self.child.wait_for_line(is_redis_ready, seconds(READY_TIMEOUT))
         return self

@@ -91,6 +91,33 @@ def _add_client(subparsers: Any) -> None:
     )
 
 
+def _add_healthcheck(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "healthcheck",
+        help="exit 0 when the local worker answers /healthz (for container health checks)",
+        description="GET http://127.0.0.1:$WS_PORT/healthz (or /readyz with --ready) and exit 0"
+        " on 200, 1 otherwise. Container images need no curl for it.",
+    )
+    parser.add_argument("--ready", action="store_true", help="check /readyz instead")
+    parser.add_argument("--port", type=int, help="worker port (default: $WS_PORT or 8000)")
+    parser.add_argument("--timeout", type=float, default=2.0, help="seconds (default 2)")
+
+
+def _healthcheck(args: argparse.Namespace) -> int:
+    import urllib.error
+    import urllib.request
+
+    port = args.port or int(os.environ.get("WS_PORT") or 8000)
+    url = f"http://127.0.0.1:{port}/{'readyz' if args.ready else 'healthz'}"
+    try:
+        with urllib.request.urlopen(url, timeout=args.timeout) as response:
+            ok = response.status == 200
+    except (OSError, urllib.error.URLError) as exc:
+        print(f"{url}: {exc}", file=sys.stderr)
+        return 1
+    return 0 if ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ws-counter",
@@ -101,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(subparsers)
     _add_cluster(subparsers)
     _add_client(subparsers)
+    _add_healthcheck(subparsers)
     from .loadtest.cli import add_loadtest_parser
 
     add_loadtest_parser(subparsers)
@@ -115,6 +143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .demo import run_cluster_command
 
         return run_cluster_command(args)
+    if args.command == "healthcheck":
+        return _healthcheck(args)
     if args.command == "client":
         from .client import run_client
 

@@ -28,6 +28,12 @@ class ClusterError(RuntimeError):
     """The cluster cannot start; the message says what is missing and how to get it."""
 
 
+# The persistence of docker-compose.yml and the k8s StatefulSet: AOF only, each
+# write fsynced before Redis answers, so an acknowledged increment survives a
+# Redis crash (docs/guarantees.md). A test checks the three agree.
+REDIS_PERSISTENCE = ("--save", "", "--appendonly", "yes", "--appendfsync", "always")
+
+
 @dataclass(frozen=True)
 class ClusterOptions:
     workers: int = 3
@@ -35,7 +41,7 @@ class ClusterOptions:
     host: str = "127.0.0.1"
     haproxy: bool | None = None  # None: use HAProxy when it is installed
     haproxy_config: Path = DEFAULT_HAPROXY_CONFIG
-    appendfsync: str = "always"
+    redis_persistence: tuple[str, ...] = REDIS_PERSISTENCE
     worker_env: Mapping[str, str] = field(default_factory=dict)
     log_dir: Path | None = None
     echo: Callable[[str, str], None] | None = None
@@ -50,8 +56,10 @@ def require_binary(name: str, package: str) -> str:
     return path
 
 
-def redis_argv(binary: str, port: int, data_dir: Path, appendfsync: str) -> list[str]:
-    """Redis with the persistence of docker-compose.yml: AOF only, fsync as given."""
+def redis_argv(
+    binary: str, port: int, data_dir: Path, persistence: tuple[str, ...] = REDIS_PERSISTENCE
+) -> list[str]:
+    """Redis on loopback with the given persistence flags."""
     return [
         binary,
         "--bind",
@@ -60,12 +68,7 @@ def redis_argv(binary: str, port: int, data_dir: Path, appendfsync: str) -> list
         str(port),
         "--dir",
         str(data_dir),
-        "--save",
-        "",
-        "--appendonly",
-        "yes",
-        "--appendfsync",
-        appendfsync,
+        *persistence,
         "--protected-mode",
         "yes",
         "--daemonize",
@@ -145,7 +148,7 @@ class LocalCluster:
         data_dir.mkdir(exist_ok=True)
         self.redis = Child(
             "redis",
-            redis_argv(binary, self.redis_port, data_dir, self.options.appendfsync),
+            redis_argv(binary, self.redis_port, data_dir, self.options.redis_persistence),
             log_path=self._log_path("redis"),
             echo=self.options.echo,
         ).start()

@@ -30,6 +30,7 @@ from . import page
 from .batcher import Batcher, Outcome
 from .errors import CounterError, OutcomeUnknown, StoreRejected
 from .hub import Hub
+from .limits import raise_open_file_limit
 from .protocol import (
     Applied,
     ClientError,
@@ -398,6 +399,9 @@ async def serve_until_signalled(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    warning = raise_open_file_limit(settings.max_connections)
+    if warning is not None:
+        log.warning(warning, extra={"event": "open_file_limit"})
     worker = Worker(settings)
     await worker.start()
     await stop.wait()

@@ -18,7 +18,6 @@ import collections
 import contextlib
 import json
 import random
-import resource
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -28,36 +27,17 @@ from hdrh.histogram import HdrHistogram
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from ..limits import raise_open_file_limit
 from .plan import Share, counter_url
 
 HISTOGRAM_MAX_US = 3_600_000_000
 MAX_RECONNECTS = 30
 MAX_RESENDS = 30
 PROGRESS_SECONDS = 0.5
-FILES_PER_PROCESS = 64
 
 
 def new_histogram() -> HdrHistogram:
     return HdrHistogram(1, HISTOGRAM_MAX_US, 3)
-
-
-def raise_open_file_limit(connections: int) -> str | None:
-    """Raise RLIMIT_NOFILE as far as allowed; return a warning if it stays too low."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    needed = connections + FILES_PER_PROCESS
-    if soft < needed:
-        target = needed if hard == resource.RLIM_INFINITY else min(hard, max(needed, soft))
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            soft = target
-        except (ValueError, OSError):
-            pass
-    if soft < needed:
-        return (
-            f"open-file limit is {soft} but {connections} connections need about {needed}: "
-            "raise it (ulimit -n) or spread clients with --processes"
-        )
-    return None
 
 
 class Coverage:
@@ -536,7 +516,7 @@ def agent_main(share: Share, run_id: str, inbox: Connection, outbox: Connection)
 
     warning = raise_open_file_limit(len(share.clients))
     if warning is not None:
-        outbox.send(("fatal", warning))
+        outbox.send(("fatal", warning + " or spread clients with --processes"))
         return
 
     async def main() -> int:

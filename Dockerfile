@@ -1,0 +1,39 @@
+# syntax=docker/dockerfile:1
+# ws-counter worker image: a virtualenv built in one stage, copied into a
+# clean runtime stage that runs as a non-root numeric user.
+#
+# Pin the base image by digest in production, e.g.
+#   docker build --build-arg PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:... .
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+WORKDIR /src
+RUN python -m venv /opt/venv
+# Dependencies first, so that a code change does not reinstall them.
+COPY pyproject.toml README.md ./
+COPY worker/__init__.py worker/
+RUN /opt/venv/bin/pip install --no-cache-dir . && /opt/venv/bin/pip uninstall -y ws-counter
+COPY worker/ worker/
+RUN /opt/venv/bin/pip install --no-cache-dir --no-deps . \
+    && /opt/venv/bin/python -m compileall -q /opt/venv/lib
+
+FROM ${PYTHON_IMAGE}
+LABEL org.opencontainers.image.title="ws-counter" \
+      org.opencontainers.image.description="Horizontally scaled WebSocket counter worker"
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    WS_HOST=0.0.0.0 \
+    WS_PORT=8000
+COPY --from=build /opt/venv /opt/venv
+# A numeric user, so that Kubernetes can verify runAsNonRoot without /etc/passwd.
+USER 10001:10001
+EXPOSE 8000
+HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
+    CMD ["ws-counter", "healthcheck"]
+# Exec form: the worker is PID 1 and receives SIGTERM itself to drain.
+ENTRYPOINT ["ws-counter"]
+CMD ["serve"]

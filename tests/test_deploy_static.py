@@ -1,0 +1,88 @@
+"""Static checks of the Dockerfile, docker-compose.yml, HAProxy configs and k8s manifests.
+
+No Docker engine or Kubernetes cluster exists where these run, so every file
+is checked by the tool that knows its format; tests/test_containers.py and
+tests/test_topology.py then run the same topology for real.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from worker.cluster import REDIS_PERSISTENCE
+
+from .deploy import (
+    COMPOSE_FILE,
+    HAPROXY_CONFIGS,
+    KUBERNETES_VERSIONS,
+    KUSTOMIZATIONS,
+    ROOT,
+    compose,
+    find_resource,
+    render_kustomization,
+    run,
+    tool,
+)
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    run(tool("hadolint"), "--failure-threshold", "info", str(ROOT / "Dockerfile"))
+
+
+def test_compose_file_matches_the_compose_spec() -> None:
+    run(tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(COMPOSE_FILE))
+
+
+def test_yaml_passes_yamllint() -> None:
+    run(tool("yamllint"), "--strict", ".")
+
+
+@pytest.mark.parametrize("config", HAPROXY_CONFIGS, ids=lambda path: path.name)
+def test_haproxy_config_is_valid(config: Path) -> None:
+    haproxy = shutil.which("haproxy")
+    if haproxy is None:
+        pytest.fail("haproxy is not installed (apt-get install -y haproxy)")
+    # local.cfg takes its addresses from the environment, as `ws-counter cluster` sets it.
+    env = {**os.environ, "LB_BIND": "127.0.0.1:8080", "WS_WORKER_1": "127.0.0.1:9001"}
+    run(haproxy, "-c", "-f", str(config), env=env)
+
+
+def test_haproxy_configs_cover_the_deploy_folder() -> None:
+    assert {path.name for path in HAPROXY_CONFIGS} == {"compose.cfg", "local.cfg"}
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_manifests_validate_strictly(version: str, tmp_path: Path) -> None:
+    manifests = [
+        str(path)
+        for path in sorted((ROOT / "k8s").rglob("*.yaml"))
+        if path.name != "kustomization.yaml" and "overlays" not in path.parts
+    ]
+    run(tool("kubernetes-validate"), "--strict", "-k", version, "--quiet", *manifests)
+    for directory in KUSTOMIZATIONS:
+        rendered = tmp_path / f"{directory.name}.yaml"
+        rendered.write_text(run(tool("kubectl"), "kustomize", str(directory)).stdout)
+        run(tool("kubernetes-validate"), "--strict", "-k", version, "--quiet", str(rendered))
+
+
+def test_redis_persistence_is_the_same_everywhere() -> None:
+    """Compose, the k8s StatefulSet and the local cluster all fsync AOF on every write."""
+    compose_command = compose()["services"]["redis"]["command"]
+    assert compose_command[0] == "redis-server"
+    assert tuple(compose_command[1:]) == REDIS_PERSISTENCE
+    statefulset = find_resource(render_kustomization(ROOT / "k8s"), "StatefulSet", "redis")
+    args = statefulset["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[0] == "redis-server"
+    assert tuple(args[1 : 1 + len(REDIS_PERSISTENCE)]) == REDIS_PERSISTENCE
+
+
+def test_sentinel_overlay_points_workers_at_sentinels() -> None:
+    resources = render_kustomization(ROOT / "k8s" / "overlays" / "sentinel")
+    config = find_resource(resources, "ConfigMap", "ws-counter-worker")["data"]
+    assert config["REDIS_SENTINELS"].count(":26379") == 3
+    assert config["REDIS_MASTER_NAME"]
+    assert not [r for r in resources if r["kind"] == "StatefulSet"]
