@@ -8,7 +8,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from worker.processes import Child, free_port
 from worker.store import state_key
 
 from .conftest import ARTIFACTS, http_get, seconds
+from .loadrun import BackgroundLoadtest
 
 pytestmark = pytest.mark.cluster
 
@@ -126,54 +126,28 @@ def test_loadtest_fails_when_a_threshold_is_missed(cluster: LocalCluster) -> Non
     assert "CORRECT" in result.stdout and "FAILED" in result.stdout
 
 
-def test_loadtest_detects_a_counter_that_lost_its_history(cluster: LocalCluster) -> None:
+def test_loadtest_detects_a_counter_that_lost_its_history(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
     """Deleting the counter in Redis mid-run: the load test reports the loss, exits non-zero."""
     counter = "lt-lossy"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "worker",
-            "loadtest",
-            cluster.url,
-            "--clients",
-            "30",
-            "--rate",
-            "300",
-            "--duration",
-            "4",
-            "--counter",
-            counter,
-            "--loopback-only",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    run = BackgroundLoadtest(
+        cluster.url,
+        *("--clients", "30", "--rate", "300", "--duration", "4", "--counter", counter),
+        json_path=tmp_path / "report.json",
     )
-    lines: list[str] = []
-    started = threading.Event()
-
-    def read() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            lines.append(line)
-            if re.search(r"acked [1-9]", line):
-                started.set()
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    assert started.wait(seconds(60)), "".join(lines)
+    run.wait_until_acking()
     subprocess.run(
         ["redis-cli", "-p", str(cluster.redis_port), "DEL", state_key(counter)],
         check=True,
         capture_output=True,
         timeout=seconds(10),
     )
-    assert process.wait(seconds(120)) == 1
-    reader.join(seconds(10))
-    output = "".join(lines)
-    assert "INCORRECT" in output
-    assert "history was lost" in output or "epoch" in output
+    status, report = run.finish()
+    assert status == 1, run.output
+    assert "INCORRECT" in run.output
+    assert report is not None and report["correct"] is False
+    assert any("history was lost" in error or "epoch" in error for error in report["errors"])
 
 
 def test_loadtest_refuses_non_loopback_targets_when_asked() -> None:
