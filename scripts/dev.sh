@@ -45,6 +45,11 @@ ensure_system() {
     if ! "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null; then apt_install python3-venv; fi
 }
 
+# The browser tests drive Debian's Chromium (Playwright cannot download one here).
+ensure_test_system() {
+    ensure_commands chromium:chromium
+}
+
 ensure_venv() {
     if [[ ! -x $VENV/bin/python ]]; then
         say "creating virtualenv $VENV"
@@ -114,6 +119,7 @@ main() {
         ;;
     test)
         ensure_system
+        ensure_test_system
         ensure_venv
         prepare_containers
         run_tests "$@"

@@ -1,3 +1,5 @@
 from worker.cli import main
 
-raise SystemExit(main())
+# Guarded: load-generator processes are spawned and import this module again.
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -208,14 +208,14 @@ class _Exchange:
                 if item in sentinels:
                     index = sentinels[item]
                     if index not in got and not self.pipes[index].poll():
-                        raise LoadTestFailed(f"load-generator process {index} exited")
+                        raise LoadTestFailed(self._exited(index))
                     continue
                 assert isinstance(item, Connection)
                 index = self.pipes.index(item)
                 try:
                     message = item.recv()
                 except EOFError:
-                    raise LoadTestFailed(f"load-generator process {index} exited") from None
+                    raise LoadTestFailed(self._exited(index)) from None
                 if message[0] == "fatal":
                     raise LoadTestFailed(message[1])
                 if message[0] == "progress":
@@ -224,6 +224,11 @@ class _Exchange:
                     got[index] = message
             self.refresh()
         return [got[index] for index in sorted(got)]
+
+    def _exited(self, index: int) -> str:
+        process = self.processes[index]
+        process.join(timeout=5)
+        return f"load-generator process {index} exited early (exit status {process.exitcode})"
 
 
 class _Display:

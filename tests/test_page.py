@@ -1,0 +1,129 @@
+"""The counter page in a real browser (Debian's Chromium driven by Playwright).
+
+Two pages on two workers of a real local cluster: an increment typed in one
+shows up in the other; a worker restart shows "reconnecting" and then the
+right total; bad input shows a readable error. Screenshots go to the test
+artifacts.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from worker.cluster import ClusterOptions, LocalCluster
+from worker.processes import free_port
+
+from .conftest import ARTIFACTS, http_get, seconds
+
+pytestmark = pytest.mark.browser
+
+# Headless, and nothing that reaches out to the network: this machine's
+# network is closed and the page must need nothing from outside.
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[LocalCluster]:
+    with LocalCluster(ClusterOptions(workers=2, port=free_port())) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    executable = shutil.which("chromium")
+    if executable is None:
+        pytest.fail("chromium is not installed (apt-get install -y chromium)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+def open_page(browser: Browser, url: str, width: int = 800) -> Page:
+    page = browser.new_page(viewport={"width": width, "height": 900})
+    outside: list[str] = []
+    page.on(
+        "request",
+        lambda request: outside.append(request.url) if "127.0.0.1" not in request.url else None,
+    )
+    page.goto(url)
+    expect(page.locator("#state")).to_have_text("connected", timeout=seconds(10) * 1000)
+    assert outside == [], f"the page fetched from outside: {outside}"
+    return page
+
+
+def add(page: Page, text: str) -> None:
+    page.get_by_label("Number to add").fill(text)
+    page.keyboard.press("Enter")
+
+
+def worker_page_url(cluster: LocalCluster, index: int, counter: str) -> str:
+    return f"http://127.0.0.1:{cluster.worker_ports[index]}/counters/{counter}"
+
+
+def test_plain_get_serves_the_page_through_the_balancer(cluster: LocalCluster) -> None:
+    status, body = http_get(cluster.url.replace("ws://", "http://"))
+    assert status == 200
+    assert "<title>ws-counter · default</title>" in body
+    assert "http://" not in body.replace("http://127.0.0.1", "") and "https://" not in body
+
+
+def test_an_increment_in_one_page_shows_in_a_page_on_another_worker(
+    cluster: LocalCluster, browser: Browser
+) -> None:
+    first = open_page(browser, worker_page_url(cluster, 0, "page-sync"))
+    second = open_page(browser, worker_page_url(cluster, 1, "page-sync"), width=390)
+    add(first, "5")
+    expect(second.locator("#total")).to_have_text("5")
+    expect(first.locator("#log li").first).to_contain_text("+5 → 5")
+    first.get_by_label("Number to add").fill("-2")
+    first.get_by_role("button", name="Add").click()
+    expect(second.locator("#total")).to_have_text("3")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    first.screenshot(path=str(ARTIFACTS / "counter-page.png"))
+    second.screenshot(path=str(ARTIFACTS / "counter-page-phone.png"))
+
+
+def test_a_page_reconnects_after_its_worker_restarts(
+    cluster: LocalCluster, browser: Browser
+) -> None:
+    steady = open_page(browser, worker_page_url(cluster, 0, "page-restart"))
+    moving = open_page(browser, worker_page_url(cluster, 1, "page-restart"))
+    add(steady, "7")
+    expect(moving.locator("#total")).to_have_text("7")
+    cluster.stop_worker(1)
+    expect(moving.locator("#state")).to_contain_text("reconnecting")
+    add(steady, "4")
+    expect(steady.locator("#total")).to_have_text("11")
+    cluster.start_worker(1)
+    expect(moving.locator("#state")).to_have_text("connected", timeout=seconds(30) * 1000)
+    expect(moving.locator("#total")).to_have_text("11")
+    expect(moving.locator("#meta")).to_contain_text("caught up")
+
+
+def test_bad_input_shows_a_readable_error(cluster: LocalCluster, browser: Browser) -> None:
+    page = open_page(browser, worker_page_url(cluster, 0, "page-errors"))
+    add(page, "abc")
+    expect(page.locator("#error")).to_have_text("Enter a whole number, like 5 or -3.")
+    # Passes the page's check but not the server's: the server's message is shown.
+    add(page, "99999999999999999999")
+    expect(page.locator("#error")).to_contain_text("signed 64-bit range (out_of_range)")
+    expect(page.locator("#total")).to_have_text("0")
+    add(page, "9223372036854775807")
+    expect(page.locator("#total")).to_have_text("9,223,372,036,854,775,807")
+    add(page, "1")
+    expect(page.locator("#error")).to_contain_text("(overflow)")
+    page.screenshot(path=str(ARTIFACTS / "counter-page-error.png"))
