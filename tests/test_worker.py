@@ -110,7 +110,8 @@ def test_clients_joining_during_increments_never_see_an_older_total(
     start_worker: StartWorker, counter_name: str
 ) -> None:
     """A snapshot on open is never followed by an older fan-out message."""
-    workers = [start_worker() for _ in range(2)]
+    # One writer sends faster than the per-connection rate limit allows.
+    workers = [start_worker(WS_RATE_LIMIT="0") for _ in range(2)]
 
     async def scenario() -> None:
         writer = await connect(counter_url(workers[0], counter_name))

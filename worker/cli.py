@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import signal
 import sys
@@ -25,6 +26,14 @@ def run_async(main: Coroutine[Any, Any, int]) -> int:
         return runner.run(main)
 
 
+def _shown(default: object) -> str:
+    """A default as the environment variable would spell it."""
+    if isinstance(default, tuple):
+        parts = (":".join(map(str, v)) if isinstance(v, tuple) else str(v) for v in default)
+        return ",".join(parts) or "none"
+    return str(default) if default != "" else "none"
+
+
 def _add_serve(subparsers: Any) -> None:
     defaults = Settings()
     parser = subparsers.add_parser(
@@ -35,12 +44,7 @@ def _add_serve(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     for setting in SETTINGS:
-        default = getattr(defaults, setting.field)
-        shown = (
-            ",".join(f"{h}:{p}" for h, p in default)
-            if setting.field == "redis_sentinels"
-            else default
-        )
+        shown = _shown(getattr(defaults, setting.field))
         parser.add_argument(
             setting.flag,
             dest=setting.field,
@@ -165,11 +169,25 @@ def _serve(args: argparse.Namespace) -> int:
     flags = {setting.field: getattr(args, setting.field) for setting in SETTINGS}
     try:
         settings = load_settings(os.environ, flags)
+        settings = _with_secret_file(settings)
     except SettingsError as exc:
         print(f"ws-counter serve: {exc}", file=sys.stderr)
         return 2
     logs.configure(settings.log_format, settings.log_level)
     return run_async(serve_until_signalled(settings))
+
+
+def _with_secret_file(settings: Settings) -> Settings:
+    """Read the token secret from WS_JWT_SECRET_FILE when one is named."""
+    if not settings.jwt_secret_file:
+        return settings
+    try:
+        secret = Path(settings.jwt_secret_file).read_text().strip()
+    except OSError as exc:
+        raise SettingsError(f"WS_JWT_SECRET_FILE: {exc.strerror}: {exc.filename}") from None
+    if not secret:
+        raise SettingsError(f"WS_JWT_SECRET_FILE: {settings.jwt_secret_file} is empty")
+    return dataclasses.replace(settings, jwt_secret=secret)
 
 
 def wait_for_interrupt() -> None:

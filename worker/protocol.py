@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -62,6 +62,8 @@ class ErrorCode:
     OVERFLOW = "overflow"
     UNAVAILABLE = "unavailable"
     REJECTED = "rejected"
+    RATE_LIMITED = "rate_limited"
+    FORBIDDEN = "forbidden"
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,11 +82,16 @@ class Increment:
 
 @dataclass(frozen=True, slots=True)
 class CounterState:
-    """A counter's state as applied in Redis: ``seq`` counts increments in ``epoch``."""
+    """A counter's state as applied in Redis: ``seq`` counts increments in ``epoch``.
+
+    ``published_ms`` is when Redis published it (its clock, ms since the epoch),
+    if it came from the channel; it is not part of the state's identity.
+    """
 
     epoch: str
     seq: int
     total: int
+    published_ms: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,7 +293,11 @@ def encode_state(state: CounterState) -> str:
 
 
 def decode_state(payload: bytes | str) -> CounterState:
-    """Parse a state published on a counter channel; raises ValueError if malformed."""
+    """Parse ``epoch seq total [published_ms]``; raises ValueError if malformed."""
     text = payload.decode() if isinstance(payload, bytes) else payload
-    epoch, seq, total = text.split(" ")
+    parts = text.split(" ")
+    if len(parts) == 4:
+        epoch, seq, total, published = parts
+        return CounterState(epoch, int(seq), int(total), int(published))
+    epoch, seq, total = parts
     return CounterState(epoch=epoch, seq=int(seq), total=int(total))

@@ -16,8 +16,9 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
+import weakref
 from collections.abc import Collection
-from dataclasses import dataclass
 
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.datastructures import Headers
@@ -25,12 +26,16 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
+from websockets.typing import Origin
 
 from . import page
+from .auth import OPEN, AuthError, Grant, authorize, token_from
 from .batcher import Batcher, Outcome
 from .errors import CounterError, OutcomeUnknown, StoreRejected
 from .hub import Hub
 from .limits import raise_open_file_limit
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .metrics import Metrics
 from .protocol import (
     Applied,
     ClientError,
@@ -48,23 +53,15 @@ from .protocol import (
     split_path,
     total_message,
 )
+from .ratelimit import TokenBucket
 from .settings import Settings
 from .store import RedisStore
 
 log = logging.getLogger("ws_counter.worker")
 
 
-@dataclass
-class Stats:
-    handshakes_accepted: int = 0
-    handshakes_rejected: int = 0
-    increments_applied: int = 0
-    increments_duplicate: int = 0
-    increments_failed: int = 0
-    client_errors: int = 0
-    totals_sent: int = 0
-    totals_conflated: int = 0
-    slow_clients_closed: int = 0
+# What push_total did with a total, counted once per fan-out in _deliver.
+SENT, HELD, REPLACED, DROPPED = 0, 1, 2, 3
 
 
 def _text_frame(text: str) -> bytes:
@@ -75,8 +72,10 @@ class Client:
     """One WebSocket connection and its conflation slot."""
 
     __slots__ = (
+        "bucket",
         "connection",
         "counter",
+        "grant",
         "initialized",
         "pending",
         "raw",
@@ -87,11 +86,20 @@ class Client:
         "worker",
     )
 
-    def __init__(self, worker: Worker, connection: ServerConnection, route: CounterRoute) -> None:
+    def __init__(
+        self, worker: Worker, connection: ServerConnection, route: CounterRoute, grant: Grant
+    ) -> None:
         self.worker = worker
         self.connection = connection
         self.counter = route.counter
         self.since = route.since
+        self.grant = grant
+        settings = worker.settings
+        self.bucket = (
+            TokenBucket(settings.rate_limit, settings.rate_burst, time.monotonic())
+            if settings.rate_limit > 0
+            else None
+        )
         self.initialized = False
         # Without extensions a server frame is the same bytes for every
         # connection, so one serialized frame can be written to all of them.
@@ -105,38 +113,40 @@ class Client:
     def send_text(self, text: str) -> None:
         broadcast([self.connection], text)
 
-    def push_total(self, state: CounterState, text: str, frame: bytes) -> None:
-        """Send a counter's new total, or keep it as the one pending if the client is slow."""
+    def push_total(self, state: CounterState, text: str, frame: bytes) -> int:
+        """Send a counter's new total, or keep it as the one pending if the client is slow.
+
+        Returns SENT, HELD (kept for later), REPLACED (kept, superseding an
+        older pending total) or DROPPED (connection closing).
+        """
         if not self.initialized:
             self.initialized = True
             text = total_message(self.counter, state, missed_updates(self.since, state))
             frame = b""
-        stats = self.worker.stats
         if self.stalled:
-            if self.pending is not None:
-                stats.totals_conflated += 1
+            replaced = self.pending is not None
             self.pending = text
-            return
+            return REPLACED if replaced else HELD
         connection = self.connection
         if connection.protocol.state is not State.OPEN:
-            return
+            return DROPPED
         if connection.paused:
             self.stalled = True
             self.pending = text
             self.worker.spawn(self._send_when_writable())
-            return
-        stats.totals_sent += 1
+            return HELD
         if frame and self.raw:
             connection.transport.write(frame)
         else:
             self.send_text(text)
+        return SENT
 
     async def _send_when_writable(self) -> None:
         try:
             async with asyncio.timeout(self.worker.settings.slow_client_timeout):
                 await self.connection.drain()
         except TimeoutError:
-            self.worker.stats.slow_clients_closed += 1
+            self.worker.metrics.slow_clients_closed.inc()
             log.info("closing slow client", extra={"event": "slow_client_closed"})
             await self.connection.close(CloseCode.POLICY_VIOLATION, "slow consumer")
             return
@@ -145,14 +155,19 @@ class Client:
         self.stalled = False
         pending, self.pending = self.pending, None
         if pending is not None:
-            self.worker.stats.totals_sent += 1
+            self.worker.metrics.totals_sent.inc()
             self.send_text(pending)
 
 
 class Worker:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.stats = Stats()
+        self.metrics = Metrics(lambda: len(self.server.connections) if self.server else 0)
+        # What each accepted handshake's token allows, from process_request to the handler.
+        self._grants: weakref.WeakKeyDictionary[ServerConnection, Grant] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._was_connected = False
         self.store = RedisStore(settings)
         self.hub: Hub[Client] = Hub(self._deliver)
         self.batcher = Batcher(self.store)
@@ -182,6 +197,9 @@ class Worker:
             settings.host,
             settings.port,
             process_request=self._process_request,
+            process_response=self._process_response,
+            # None admits clients that send no Origin: they are not browsers.
+            origins=_origins(settings),
             compression="deflate" if settings.compression else None,
             max_size=settings.max_message_bytes,
             open_timeout=settings.open_timeout,
@@ -203,6 +221,9 @@ class Worker:
         was_up = self.hub.connected
         self.hub.on_connection(up)
         if up and not was_up:
+            if self._was_connected:
+                self.metrics.redis_reconnects.inc()
+            self._was_connected = True
             log.info("subscribed to redis", extra={"event": "ready", "port": self.port})
         elif was_up and not up:
             log.warning("redis connection lost", extra={"event": "redis_lost"})
@@ -218,6 +239,8 @@ class Worker:
                 return connection.respond(200, "ready\n")
             reason = "draining" if self.draining else "not subscribed to Redis"
             return connection.respond(503, f"not ready: {reason}\n")
+        if path == "/metrics":
+            return _metrics_response(self.metrics)
         try:
             route = parse_counter_route(request.path)
         except RouteError as exc:
@@ -231,18 +254,33 @@ class Worker:
         assert self.server is not None
         if len(self.server.connections) >= self.settings.max_connections:
             return self._reject(connection, 503, "worker is at its connection limit")
+        try:
+            self._grants[connection] = self._authorize(request, route)
+        except AuthError as exc:
+            return self._reject(connection, exc.status, exc.reason)
         return None
 
+    def _authorize(self, request: Request, route: CounterRoute) -> Grant:
+        if not self.settings.jwt_secret:
+            return OPEN
+        token = token_from(route.token, request.headers.get("Authorization"))
+        return authorize(self.settings.jwt_secret, token, route.counter)
+
     def _reject(self, connection: ServerConnection, status: int, reason: str) -> Response:
-        self.stats.handshakes_rejected += 1
         return connection.respond(status, reason + "\n")
+
+    def _process_response(
+        self, connection: ServerConnection, request: Request, response: Response
+    ) -> None:
+        if "websocket" in request.headers.get("Upgrade", "").lower():
+            status = response.status_code
+            self.metrics.handshakes.labels("accepted" if status == 101 else str(status)).inc()
 
     # WebSocket side
 
     async def _handle(self, connection: ServerConnection) -> None:
-        self.stats.handshakes_accepted += 1
         route = parse_counter_route(connection.request.path if connection.request else "/")
-        client = Client(self, connection, route)
+        client = Client(self, connection, route, self._grants.pop(connection, OPEN))
         group = self.hub.join(route.counter, client)
         try:
             if group.state is not None:
@@ -269,18 +307,22 @@ class Worker:
                 await client.room.wait()
                 await client.connection.drain()
         except TimeoutError:
-            self.stats.slow_clients_closed += 1
+            self.metrics.slow_clients_closed.inc()
             await client.connection.close(CloseCode.POLICY_VIOLATION, "slow consumer")
 
     def _on_message(self, client: Client, message: str | bytes) -> None:
         try:
             increment = parse_client_message(message)
         except ClientError as exc:
-            self.stats.client_errors += 1
+            self.metrics.invalid.inc()
             client.send_text(error_message(exc.code, exc.message, exc.increment_id))
             return
+        refusal = self._refusal(client, increment)
+        if refusal is not None:
+            client.send_text(refusal)
+            return
         if self.draining or not self.hub.connected:
-            self.stats.increments_failed += 1
+            self.metrics.failed.inc()
             reason = "worker is shutting down" if self.draining else "Redis is unavailable"
             client.send_text(
                 error_message(
@@ -294,6 +336,25 @@ class Worker:
             client.room.clear()
         future.add_done_callback(lambda done: self._on_outcome(client, increment, done))
 
+    def _refusal(self, client: Client, increment: Increment) -> str | None:
+        """The error for an increment this client may not make now, if any."""
+        if not client.grant.incr:
+            self.metrics.forbidden.inc()
+            return error_message(
+                ErrorCode.FORBIDDEN,
+                f"this token may read counter {client.counter} but not increment it",
+                increment.id,
+            )
+        if client.bucket is not None and not client.bucket.take(time.monotonic()):
+            self.metrics.rate_limited.inc()
+            return error_message(
+                ErrorCode.RATE_LIMITED,
+                f"more than {self.settings.rate_limit:g} increments per second on this"
+                " connection; not applied, send it again later",
+                increment.id,
+            )
+        return None
+
     def _on_outcome(
         self, client: Client, increment: Increment, future: asyncio.Future[Outcome]
     ) -> None:
@@ -305,20 +366,24 @@ class Worker:
         exc = future.exception()
         outcome = future.result() if exc is None else None
         if isinstance(outcome, Applied):
-            if outcome.duplicate:
-                self.stats.increments_duplicate += 1
-            else:
-                self.stats.increments_applied += 1
+            (self.metrics.duplicate if outcome.duplicate else self.metrics.applied).inc()
             client.send_text(ack_message(increment, outcome))
             return
-        self.stats.increments_failed += 1
+        self.metrics.failed.inc()
         client.send_text(_failure_message(increment, outcome if exc is None else exc))
 
     def _deliver(self, counter: str, clients: Collection[Client], state: CounterState) -> None:
+        metrics = self.metrics
+        if state.published_ms is not None:
+            metrics.fanout_lag.observe(max(0.0, time.time() - state.published_ms / 1000))
         text = total_message(counter, state)
         frame = _text_frame(text)
+        outcomes = [0, 0, 0, 0]
         for client in clients:
-            client.push_total(state, text, frame)
+            outcomes[client.push_total(state, text, frame)] += 1
+        metrics.totals_sent.inc(outcomes[SENT])
+        if outcomes[REPLACED]:
+            metrics.totals_conflated.inc(outcomes[REPLACED])
 
     # Shutdown
 
@@ -377,6 +442,19 @@ def _failure_message(increment: Increment, failure: object) -> str:
         )
     log.error("unexpected failure of an increment: %r", failure)
     return error_message(ErrorCode.UNAVAILABLE, "internal error; not applied", increment.id)
+
+
+def _origins(settings: Settings) -> list[Origin | None] | None:
+    """The Origin allow-list; None admits clients that send no Origin (they are not browsers)."""
+    if not settings.allowed_origins:
+        return None
+    return [*(Origin(origin) for origin in settings.allowed_origins), None]
+
+
+def _metrics_response(metrics: Metrics) -> Response:
+    body = metrics.render()
+    headers = Headers([("Content-Type", METRICS_CONTENT_TYPE), ("Content-Length", str(len(body)))])
+    return Response(200, "OK", headers, body)
 
 
 def _html_response(counter: str) -> Response:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -39,6 +39,12 @@ class Settings:
     reuse_port: bool = False
     log_format: str = "json"
     log_level: str = "info"
+    allowed_origins: tuple[str, ...] = ()
+    rate_limit: float = 100.0
+    rate_burst: int = 200
+    # repr=False: settings get logged, secrets must not be.
+    jwt_secret: str = field(default="", repr=False)
+    jwt_secret_file: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +94,23 @@ def _choice(*choices: str) -> Callable[[str], str]:
         return text
 
     return parse
+
+
+def _origins(text: str) -> tuple[str, ...]:
+    """Parse ``https://a.example,https://b.example:8443`` (empty: no Origin check)."""
+    origins = tuple(filter(None, (part.strip().rstrip("/") for part in text.split(","))))
+    for origin in origins:
+        scheme, sep, host = origin.partition("://")
+        if not sep or scheme not in {"http", "https"} or not host or "/" in host:
+            raise ValueError(f"{origin!r} is not an origin like https://example.com")
+    return origins
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError("must be a non-negative number")
+    return value
 
 
 def _sentinels(text: str) -> tuple[tuple[str, int], ...]:
@@ -239,6 +262,49 @@ SETTINGS: tuple[Setting, ...] = (
         _choice("debug", "info", "warning", "error"),
         "least severe log level written",
         "LEVEL",
+    ),
+    Setting(
+        "allowed_origins",
+        "WS_ALLOWED_ORIGINS",
+        "--allowed-origins",
+        _origins,
+        "browser origins allowed to open WebSockets, comma-separated; when set, handshakes"
+        " from other origins get HTTP 403 (clients that send no Origin are not browsers and pass)",
+        "ORIGINS",
+    ),
+    Setting(
+        "rate_limit",
+        "WS_RATE_LIMIT",
+        "--rate-limit",
+        _non_negative_float,
+        "increments per second one connection may send on average (0: no limit);"
+        " beyond it increments get a rate_limited error",
+        "PER_SECOND",
+    ),
+    Setting(
+        "rate_burst",
+        "WS_RATE_BURST",
+        "--rate-burst",
+        _positive_int,
+        "increments one connection may send at once before the rate limit applies",
+        "N",
+    ),
+    Setting(
+        "jwt_secret",
+        "WS_JWT_SECRET",
+        "--jwt-secret",
+        str,
+        "HMAC secret for HS256 tokens; when set every WebSocket needs a token"
+        " (prefer the environment or WS_JWT_SECRET_FILE to a flag, which others can read)",
+        "SECRET",
+    ),
+    Setting(
+        "jwt_secret_file",
+        "WS_JWT_SECRET_FILE",
+        "--jwt-secret-file",
+        str,
+        "file holding the token secret (a mounted Docker or Kubernetes secret)",
+        "PATH",
     ),
 )
 

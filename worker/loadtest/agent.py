@@ -33,6 +33,9 @@ from .plan import Share, counter_url
 HISTOGRAM_MAX_US = 3_600_000_000
 MAX_RECONNECTS = 30
 MAX_RESENDS = 30
+# Errors that say the increment was not applied (or may not have been): send
+# it again under its id, after a pause.
+RETRYABLE = frozenset({"unavailable", "rate_limited"})
 PROGRESS_SECONDS = 0.5
 
 
@@ -224,7 +227,7 @@ class LoadClient:
         self.agent.error_codes[str(code)] += 1
         if pending is None:
             return
-        if code == "unavailable" and pending.resends < MAX_RESENDS:
+        if code in RETRYABLE and pending.resends < MAX_RESENDS:
             pending.resends += 1
             delay = min(2.0, 0.05 * 2**pending.resends)
             asyncio.get_running_loop().call_later(

@@ -7,6 +7,7 @@
 -- ARGV[4]  prefix of the id keys
 -- ARGV[5], ARGV[6], ...  pairs of (by, id); id is '' when the client gave none
 --
+-- Publishes 'EPOCH SEQ TOTAL MS' once, for the last applied increment.
 -- Returns one string per increment: 'ok EPOCH SEQ TOTAL', 'dup EPOCH SEQ TOTAL'
 -- (the original outcome of that id) or 'err MESSAGE'.
 --
@@ -46,5 +47,11 @@ for i = 5, #ARGV, 2 do
     end
 end
 
-if last then redis.call('PUBLISH', channel, last) end
+if last then
+    -- The publish time (Redis' clock, in ms) lets every worker measure its
+    -- fan-out lag; acks and id keys keep the state alone.
+    local now = redis.call('TIME')
+    local ms = string.format('%d', tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000))
+    redis.call('PUBLISH', channel, last .. ' ' .. ms)
+end
 return results
