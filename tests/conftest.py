@@ -32,6 +32,10 @@ UNIT = float(os.environ.get("WS_TEST_TIME_SCALE", "1"))
 ARTIFACTS = Path(os.environ.get("WS_TEST_ARTIFACTS", Path(__file__).parent.parent / "artifacts"))
 
 
+# The start_worker fixture: start a worker (keyword arguments become its environment).
+StartWorker = Callable[..., "WorkerProcess"]
+
+
 def seconds(value: float) -> float:
     return value * UNIT
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from worker.hub import Hub, supersedes
+import pytest
+
+from worker.hub import Hub, supersedes, went_back
 from worker.protocol import CounterState
 
 
@@ -11,6 +13,7 @@ class Recorder:
         self.added: list[str] = []
         self.removed: list[str] = []
         self.delivered: list[tuple[str, CounterState, int]] = []
+        self.rollbacks: list[tuple[str, str]] = []
 
     def add(self, counter: str) -> None:
         self.added.append(counter)
@@ -21,10 +24,13 @@ class Recorder:
     def deliver(self, counter: str, clients: object, state: CounterState) -> None:
         self.delivered.append((counter, state, len(clients)))  # type: ignore[arg-type]
 
+    def rollback(self, counter: str, epoch: str) -> None:
+        self.rollbacks.append((counter, epoch))
+
 
 def make_hub() -> tuple[Hub[str], Recorder]:
     recorder = Recorder()
-    hub: Hub[str] = Hub(recorder.deliver)
+    hub: Hub[str] = Hub(recorder.deliver, recorder.rollback)
     hub.attach(recorder)
     hub.on_connection(True)
     return hub, recorder
@@ -49,8 +55,9 @@ def test_messages_before_the_subscription_is_confirmed_are_ignored() -> None:
     assert recorder.delivered == []
 
 
-def test_older_and_duplicate_states_are_dropped_after_the_first() -> None:
-    """Within an epoch only a higher seq is delivered; a new epoch always is."""
+def test_only_newer_states_are_delivered_and_older_ones_report_a_rollback() -> None:
+    """Within an epoch only a higher seq is delivered; an older one means Redis went back
+    in time, which asks for a new epoch; a duplicate is dropped; a new epoch always passes."""
     hub, recorder = make_hub()
     hub.join("a", "c1")
     hub.on_subscribed("a")
@@ -58,21 +65,53 @@ def test_older_and_duplicate_states_are_dropped_after_the_first() -> None:
         hub.on_state("a", CounterState("e", seq, seq))
     hub.on_state("a", CounterState("f", 1, 1))
     assert [(s.epoch, s.seq) for _, s, _ in recorder.delivered] == [("e", 3), ("e", 5), ("f", 1)]
+    assert recorder.rollbacks == [("a", "e"), ("a", "e")]
 
 
-def test_first_state_after_resubscribe_is_authoritative() -> None:
-    """After a reconnect the announced state is taken even if its seq is lower."""
+def test_after_a_resubscribe_the_announced_state_counts_like_any_other() -> None:
+    """The state announced after a reconnect is delivered if newer, dropped if the same,
+    and reported as a rollback if Redis lost states this worker had delivered."""
     hub, recorder = make_hub()
     hub.join("a", "c1")
     hub.on_subscribed("a")
     hub.on_state("a", CounterState("e", 9, 9))
     hub.on_connection(False)
-    hub.on_state("a", CounterState("e", 10, 10))
+    hub.on_state("a", CounterState("e", 10, 10))  # from the ended subscription: ignored
     hub.on_connection(True)
     hub.on_subscribed("a")
-    hub.on_state("a", CounterState("e", 7, 7))
-    hub.on_state("a", CounterState("e", 6, 6))
-    assert [s.seq for _, s, _ in recorder.delivered] == [9, 7]
+    hub.on_state("a", CounterState("e", 9, 9))  # unchanged while disconnected
+    hub.on_connection(False)
+    hub.on_connection(True)
+    hub.on_subscribed("a")
+    hub.on_state("a", CounterState("e", 7, 7))  # a failover lost seqs 8 and 9
+    hub.on_state("a", CounterState("g", 7, 7))  # the new epoch asked for
+    assert [(s.epoch, s.seq) for _, s, _ in recorder.delivered] == [("e", 9), ("g", 7)]
+    assert recorder.rollbacks == [("a", "e")]
+
+
+def test_a_counter_recreated_empty_is_delivered_as_a_new_epoch() -> None:
+    hub, recorder = make_hub()
+    hub.join("a", "c1")
+    hub.on_subscribed("a")
+    hub.on_state("a", CounterState("e", 9, 90))
+    hub.on_state("a", CounterState("f", 1, 5))
+    assert [(s.epoch, s.seq) for _, s, _ in recorder.delivered] == [("e", 9), ("f", 1)]
+    assert recorder.rollbacks == []
+
+
+@pytest.mark.parametrize(
+    ("new", "old", "expected"),
+    [
+        (CounterState("e", 5, 5), None, False),
+        (CounterState("e", 4, 4), CounterState("e", 5, 5), True),
+        (CounterState("e", 5, 6), CounterState("e", 5, 5), True),
+        (CounterState("e", 5, 5), CounterState("e", 5, 5), False),
+        (CounterState("e", 6, 6), CounterState("e", 5, 5), False),
+        (CounterState("f", 1, 1), CounterState("e", 5, 5), False),
+    ],
+)
+def test_went_back(new: CounterState, old: CounterState | None, expected: bool) -> None:
+    assert went_back(new, old) is expected
 
 
 def test_supersedes() -> None:

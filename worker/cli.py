@@ -185,8 +185,11 @@ def _with_secret_file(settings: Settings) -> Settings:
         secret = Path(settings.jwt_secret_file).read_text().strip()
     except OSError as exc:
         raise SettingsError(f"WS_JWT_SECRET_FILE: {exc.strerror}: {exc.filename}") from None
-    if not secret:
-        raise SettingsError(f"WS_JWT_SECRET_FILE: {settings.jwt_secret_file} is empty")
+    if len(secret.encode()) < 32:
+        raise SettingsError(
+            f"WS_JWT_SECRET_FILE: {settings.jwt_secret_file}: the secret must"
+            " be at least 32 bytes; generate one with: openssl rand -hex 32"
+        )
     return dataclasses.replace(settings, jwt_secret=secret)
 
 

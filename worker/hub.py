@@ -15,6 +15,10 @@ Ordering rules, the reason this module exists:
   announcement of a state already seen, are dropped.
 * A client joining a counter whose state is known gets that state at once, in
   the same step that adds it to the group, so every later delivery is newer.
+* A state of the same epoch that is older than one already delivered (or has
+  the same seq and another total) means Redis went back in time: a failover
+  dropped states its replica never got. It is not delivered; ``on_rollback``
+  asks for a new epoch, whose state then reaches everyone as a visible reset.
 """
 
 from __future__ import annotations
@@ -52,11 +56,23 @@ def supersedes(new: CounterState, old: CounterState | None) -> bool:
     return old is None or new.epoch != old.epoch or new.seq > old.seq
 
 
+def went_back(new: CounterState, old: CounterState | None) -> bool:
+    """Whether ``new`` rewrites history already delivered in the same epoch."""
+    if old is None or new.epoch != old.epoch:
+        return False
+    return new.seq < old.seq or (new.seq == old.seq and new.total != old.total)
+
+
 class Hub(Generic[C]):
     """Routes counter states from the subscription to the clients of each counter."""
 
-    def __init__(self, deliver: Callable[[str, Collection[C], CounterState], None]) -> None:
+    def __init__(
+        self,
+        deliver: Callable[[str, Collection[C], CounterState], None],
+        on_rollback: Callable[[str, str], None] = lambda counter, epoch: None,
+    ) -> None:
         self._deliver = deliver
+        self._on_rollback = on_rollback
         self._groups: dict[str, CounterGroup[C]] = {}
         self._subscription: SubscriptionLike | None = None
         self.connected = False
@@ -93,6 +109,9 @@ class Hub(Generic[C]):
     def on_state(self, counter: str, state: CounterState) -> None:
         group = self._groups.get(counter)
         if group is None or group.awaiting_subscription:
+            return
+        if went_back(state, group.state):
+            self._on_rollback(counter, state.epoch)
             return
         if not (group.authoritative_next or supersedes(state, group.state)):
             return

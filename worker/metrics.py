@@ -61,6 +61,12 @@ class Metrics:
             "Times the pub/sub connection to Redis was lost and made again.",
             registry=registry,
         )
+        self.rollbacks = Counter(
+            "ws_counter_rollbacks",
+            "Times Redis went back in time within an epoch (a failover lost states)"
+            " and the counter was given a new epoch.",
+            registry=registry,
+        )
         self.fanout_lag = Histogram(
             "ws_counter_fanout_lag_seconds",
             "From the publish inside Redis to this worker writing the total to its clients.",

@@ -116,25 +116,31 @@ class Child:
         self, predicate: Callable[[str], bool], timeout: float, after: int = 0
     ) -> str:
         """Wait until a line printed after position ``after`` matches, or raise ChildFailed."""
+        return self.wait_for_lines(predicate, 1, timeout, after)[0]
+
+    def wait_for_lines(
+        self, predicate: Callable[[str], bool], count: int, timeout: float, after: int = 0
+    ) -> list[str]:
+        """Wait until ``count`` lines printed after position ``after`` match."""
         deadline = time.monotonic() + timeout
 
-        def find() -> str | None:
+        def matches() -> list[str]:
             fresh = min(self._seen - after, len(self._lines))
-            for line in list(self._lines)[len(self._lines) - fresh :]:
-                if predicate(line):
-                    return line
-            return None
+            lines = list(self._lines)[len(self._lines) - fresh :]
+            return [line for line in lines if predicate(line)][:count]
 
         with self._changed:
             while True:
-                found = find()
-                if found is not None:
+                found = matches()
+                if len(found) >= count:
                     return found
                 if self.returncode is not None and not (self._reader and self._reader.is_alive()):
                     raise ChildFailed(self._failure(f"exited with status {self.returncode}"))
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise ChildFailed(self._failure(f"not ready after {timeout:g}s"))
+                    raise ChildFailed(
+                        self._failure(f"{len(found)} of {count} lines after {timeout:g}s")
+                    )
                 self._changed.wait(remaining)
 
     def _failure(self, what: str) -> str:

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import time
 import weakref
 from collections.abc import Collection
@@ -141,14 +142,26 @@ class Client:
             self.send_text(text)
         return SENT
 
+    async def close_as_slow(self) -> None:
+        """Close with 1008; abort if even the close frame cannot be written.
+
+        websockets' close() waits for the send buffer to drain before its close
+        timeout starts, so for a peer that reads nothing it would wait forever.
+        """
+        self.worker.metrics.slow_clients_closed.inc()
+        log.info("closing slow client", extra={"event": "slow_client_closed"})
+        try:
+            async with asyncio.timeout(self.worker.settings.close_timeout):
+                await self.connection.close(CloseCode.POLICY_VIOLATION, "slow consumer")
+        except TimeoutError:
+            self.connection.transport.abort()
+
     async def _send_when_writable(self) -> None:
         try:
             async with asyncio.timeout(self.worker.settings.slow_client_timeout):
                 await self.connection.drain()
         except TimeoutError:
-            self.worker.metrics.slow_clients_closed.inc()
-            log.info("closing slow client", extra={"event": "slow_client_closed"})
-            await self.connection.close(CloseCode.POLICY_VIOLATION, "slow consumer")
+            await self.close_as_slow()
             return
         except ConnectionError:
             return
@@ -169,7 +182,7 @@ class Worker:
         )
         self._was_connected = False
         self.store = RedisStore(settings)
-        self.hub: Hub[Client] = Hub(self._deliver)
+        self.hub: Hub[Client] = Hub(self._deliver, self._on_rollback)
         self.batcher = Batcher(self.store)
         self.subscription = self.store.subscription(
             self.hub.on_subscribed, self.hub.on_state, self._on_redis_connection
@@ -205,7 +218,10 @@ class Worker:
             open_timeout=settings.open_timeout,
             ping_interval=settings.ping_interval or None,
             ping_timeout=settings.ping_interval or None,
-            close_timeout=min(5.0, settings.drain_timeout),
+            close_timeout=settings.close_timeout,
+            # The user-space buffer above the kernel's: together they bound what
+            # a connection that stopped reading can hold.
+            write_limit=settings.send_buffer_bytes,
             reuse_port=settings.reuse_port,
             server_header="ws-counter",
         )
@@ -279,6 +295,7 @@ class Worker:
     # WebSocket side
 
     async def _handle(self, connection: ServerConnection) -> None:
+        self._limit_send_buffer(connection)
         route = parse_counter_route(connection.request.path if connection.request else "/")
         client = Client(self, connection, route, self._grants.pop(connection, OPEN))
         group = self.hub.join(route.counter, client)
@@ -300,6 +317,19 @@ class Worker:
         finally:
             self.hub.leave(group, client)
 
+    def _limit_send_buffer(self, connection: ServerConnection) -> None:
+        # Left alone, Linux grows a socket's send buffer up to tcp_wmem's maximum
+        # (4 MiB by default) for a peer that does not read: kernel memory no
+        # conflation can reclaim. A fixed size makes such a peer show up as a
+        # paused transport within a few KiB, after which it gets only the
+        # newest total.
+        sock = connection.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_SNDBUF, self.settings.send_buffer_bytes
+                )
+
     async def _backpressure(self, client: Client) -> None:
         """Stop reading a client that has too much unacknowledged or unread."""
         try:
@@ -307,8 +337,7 @@ class Worker:
                 await client.room.wait()
                 await client.connection.drain()
         except TimeoutError:
-            self.metrics.slow_clients_closed.inc()
-            await client.connection.close(CloseCode.POLICY_VIOLATION, "slow consumer")
+            await client.close_as_slow()
 
     def _on_message(self, client: Client, message: str | bytes) -> None:
         try:
@@ -371,6 +400,21 @@ class Worker:
             return
         self.metrics.failed.inc()
         client.send_text(_failure_message(increment, outcome if exc is None else exc))
+
+    def _on_rollback(self, counter: str, epoch: str) -> None:
+        log.warning(
+            "counter %s went back in time within epoch %s; starting a new epoch",
+            counter,
+            epoch,
+            extra={"event": "rollback", "counter": counter},
+        )
+        self.metrics.rollbacks.inc()
+        self.spawn(self._rebase(counter, epoch))
+
+    async def _rebase(self, counter: str, epoch: str) -> None:
+        # On failure the next state of the old epoch triggers another attempt.
+        with contextlib.suppress(CounterError):
+            await self.store.rebase(counter, epoch)
 
     def _deliver(self, counter: str, clients: Collection[Client], state: CounterState) -> None:
         metrics = self.metrics

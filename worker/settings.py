@@ -26,12 +26,14 @@ class Settings:
     redis_sentinels: tuple[tuple[str, int], ...] = ()
     redis_master_name: str = "mymaster"
     redis_timeout: float = 2.0
+    redis_replica_acks: int = 0
     max_message_bytes: int = 4096
     max_connections: int = 20000
     max_pending_increments: int = 64
     open_timeout: float = 10.0
     ping_interval: float = 20.0
     slow_client_timeout: float = 30.0
+    send_buffer_bytes: int = 16384
     drain_delay: float = 0.0
     drain_timeout: float = 5.0
     dedup_ttl: int = 86400
@@ -45,6 +47,11 @@ class Settings:
     # repr=False: settings get logged, secrets must not be.
     jwt_secret: str = field(default="", repr=False)
     jwt_secret_file: str = ""
+
+    @property
+    def close_timeout(self) -> float:
+        """Seconds a closing handshake may take before the connection is dropped."""
+        return min(5.0, self.drain_timeout)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +68,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
         raise ValueError("must be a positive integer")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be 0 or more")
     return value
 
 
@@ -104,6 +118,13 @@ def _origins(text: str) -> tuple[str, ...]:
         if not sep or scheme not in {"http", "https"} or not host or "/" in host:
             raise ValueError(f"{origin!r} is not an origin like https://example.com")
     return origins
+
+
+def _secret(text: str) -> str:
+    # HS256 keys shorter than the hash add no strength and PyJWT warns on them.
+    if text and len(text.encode()) < 32:
+        raise ValueError("must be at least 32 bytes; generate one with: openssl rand -hex 32")
+    return text
 
 
 def _non_negative_float(text: str) -> float:
@@ -160,6 +181,15 @@ SETTINGS: tuple[Setting, ...] = (
         "SECONDS",
     ),
     Setting(
+        "redis_replica_acks",
+        "REDIS_REPLICA_ACKS",
+        "--redis-replica-acks",
+        _non_negative_int,
+        "replicas that must confirm an increment (Redis WAIT) before it is acknowledged;"
+        " with Sentinel, 1 keeps acknowledged increments through a failover",
+        "N",
+    ),
+    Setting(
         "max_message_bytes",
         "WS_MAX_MESSAGE_BYTES",
         "--max-message-bytes",
@@ -206,6 +236,15 @@ SETTINGS: tuple[Setting, ...] = (
         _seconds,
         "seconds a client may leave its send buffer full before it is closed with 1008",
         "SECONDS",
+    ),
+    Setting(
+        "send_buffer_bytes",
+        "WS_SEND_BUFFER_BYTES",
+        "--send-buffer-bytes",
+        _positive_int,
+        "kernel send buffer per connection (SO_SNDBUF); beyond it a client counts as slow and"
+        " gets only the newest total. Bounds the memory a client that stops reading can pin",
+        "BYTES",
     ),
     Setting(
         "drain_delay",
@@ -293,7 +332,7 @@ SETTINGS: tuple[Setting, ...] = (
         "jwt_secret",
         "WS_JWT_SECRET",
         "--jwt-secret",
-        str,
+        _secret,
         "HMAC secret for HS256 tokens; when set every WebSocket needs a token"
         " (prefer the environment or WS_JWT_SECRET_FILE to a flag, which others can read)",
         "SECRET",

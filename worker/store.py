@@ -106,6 +106,7 @@ class RedisStore:
         self._subscriber_client = self._new_client(socket_timeout=None)
         self._increment = self._client.register_script(_load_script("increment.lua"))
         self._announce = self._client.register_script(_load_script("announce.lua"))
+        self._rebase = self._client.register_script(_load_script("rebase.lua"))
 
     def _new_client(self, socket_timeout: float | None) -> aioredis.Redis:
         settings = self._settings
@@ -140,11 +141,35 @@ class RedisStore:
         ]
         for increment in increments:
             args.extend((increment.by, increment.id or ""))
+        keys = [state_key(counter)]
         try:
-            replies = await self._increment(keys=[state_key(counter)], args=args)
+            if self._settings.redis_replica_acks:
+                replies = await self._increment_replicated(keys, args)
+            else:
+                replies = await self._increment(keys=keys, args=args)
         except redis_errors.RedisError as exc:
             raise _translate(exc) from exc
         return [_parse_outcome(reply) for reply in replies]
+
+    async def _increment_replicated(self, keys: list[str], args: list[str | int]) -> list[str]:
+        """The script, then WAIT on the same connection, in one round trip.
+
+        WAIT counts the replicas that have every write this connection made,
+        so an increment confirmed by them survives the failover to one of them.
+        """
+        wanted = self._settings.redis_replica_acks
+        # Leave room within the socket timeout for the reply to WAIT itself.
+        wait_ms = max(1, int(self._settings.redis_timeout * 1000 * 0.75))
+        async with self._client.pipeline(transaction=False) as pipe:
+            await self._increment(keys=keys, args=args, client=pipe)
+            pipe.execute_command("WAIT", wanted, wait_ms)
+            replies, confirmed = await pipe.execute()
+        if confirmed < wanted:
+            raise OutcomeUnknown(
+                f"applied on the master but confirmed by {confirmed} of {wanted} replicas"
+            )
+        result: list[str] = replies
+        return result
 
     async def announce(self, counter: str) -> CounterState:
         """Publish the counter's current state on its channel (creating it if absent)."""
@@ -155,6 +180,16 @@ class RedisStore:
         except redis_errors.RedisError as exc:
             raise _translate(exc) from exc
         return decode_state(payload)
+
+    async def rebase(self, counter: str, old_epoch: str) -> CounterState | None:
+        """Start a new epoch for a counter that went back in time within ``old_epoch``."""
+        try:
+            payload = await self._rebase(
+                keys=[state_key(counter)], args=[channel_name(counter), old_epoch, new_epoch()]
+            )
+        except redis_errors.RedisError as exc:
+            raise _translate(exc) from exc
+        return decode_state(payload) if payload else None
 
     async def flush_counter(self, counter: str) -> None:
         """Delete a counter's state (its ids expire on their own); used by tests and tools."""

@@ -1,0 +1,79 @@
+"""A Sentinel-managed Redis on loopback: master, replica and three Sentinels, as real processes."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from worker.cluster import REDIS_PERSISTENCE, is_redis_ready, redis_argv
+from worker.processes import Child, free_port
+
+from .conftest import seconds
+
+MASTER_NAME = "mymaster"
+
+
+class SentinelSet:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        # A master and one replica. Workers wait for that one replica to confirm
+        # each increment (REDIS_REPLICA_ACKS=1): with more replicas than confirm,
+        # a failover may promote one that lacks acknowledged increments.
+        self.ports = {"a": free_port(), "b": free_port()}
+        self.sentinel_ports = [free_port() for _ in range(3)]
+        self.children: list[Child] = []
+        self.sentinels: list[Child] = []
+
+    @property
+    def addresses(self) -> str:
+        return ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
+
+    def start(self) -> SentinelSet:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail("redis-server is not installed (apt-get install -y redis-server)")
+        try:
+            self._start_redis(binary, "a", [])
+            self._start_redis(binary, "b", ["--replicaof", "127.0.0.1", str(self.ports["a"])])
+            for index, port in enumerate(self.sentinel_ports):
+                self._start_sentinel(binary, index, port)
+            # Each Sentinel has found the replica and the other Sentinels.
+            for sentinel in self.sentinels:
+                sentinel.wait_for_line(lambda line: "+slave " in line, seconds(30))
+                first = sentinel.wait_for_line(lambda line: "+sentinel " in line, seconds(30))
+                sentinel.wait_for_line(
+                    lambda line, first=first: "+sentinel " in line and line != first,
+                    seconds(30),
+                )
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_redis(self, binary: str, name: str, extra: list[str]) -> None:
+        directory = self.directory / name
+        directory.mkdir(parents=True, exist_ok=True)
+        child = Child(
+            f"redis-{name}",
+            [*redis_argv(binary, self.ports[name], directory, REDIS_PERSISTENCE), *extra],
+        ).start()
+        self.children.append(child)
+        child.wait_for_line(is_redis_ready, seconds(30))
+
+    def _start_sentinel(self, binary: str, index: int, port: int) -> None:
+        config = self.directory / f"sentinel-{index}.conf"
+        config.write_text(
+            f"port {port}\nbind 127.0.0.1\ndir {self.directory}\n"
+            f"sentinel monitor {MASTER_NAME} 127.0.0.1 {self.ports['a']} 2\n"
+            f"sentinel down-after-milliseconds {MASTER_NAME} 1000\n"
+            f"sentinel failover-timeout {MASTER_NAME} 10000\n"
+        )
+        child = Child(f"sentinel-{index}", [binary, str(config), "--sentinel"]).start()
+        self.children.append(child)
+        self.sentinels.append(child)
+
+    def stop(self) -> None:
+        for child in reversed(self.children):
+            child.stop()
