@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -76,3 +77,10 @@ def test_settings_are_frozen() -> None:
     """Settings cannot change after they are built."""
     with pytest.raises(dataclasses.FrozenInstanceError):
         Settings().port = 1  # type: ignore[misc]
+
+
+def test_every_setting_is_documented() -> None:
+    """docs/protocol.md names every flag and environment variable, so the docs cannot rot."""
+    docs = (Path(__file__).parent.parent / "docs" / "protocol.md").read_text()
+    missing = [s.env for s in SETTINGS if f"`{s.env}`" not in docs or f"`{s.flag}`" not in docs]
+    assert missing == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -33,7 +34,10 @@ class LoadOptions:
     max_run_seconds: float = 600.0
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The parameters for the report, without the token a URL may carry."""
+        parameters = asdict(self)
+        parameters["url"] = re.sub(r"(token=)[^&]*", r"\1REDACTED", self.url)
+        return parameters
 
 
 @dataclass(frozen=True)
