@@ -101,7 +101,7 @@ prepare_containers() {
 
 run_tests() {
     say "ruff"
-    "$VENV/bin/ruff" check worker tests
+    "$VENV/bin/ruff" check worker tests bench
     say "mypy --strict"
     "$VENV/bin/mypy"
     say "pytest"

@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -193,14 +193,19 @@ def _with_secret_file(settings: Settings) -> Settings:
     return dataclasses.replace(settings, jwt_secret=secret)
 
 
-def wait_for_interrupt() -> None:
-    """Block until SIGINT or SIGTERM arrives."""
+def wait_for_interrupt(announce: Callable[[], None] = lambda: None) -> None:
+    """Block until SIGINT or SIGTERM arrives.
+
+    ``announce`` runs once the handlers are in place, so that whoever reads
+    its message and sends the signal cannot be too early.
+    """
     stop = threading.Event()
     previous = {
         signum: signal.signal(signum, lambda *_: stop.set())
         for signum in (signal.SIGINT, signal.SIGTERM)
     }
     try:
+        announce()
         stop.wait()
     finally:
         for signum, handler in previous.items():

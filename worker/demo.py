@@ -63,10 +63,9 @@ def run_cluster_command(args: argparse.Namespace) -> int:
             _describe(cluster, console)
             if args.command == "demo":
                 return _demo(cluster, args, console)
-            console.print("Ctrl-C stops everything.")
             from .cli import wait_for_interrupt
 
-            wait_for_interrupt()
+            wait_for_interrupt(lambda: console.print("Ctrl-C stops everything."))
             console.print("stopping ...")
     except (ClusterError, ChildFailed) as exc:
         print(f"ws-counter {args.command}: {exc}", file=sys.stderr)

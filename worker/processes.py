@@ -37,10 +37,13 @@ class Child:
         name: str,
         argv: Sequence[str],
         env: Mapping[str, str] | None = None,
+        *,
         log_path: Path | None = None,
         echo: Callable[[str, str], None] | None = None,
+        stdin: bool = False,
     ) -> None:
         self.name = name
+        self._stdin = stdin
         self.argv = list(argv)
         self.env = dict(env) if env is not None else None
         self.log_path = log_path
@@ -68,7 +71,7 @@ class Child:
         self._process = subprocess.Popen(
             self.argv,
             env=self.env,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE if self._stdin else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -146,6 +149,12 @@ class Child:
     def _failure(self, what: str) -> str:
         tail = "\n".join(f"    {line}" for line in list(self._lines)[-15:])
         return f"{self.name} (pid {self._process.pid if self._process else '-'}) {what}:\n{tail}"
+
+    def write_line(self, text: str) -> None:
+        """Write one line to the child's standard input (started with stdin=True)."""
+        assert self._process is not None and self._process.stdin is not None
+        self._process.stdin.write(text + "\n")
+        self._process.stdin.flush()
 
     def send_signal(self, signum: int) -> None:
         if self._process is not None and self._process.poll() is None:

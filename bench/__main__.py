@@ -1,0 +1,211 @@
+"""python -m bench: ws-counter beside its alternatives and the machine's limits.
+
+    python -m bench            the full run (about 15 minutes on 2 cores)
+    python -m bench --quick    a short smoke run: every contestant, small sizes
+
+Everything runs in one invocation on one machine so that the ratios compare
+like with like. Results: a table on standard output, bench/results/latest.json,
+bench/results/latest.md and bench/results/fanout.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from worker.limits import raise_open_file_limit
+
+from . import contestants
+from .measure import fanout, idle_memory, throughput
+from .report import render_markdown, render_plot
+
+RESULTS = Path(__file__).parent / "results"
+
+FULL = {
+    "throughput_seconds": 5.0,
+    "writers": 50,
+    "clients": [1000, 5000, 10000],
+    "rates": [100, 1000, 5000],
+    "fanout_seconds": 5.0,
+    "idle_clients": 5000,
+}
+QUICK = {
+    "throughput_seconds": 1.5,
+    "writers": 10,
+    "clients": [200],
+    "rates": [100],
+    "fanout_seconds": 1.5,
+    "idle_clients": 200,
+}
+
+
+def machine() -> dict[str, Any]:
+    versions = {}
+    for name, label in (
+        ("websockets", "websockets"),
+        ("redis", "redis-py"),
+        ("uvloop", "uvloop"),
+        ("hiredis", "hiredis"),
+    ):
+        try:
+            versions[label] = getattr(__import__(name), "__version__", "?")
+        except ImportError:
+            versions[label] = "missing"
+    redis = subprocess.run(
+        ["redis-server", "--version"], capture_output=True, text=True, check=False
+    ).stdout.split()
+    return {
+        "cpus": len(os.sched_getaffinity(0)),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "redis-server": next((word for word in redis if word.startswith("v=")), "?"),
+        **versions,
+    }
+
+
+def redis_floor(port: int, clients: int, pipeline: int, requests: int) -> float:
+    """redis-benchmark running ws-counter's increment script itself."""
+    script = (Path(__file__).parent.parent / "worker" / "lua" / "increment.lua").read_text()
+    sha = subprocess.run(
+        ["redis-cli", "-p", str(port), "SCRIPT", "LOAD", script],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    output = subprocess.run(
+        [
+            "redis-benchmark",
+            "-p",
+            str(port),
+            "-c",
+            str(clients),
+            "-n",
+            str(requests),
+            "-P",
+            str(pipeline),
+            "-q",
+            "EVALSHA",
+            sha,
+            "1",
+            "wsc:{floor}",
+            "wsc:{floor}:updates",
+            "e",
+            "60",
+            "wsc:{floor}:id:",
+            "1",
+            "",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    # "EVALSHA ...: 91324.20 requests per second, p50=0.271 msec"
+    match = re.search(r"([\d.]+) requests per second", output)
+    if match is None:
+        raise RuntimeError(f"unexpected redis-benchmark output: {output!r}")
+    return float(match.group(1))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--quick", action="store_true", help="short smoke run")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    warning = raise_open_file_limit(max(plan["clients"]) * 2 + 1000)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "plan": plan,
+        "quick": args.quick,
+        "throughput": [],
+        "fanout": [],
+        "idle_kib": {},
+        "floors": {},
+    }
+    with tempfile.TemporaryDirectory(prefix="ws-counter-bench-") as scratch:
+        run_all(plan, Path(scratch), results)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "latest.json").write_text(json.dumps(results, indent=2))
+    markdown = render_markdown(results)
+    (args.out / "latest.md").write_text(markdown)
+    render_plot(results, args.out / "fanout.png")
+    print(markdown)
+    exact = all(r["exact"] for r in results["throughput"] + results["fanout"])
+    print("totals exact in every run" if exact else "TOTALS WRONG in some run")
+    return 0 if exact else 1
+
+
+Start = Callable[[int], contestants.Contestant]
+
+
+def run_all(plan: dict[str, Any], scratch: Path, results: dict[str, Any]) -> None:
+    servers: list[tuple[str, Start]] = [
+        ("ws-counter x1", lambda port: contestants.ws_counter(port, 1)),
+        ("ws-counter x2", lambda port: contestants.ws_counter(port, 2)),
+        ("naive (await each)", lambda port: contestants.naive(port, "await")),
+        ("naive + broadcast()", lambda port: contestants.naive(port, "broadcast")),
+        ("broadcaster+starlette", contestants.peer),
+    ]
+    for index, (name, start) in enumerate(servers):
+        redis, port = contestants.start_redis(scratch / f"redis-{index}")
+        server = start(port)
+        try:
+            print(f"== {name}", flush=True)
+            # Idle memory first, on a fresh server: later runs leave freed memory
+            # in the allocator that new connections would reuse unseen.
+            results["idle_kib"][name] = idle_memory(server, plan["idle_clients"])
+            measured = throughput(server, plan["writers"], plan["throughput_seconds"])
+            results["throughput"].append({"server": name, **asdict(measured)})
+            print(f"   throughput {measured.per_second:,.0f}/s exact={measured.exact}", flush=True)
+            for clients in plan["clients"]:
+                for rate in plan["rates"]:
+                    one = fanout(server, clients, rate, plan["fanout_seconds"])
+                    results["fanout"].append({"server": name, **asdict(one)})
+                    print(
+                        f"   fan-out C={clients} R={rate}: p50 {one.p50_ms:.1f} ms "
+                        f"p99 {one.p99_ms:.1f} ms, {one.frames_per_cpu_second:,.0f} "
+                        f"frames/CPU-s",
+                        flush=True,
+                    )
+            results["idle_kib"][name] = idle_memory(server, plan["idle_clients"])
+        finally:
+            server.stop()
+            redis.stop()
+    floor = contestants.floor()
+    try:
+        print("== raw-socket floor", flush=True)
+        for clients in plan["clients"]:
+            for rate in plan["rates"]:
+                one = fanout(floor, clients, rate, plan["fanout_seconds"])
+                results["fanout"].append({"server": "raw-socket floor", **asdict(one)})
+    finally:
+        floor.stop()
+    redis, port = contestants.start_redis(scratch / "redis-floor")
+    try:
+        requests = 20000 if plan is QUICK else 200000
+        results["floors"]["redis_lua_per_s_50_clients"] = redis_floor(port, 50, 1, requests)
+        results["floors"]["redis_lua_per_s_50_clients_pipelined"] = redis_floor(
+            port, 50, 16, requests * 4
+        )
+    finally:
+        redis.stop()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

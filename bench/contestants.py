@@ -1,0 +1,111 @@
+"""The servers under test, started as real processes on loopback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from worker.cluster import is_redis_ready, is_worker_ready, redis_argv
+from worker.processes import Child, free_port
+
+# Every contestant meets the same Redis: no persistence, so that the servers are
+# measured, not the disk (docs/performance.md says what fsync costs).
+NO_PERSISTENCE = ("--save", "", "--appendonly", "no")
+
+
+def start_redis(directory: Path) -> tuple[Child, int]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server is not installed (apt-get install -y redis-server)")
+    port = free_port()
+    directory.mkdir(parents=True, exist_ok=True)
+    child = Child("redis", redis_argv(binary, port, directory, NO_PERSISTENCE)).start()
+    child.wait_for_line(is_redis_ready, 30)
+    return child, port
+
+
+def is_listening(line: str) -> bool:
+    return "listening on" in line or "Uvicorn running on" in line
+
+
+@dataclass
+class Contestant:
+    """A server as the benchmark sees it: a URL, processes to measure, a way to stop."""
+
+    name: str
+    url: str = ""
+    children: list[Child] = field(default_factory=list)
+    floor: Child | None = None
+
+    @property
+    def pids(self) -> list[int]:
+        return [child.pid for child in self.children]
+
+    def stop(self) -> None:
+        for child in self.children:
+            child.stop()
+
+
+def ws_counter(redis_port: int, workers: int) -> Contestant:
+    port = free_port()
+    env = {
+        **os.environ,
+        "WS_HOST": "127.0.0.1",
+        "WS_PORT": str(port),
+        "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+        "WS_REUSE_PORT": "true",
+        "WS_RATE_LIMIT": "0",
+    }
+    contestant = Contestant(f"ws-counter x{workers}", f"ws://127.0.0.1:{port}/")
+    for index in range(workers):
+        child = Child(f"worker-{index}", [sys.executable, "-m", "worker", "serve"], env=env)
+        child.start()
+        child.wait_for_line(is_worker_ready, 30)
+        contestant.children.append(child)
+    return contestant
+
+
+def naive(redis_port: int, fanout: str) -> Contestant:
+    port = free_port()
+    name = "naive (await each)" if fanout == "await" else "naive + broadcast()"
+    child = Child(
+        name,
+        [
+            sys.executable,
+            "-m",
+            "bench.baselines.naive",
+            "--port",
+            str(port),
+            "--redis-url",
+            f"redis://127.0.0.1:{redis_port}/0",
+            "--fanout",
+            fanout,
+        ],
+    ).start()
+    child.wait_for_line(is_listening, 30)
+    return Contestant(name, f"ws://127.0.0.1:{port}/", [child])
+
+
+def peer(redis_port: int) -> Contestant:
+    port = free_port()
+    child = Child(
+        "broadcaster",
+        [sys.executable, "-m", "bench.baselines.peer", "--port", str(port)],
+        env={**os.environ, "PEER_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0"},
+    ).start()
+    child.wait_for_line(is_listening, 30)
+    return Contestant("broadcaster+starlette", f"ws://127.0.0.1:{port}/", [child])
+
+
+def floor() -> Contestant:
+    port = free_port()
+    child = Child(
+        "raw-socket floor",
+        [sys.executable, "-m", "bench.baselines.floor", "--port", str(port)],
+        stdin=True,
+    ).start()
+    child.wait_for_line(is_listening, 30)
+    return Contestant("raw-socket floor", f"ws://127.0.0.1:{port}/", [child], floor=child)

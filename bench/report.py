@@ -1,0 +1,127 @@
+"""Tables, ratios and a plot of one benchmark run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+OURS = "ws-counter x1"
+BASELINE = "naive (await each)"
+BROADCAST = "naive + broadcast()"
+PEER = "broadcaster+starlette"
+FLOOR = "raw-socket floor"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}x" if a and b else "n/a"
+
+
+def render_markdown(results: dict[str, Any]) -> str:
+    lines = ["## Machine", ""]
+    lines += [f"- {key}: {value}" for key, value in results["machine"].items()]
+    lines += [
+        "",
+        "## Increment throughput (writers as fast as acks allow)",
+        "",
+        "| server | acked/s | exact | server CPU s | vs naive |",
+        "|---|---:|---|---:|---:|",
+    ]
+    by_server = {row["server"]: row for row in results["throughput"]}
+    naive = by_server.get(BASELINE, {}).get("per_second")
+    for row in results["throughput"]:
+        lines.append(
+            f"| {row['server']} | {row['per_second']:,.0f} | {row['exact']} | "
+            f"{row['cpu_seconds']:.1f} | {_ratio(row['per_second'], naive)} |"
+        )
+    floors = results["floors"]
+    if floors:
+        lines += [
+            "",
+            "Redis alone running the same Lua step (redis-benchmark, 50 clients): "
+            f"{floors['redis_lua_per_s_50_clients']:,.0f}/s unpipelined, "
+            f"{floors['redis_lua_per_s_50_clients_pipelined']:,.0f}/s pipelined (16).",
+        ]
+    lines += [
+        "",
+        "## Fan-out (time from send until every client has the seq)",
+        "",
+        "| server | clients | incr/s | p50 ms | p99 ms | max ms | frames/CPU-s | "
+        "unreached | exact |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in results["fanout"]:
+        lines.append(
+            f"| {row['server']} | {row['clients']:,} | {row['rate']:,.0f} | {row['p50_ms']:.1f} | "
+            f"{row['p99_ms']:.1f} | {row['max_ms']:.1f} | {row['frames_per_cpu_second']:,.0f} | "
+            f"{row['unreached']} | {row['exact']} |"
+        )
+    lines += [
+        "",
+        "## Ratios measured in this run",
+        "",
+        "| clients | incr/s | p99 ms: ours / naive / broadcast() / peer | "
+        "frames per CPU-s: ours vs floor | vs broadcast() |",
+        "|---:|---:|---|---:|---:|",
+    ]
+    index = {(r["server"], r["clients"], r["rate"]): r for r in results["fanout"]}
+    for clients, rate in sorted({(r["clients"], r["rate"]) for r in results["fanout"]}):
+        ours = index.get((OURS, clients, rate))
+        if ours is None:
+            continue
+        p99s = " / ".join(
+            f"{index[(name, clients, rate)]['p99_ms']:.1f}"
+            if (name, clients, rate) in index
+            else "-"
+            for name in (OURS, BASELINE, BROADCAST, PEER)
+        )
+        floor = index.get((FLOOR, clients, rate), {}).get("frames_per_cpu_second")
+        broadcast = index.get((BROADCAST, clients, rate), {}).get("frames_per_cpu_second")
+        lines.append(
+            f"| {clients:,} | {rate:,.0f} | {p99s} | "
+            f"{_ratio(ours['frames_per_cpu_second'], floor)} | "
+            f"{_ratio(ours['frames_per_cpu_second'], broadcast)} |"
+        )
+    lines += [
+        "",
+        "## Idle memory per connection (server RSS)",
+        "",
+        "| server | KiB per connection |",
+        "|---|---:|",
+    ]
+    lines += [f"| {name} | {kib:.1f} |" for name, kib in results["idle_kib"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def render_plot(results: dict[str, Any], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    rows = results["fanout"]
+    largest = max((r["clients"] for r in rows), default=0)
+    figure, (latency, cost) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for server in dict.fromkeys(r["server"] for r in rows):
+        mine = sorted(
+            (r for r in rows if r["server"] == server and r["clients"] == largest),
+            key=lambda r: r["rate"],
+        )
+        if not mine:
+            continue
+        rates = [r["rate"] for r in mine]
+        if server != FLOOR:
+            latency.plot(rates, [max(r["p99_ms"], 0.01) for r in mine], marker="o", label=server)
+        cost.plot(rates, [r["frames_per_cpu_second"] for r in mine], marker="o", label=server)
+    for axis in (latency, cost):
+        axis.set_xscale("log")
+        axis.set_xlabel("increments per second")
+        axis.grid(True, alpha=0.3)
+    latency.set_yscale("log")
+    latency.set_ylabel(f"p99 ms until all {largest:,} clients have it")
+    cost.set_ylabel("frames delivered per server CPU-second")
+    cost.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

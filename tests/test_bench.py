@@ -1,0 +1,45 @@
+"""The benchmark in its short smoke mode: it runs, every contestant answers, totals are exact.
+
+Figures are printed by the benchmark, never asserted: a shared machine makes
+timings unreliable, and `python -m bench` is where they are judged.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import seconds
+
+pytestmark = pytest.mark.bench
+
+
+def test_benchmark_smoke_run_completes_with_exact_totals(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=seconds(600),
+        check=False,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    results = json.loads((tmp_path / "latest.json").read_text())
+    servers = {row["server"] for row in results["fanout"]}
+    assert servers == {
+        "ws-counter x1",
+        "ws-counter x2",
+        "naive (await each)",
+        "naive + broadcast()",
+        "broadcaster+starlette",
+        "raw-socket floor",
+    }
+    assert all(row["exact"] and row["unreached"] == 0 for row in results["fanout"])
+    assert all(row["exact"] and row["acked"] > 0 for row in results["throughput"])
+    assert results["floors"]["redis_lua_per_s_50_clients"] > 0
+    assert (tmp_path / "latest.md").read_text().startswith("## Machine")
+    assert (tmp_path / "fanout.png").stat().st_size > 0
