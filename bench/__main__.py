@@ -1,7 +1,8 @@
 """python -m bench: ws-counter beside its alternatives and the machine's limits.
 
-    python -m bench            the full run (about 15 minutes on 2 cores)
-    python -m bench --quick    a short smoke run: every contestant, small sizes
+    python -m bench                               the standard run (about 20 minutes on 2 cores)
+    python -m bench --clients 10000 --rates 1000  other sizes
+    python -m bench --quick                       a short smoke run: every contestant, small sizes
 
 Everything runs in one invocation on one machine so that the ratios compare
 like with like. Results: a table on standard output, bench/results/latest.json,
@@ -32,12 +33,12 @@ from .report import render_markdown, render_plot
 RESULTS = Path(__file__).parent / "results"
 
 FULL = {
-    "throughput_seconds": 5.0,
+    "throughput_seconds": 4.0,
     "writers": 50,
-    "clients": [1000, 5000, 10000],
-    "rates": [100, 1000, 5000],
-    "fanout_seconds": 5.0,
-    "idle_clients": 5000,
+    "clients": [1000, 5000],
+    "rates": [100, 1000],
+    "fanout_seconds": 3.0,
+    "idle_clients": 2000,
 }
 QUICK = {
     "throughput_seconds": 1.5,
@@ -124,8 +125,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="short smoke run")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
+    parser.add_argument("--clients", type=_numbers, help="fan-out client counts, e.g. 1000,5000")
+    parser.add_argument("--rates", type=_numbers, help="increments per second, e.g. 100,1000")
+    parser.add_argument(
+        "--only", help="comma-separated server names to run (default: all)", default=""
+    )
     args = parser.parse_args(argv)
-    plan = QUICK if args.quick else FULL
+    plan = dict(QUICK if args.quick else FULL)
+    plan["clients"] = args.clients or plan["clients"]
+    plan["rates"] = args.rates or plan["rates"]
+    plan["only"] = [name.strip() for name in args.only.split(",") if name.strip()]
     warning = raise_open_file_limit(max(plan["clients"]) * 2 + 1000)
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
@@ -151,6 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if exact else 1
 
 
+def _numbers(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part]
+
+
 Start = Callable[[int], contestants.Contestant]
 
 
@@ -162,6 +175,8 @@ def run_all(plan: dict[str, Any], scratch: Path, results: dict[str, Any]) -> Non
         ("naive + broadcast()", lambda port: contestants.naive(port, "broadcast")),
         ("broadcaster+starlette", contestants.peer),
     ]
+    if plan["only"]:
+        servers = [(name, start) for name, start in servers if name in plan["only"]]
     for index, (name, start) in enumerate(servers):
         redis, port = contestants.start_redis(scratch / f"redis-{index}")
         server = start(port)
@@ -198,7 +213,7 @@ def run_all(plan: dict[str, Any], scratch: Path, results: dict[str, Any]) -> Non
         floor.stop()
     redis, port = contestants.start_redis(scratch / "redis-floor")
     try:
-        requests = 20000 if plan is QUICK else 200000
+        requests = 20000 if plan["throughput_seconds"] < 2 else 200000
         results["floors"]["redis_lua_per_s_50_clients"] = redis_floor(port, 50, 1, requests)
         results["floors"]["redis_lua_per_s_50_clients_pipelined"] = redis_floor(
             port, 50, 16, requests * 4

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ from websockets.exceptions import InvalidStatus
 from worker.auth import issue
 
 from .clients import counter_url, receive, receive_until
-from .conftest import RedisServer, StartWorker, WorkerProcess, http_get
+from .conftest import RedisServer, StartWorker, WorkerProcess, http_get, seconds
 
 SECRET = "0123456789abcdef0123456789abcdef-test-only"
 
@@ -150,3 +152,13 @@ def test_metrics_count_handshakes_increments_and_fan_out(
         assert metric(text, 'ws_counter_handshakes_total{outcome="400"}') == 1
 
     asyncio.run(scenario())
+
+
+def test_a_handshake_that_never_comes_is_cut_off(start_worker: StartWorker) -> None:
+    """A client that opens TCP and sends nothing is dropped after WS_OPEN_TIMEOUT."""
+    worker = start_worker(WS_OPEN_TIMEOUT="1")
+    with socket.create_connection(("127.0.0.1", worker.port)) as silent:
+        silent.settimeout(seconds(10))
+        started = time.monotonic()
+        assert silent.recv(1024) == b""  # the worker closed the connection
+        assert time.monotonic() - started < seconds(10)

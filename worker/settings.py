@@ -85,11 +85,17 @@ def _port(text: str) -> int:
     return value
 
 
-def _seconds(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value) or value < 0:
-        raise ValueError("must be a non-negative number of seconds")
-    return value
+def _non_negative(what: str) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        value = float(text)
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"must be a non-negative {what}")
+        return value
+
+    return parse
+
+
+_seconds = _non_negative("number of seconds")
 
 
 def _boolean(text: str) -> bool:
@@ -125,13 +131,6 @@ def _secret(text: str) -> str:
     if text and len(text.encode()) < 32:
         raise ValueError("must be at least 32 bytes; generate one with: openssl rand -hex 32")
     return text
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value) or value < 0:
-        raise ValueError("must be a non-negative number")
-    return value
 
 
 def _sentinels(text: str) -> tuple[tuple[str, int], ...]:
@@ -315,7 +314,7 @@ SETTINGS: tuple[Setting, ...] = (
         "rate_limit",
         "WS_RATE_LIMIT",
         "--rate-limit",
-        _non_negative_float,
+        _non_negative("number"),
         "increments per second one connection may send on average (0: no limit);"
         " beyond it increments get a rate_limited error",
         "PER_SECOND",

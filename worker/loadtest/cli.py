@@ -8,6 +8,7 @@ import secrets
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import fields
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
@@ -92,20 +93,10 @@ def add_loadtest_parser(subparsers: Any) -> None:
 
 
 def options_from_args(args: argparse.Namespace) -> LoadOptions:
+    """LoadOptions from the parsed flags: each flag's dest is the field's name."""
+    given = vars(args)
     return LoadOptions(
-        url=args.url,
-        clients=args.clients,
-        increments=args.increments,
-        rate=args.rate,
-        duration=args.duration,
-        ramp=args.ramp,
-        counter=args.counter,
-        counters=args.counters,
-        processes=args.processes,
-        max_p99_fanout_ms=args.max_p99_fanout_ms,
-        max_failed_connects=args.max_failed_connects,
-        loopback_only=args.loopback_only,
-        converge_timeout=args.converge_timeout,
+        **{field.name: given[field.name] for field in fields(LoadOptions) if field.name in given}
     )
 
 
