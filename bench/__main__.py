@@ -146,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         "fanout": [],
         "idle_kib": {},
         "floors": {},
+        "failures": [],
     }
     with tempfile.TemporaryDirectory(prefix="ws-counter-bench-") as scratch:
         run_all(plan, Path(scratch), results)
@@ -157,7 +158,21 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown)
     exact = all(r["exact"] for r in results["throughput"] + results["fanout"])
     print("totals exact in every run" if exact else "TOTALS WRONG in some run")
-    return 0 if exact else 1
+    for failure in results["failures"]:
+        print(f"failed: {failure}")
+    return 0 if exact and not results["failures"] else 1
+
+
+def attempt(
+    results: dict[str, Any], server: str, what: str, run: Callable[..., Any], *args: Any
+) -> Any:
+    """Run one measurement; a failure is recorded and reported, and the run goes on."""
+    try:
+        return run(*args)
+    except Exception as exc:  # a contestant that breaks down is a result too
+        results["failures"].append(f"{server}: {what}: {type(exc).__name__}: {exc}")
+        print(f"   {what} FAILED: {exc}", flush=True)
+        return None
 
 
 def _numbers(text: str) -> list[int]:
@@ -184,21 +199,41 @@ def run_all(plan: dict[str, Any], scratch: Path, results: dict[str, Any]) -> Non
             print(f"== {name}", flush=True)
             # Idle memory first, on a fresh server: later runs leave freed memory
             # in the allocator that new connections would reuse unseen.
-            results["idle_kib"][name] = idle_memory(server, plan["idle_clients"])
-            measured = throughput(server, plan["writers"], plan["throughput_seconds"])
-            results["throughput"].append({"server": name, **asdict(measured)})
-            print(f"   throughput {measured.per_second:,.0f}/s exact={measured.exact}", flush=True)
+            idle = attempt(results, name, "idle memory", idle_memory, server, plan["idle_clients"])
+            if idle is not None:
+                results["idle_kib"][name] = idle
+            measured = attempt(
+                results,
+                name,
+                "throughput",
+                throughput,
+                server,
+                plan["writers"],
+                plan["throughput_seconds"],
+            )
+            if measured is not None:
+                results["throughput"].append({"server": name, **asdict(measured)})
+                print(f"   throughput {measured.per_second:,.0f}/s exact={measured.exact}")
             for clients in plan["clients"]:
                 for rate in plan["rates"]:
-                    one = fanout(server, clients, rate, plan["fanout_seconds"])
-                    results["fanout"].append({"server": name, **asdict(one)})
-                    print(
-                        f"   fan-out C={clients} R={rate}: p50 {one.p50_ms:.1f} ms "
-                        f"p99 {one.p99_ms:.1f} ms, {one.frames_per_cpu_second:,.0f} "
-                        f"frames/CPU-s",
-                        flush=True,
+                    one = attempt(
+                        results,
+                        name,
+                        f"fan-out {clients}/{rate}",
+                        fanout,
+                        server,
+                        clients,
+                        rate,
+                        plan["fanout_seconds"],
                     )
-            results["idle_kib"][name] = idle_memory(server, plan["idle_clients"])
+                    if one is not None:
+                        results["fanout"].append({"server": name, **asdict(one)})
+                        print(
+                            f"   fan-out C={clients} R={rate}: p50 {one.p50_ms:.1f} ms "
+                            f"p99 {one.p99_ms:.1f} ms, {one.frames_per_cpu_second:,.0f} "
+                            "frames/CPU-s",
+                            flush=True,
+                        )
         finally:
             server.stop()
             redis.stop()

@@ -89,6 +89,9 @@ def render_markdown(results: dict[str, Any]) -> str:
         "|---|---:|",
     ]
     lines += [f"| {name} | {kib:.1f} |" for name, kib in results["idle_kib"].items()]
+    if results.get("failures"):
+        lines += ["", "## Measurements that failed", ""]
+        lines += [f"- {failure}" for failure in results["failures"]]
     return "\n".join(lines) + "\n"
 
 

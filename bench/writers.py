@@ -149,9 +149,10 @@ async def _run(
         await asyncio.gather(*(_flat_out(c, tally, deadline, window) for c in opened))
     else:
         await _paced(opened, tally, seconds, rate)
-    for connection in opened:
-        with contextlib.suppress(ConnectionClosed):
-            await connection.close()
+    # Closing must not hang on a server that stopped answering.
+    with contextlib.suppress(TimeoutError, ConnectionClosed):
+        async with asyncio.timeout(5):
+            await asyncio.gather(*(connection.close() for connection in opened))
     return {
         "acked": tally.acked,
         "total_by": tally.total_by,
