@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from worker.cluster import is_redis_ready, is_worker_ready, redis_argv
+from worker.cluster import is_worker_ready, start_redis_server
 from worker.processes import Child, free_port
 
 # Every contestant meets the same Redis: no persistence, so that the servers are
@@ -17,14 +16,8 @@ NO_PERSISTENCE = ("--save", "", "--appendonly", "no")
 
 
 def start_redis(directory: Path) -> tuple[Child, int]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("redis-server is not installed (apt-get install -y redis-server)")
     port = free_port()
-    directory.mkdir(parents=True, exist_ok=True)
-    child = Child("redis", redis_argv(binary, port, directory, NO_PERSISTENCE)).start()
-    child.wait_for_line(is_redis_ready, 30)
-    return child, port
+    return start_redis_server(port, directory, NO_PERSISTENCE), port
 
 
 def is_listening(line: str) -> bool:

@@ -22,9 +22,8 @@ import pytest
 from worker.cluster import (
     READY_TIMEOUT,
     REDIS_PERSISTENCE,
-    is_redis_ready,
     is_worker_ready,
-    redis_argv,
+    start_redis_server,
 )
 from worker.processes import Child, free_port
 
@@ -52,13 +51,9 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.fail("redis-server is not installed (apt-get install -y redis-server)")
-        self.child = Child(
-            "redis", redis_argv(binary, self.port, self.directory, self.persistence)
-        ).start()
-        self.child.wait_for_line(is_redis_ready, seconds(READY_TIMEOUT))
+        self.child = start_redis_server(
+            self.port, self.directory, self.persistence, timeout=seconds(READY_TIMEOUT)
+        )
         return self
 
     def stop(self, signum: int = signal.SIGTERM) -> None:

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
-import pytest
-
-from worker.cluster import REDIS_PERSISTENCE, is_redis_ready, redis_argv
+from worker.cluster import require_binary, start_redis_server
 from worker.processes import Child, free_port
 
 from .conftest import seconds
@@ -31,12 +28,11 @@ class SentinelSet:
         return ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
 
     def start(self) -> SentinelSet:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.fail("redis-server is not installed (apt-get install -y redis-server)")
+        # Sentinel mode is a mode of redis-server itself.
+        binary = require_binary("redis-server", "redis-server")
         try:
-            self._start_redis(binary, "a", [])
-            self._start_redis(binary, "b", ["--replicaof", "127.0.0.1", str(self.ports["a"])])
+            self._start_redis("a", [])
+            self._start_redis("b", ["--replicaof", "127.0.0.1", str(self.ports["a"])])
             for index, port in enumerate(self.sentinel_ports):
                 self._start_sentinel(binary, index, port)
             # Each Sentinel has found the replica and the other Sentinels.
@@ -52,15 +48,15 @@ class SentinelSet:
             raise
         return self
 
-    def _start_redis(self, binary: str, name: str, extra: list[str]) -> None:
-        directory = self.directory / name
-        directory.mkdir(parents=True, exist_ok=True)
-        child = Child(
-            f"redis-{name}",
-            [*redis_argv(binary, self.ports[name], directory, REDIS_PERSISTENCE), *extra],
-        ).start()
+    def _start_redis(self, name: str, extra: list[str]) -> None:
+        child = start_redis_server(
+            self.ports[name],
+            self.directory / name,
+            name=f"redis-{name}",
+            extra=extra,
+            timeout=seconds(30),
+        )
         self.children.append(child)
-        child.wait_for_line(is_redis_ready, seconds(30))
 
     def _start_sentinel(self, binary: str, index: int, port: int) -> None:
         config = self.directory / f"sentinel-{index}.conf"

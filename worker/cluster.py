@@ -12,7 +12,7 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,6 +74,30 @@ def redis_argv(
         "--daemonize",
         "no",
     ]
+
+
+def start_redis_server(
+    port: int,
+    data_dir: Path,
+    persistence: tuple[str, ...] = REDIS_PERSISTENCE,
+    *,
+    name: str = "redis",
+    extra: Sequence[str] = (),
+    log_path: Path | None = None,
+    echo: Callable[[str, str], None] | None = None,
+    timeout: float = READY_TIMEOUT,
+) -> Child:
+    """redis-server on loopback, started and accepting connections."""
+    binary = require_binary("redis-server", "redis-server")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    child = Child(
+        name,
+        [*redis_argv(binary, port, data_dir, persistence), *extra],
+        log_path=log_path,
+        echo=echo,
+    ).start()
+    child.wait_for_line(is_redis_ready, timeout)
+    return child
 
 
 def is_redis_ready(line: str) -> bool:
@@ -143,16 +167,13 @@ class LocalCluster:
         return self
 
     def start_redis(self) -> None:
-        binary = require_binary("redis-server", "redis-server")
-        data_dir = self._scratch / "redis"
-        data_dir.mkdir(exist_ok=True)
-        self.redis = Child(
-            "redis",
-            redis_argv(binary, self.redis_port, data_dir, self.options.redis_persistence),
+        self.redis = start_redis_server(
+            self.redis_port,
+            self._scratch / "redis",
+            self.options.redis_persistence,
             log_path=self._log_path("redis"),
             echo=self.options.echo,
-        ).start()
-        self.redis.wait_for_line(is_redis_ready, READY_TIMEOUT)
+        )
 
     def stop_redis(self, signum: int = signal.SIGTERM) -> None:
         if self.redis is not None:
