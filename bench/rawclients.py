@@ -9,13 +9,14 @@ CLOCK_MONOTONIC, shared by every process on the machine.
 from __future__ import annotations
 
 import base64
-import collections
 import os
 import re
 import selectors
 import socket
 import time
 from multiprocessing.connection import Connection
+
+from worker.loadtest.coverage import Coverage
 
 SEQ = re.compile(rb'"seq": ?(\d+)')
 
@@ -84,43 +85,32 @@ class Frames:
 
 
 class Holder:
-    """Many connections on one selector, and when each seq had reached all of them.
-
-    ``holding`` counts connections by the newest seq they have; its minimum is
-    the low-water mark, and a seq counts as reached by all when the mark
-    passes it.
-    """
+    """Many connections on one selector, and when each seq had reached all of them
+    (the load test's Coverage: the low-water mark of the connections' seqs)."""
 
     def __init__(self, opened: list[tuple[socket.socket, bytes]]) -> None:
         self.socks = [sock for sock, _ in opened]
         self.streams = {sock.fileno(): Frames(b"") for sock in self.socks}
-        self.holding: collections.Counter[int] = collections.Counter({0: len(self.socks)})
-        self.low = 0
-        self.reached: dict[int, float] = {}
+        self.coverage = Coverage()
         self.frames = 0
         self.selector = selectors.DefaultSelector()
+        now = time.monotonic()
         for sock, leftover in opened:
+            self.coverage.join(0, now)
             self.selector.register(sock, selectors.EVENT_READ)
             self._feed(sock, leftover)
+
+    @property
+    def low(self) -> int:
+        return self.coverage.low or 0
 
     def _feed(self, sock: socket.socket, data: bytes) -> Frames:
         stream = self.streams[sock.fileno()]
         before = stream.seq
         self.frames += stream.feed(data)
         if stream.seq != before:
-            self.holding[before] -= 1
-            if not self.holding[before]:
-                del self.holding[before]
-            self.holding[stream.seq] += 1
-            if before == self.low:
-                self._move_low(min(self.holding))
+            self.coverage.move(before, stream.seq, time.monotonic())
         return stream
-
-    def _move_low(self, new_low: int) -> None:
-        now = time.monotonic()
-        for seq in range(self.low + 1, new_low + 1):
-            self.reached[seq] = now
-        self.low = max(self.low, new_low)
 
     def _receive(self, sock: socket.socket) -> bytes | None:
         """Bytes from a readable socket; None when it had nothing after all."""
@@ -143,7 +133,6 @@ class Holder:
                 if data and had == 0 and self._feed(sock, data).count > 0:
                     waiting -= 1
         self.frames = 0
-        self.low = min(self.holding)
 
     def follow(self, pipe: Connection) -> None:
         """Read until told to stop, or until the low-water mark reaches the seq asked for."""
@@ -173,6 +162,6 @@ def run_clients(host: str, port: int, path: str, count: int, pipe: Connection) -
     holder.wait_for_first_totals()
     pipe.send(("open", count))
     holder.follow(pipe)
-    pipe.send(("done", holder.reached, holder.frames, holder.low))
+    pipe.send(("done", holder.coverage.reached, holder.frames, holder.low))
     for sock in holder.socks:
         sock.close()

@@ -54,33 +54,29 @@ async def _reader(
     # An overloaded server may drop a writer's connection (a run of the naive
     # baselines at high rates does): what was not acknowledged stays unacknowledged.
     with contextlib.suppress(ConnectionClosed):
-        await _read_replies(connection, tally, pending, room)
-
-
-async def _read_replies(
-    connection: ClientConnection,
-    tally: Tally,
-    pending: dict[str, float],
-    room: asyncio.Semaphore | None,
-) -> None:
-    async for raw in connection:
-        message = json.loads(raw)
-        kind = message.get("type")
-        if kind == "ack":
-            sent = pending.pop(message["id"], None)
-            if sent is not None:
-                tally.answered()
-                tally.acked += 1
-                tally.total_by += 0 if message.get("duplicate") else 1
-                tally.sent_at[message["seq"]] = sent
-                if room is not None:
-                    room.release()
-        elif kind == "error":
-            if pending.pop(message.get("id"), None) is not None:
-                tally.answered()
-            tally.errors += 1
-            if room is not None:
+        async for raw in connection:
+            if _count_reply(json.loads(raw), tally, pending) and room is not None:
                 room.release()
+
+
+def _count_reply(message: dict[str, Any], tally: Tally, pending: dict[str, float]) -> bool:
+    """Count an ack or error; True when it answered an increment (a slot is free again)."""
+    kind = message.get("type")
+    if kind == "ack":
+        sent = pending.pop(message["id"], None)
+        if sent is None:
+            return False
+        tally.answered()
+        tally.acked += 1
+        tally.total_by += 0 if message.get("duplicate") else 1
+        tally.sent_at[message["seq"]] = sent
+        return True
+    if kind == "error":
+        if pending.pop(message.get("id"), None) is not None:
+            tally.answered()
+        tally.errors += 1
+        return True
+    return False
 
 
 async def _flat_out(

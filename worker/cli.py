@@ -13,7 +13,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from .settings import SETTINGS, Settings, SettingsError, load_settings
+from .settings import SETTINGS, Settings, SettingsError, load_settings, parse_secret
 
 
 def run_async(main: Coroutine[Any, Any, int]) -> int:
@@ -181,15 +181,16 @@ def _with_secret_file(settings: Settings) -> Settings:
     """Read the token secret from WS_JWT_SECRET_FILE when one is named."""
     if not settings.jwt_secret_file:
         return settings
+    source = f"WS_JWT_SECRET_FILE: {settings.jwt_secret_file}"
     try:
-        secret = Path(settings.jwt_secret_file).read_text().strip()
+        secret = parse_secret(Path(settings.jwt_secret_file).read_text().strip())
     except OSError as exc:
-        raise SettingsError(f"WS_JWT_SECRET_FILE: {exc.strerror}: {exc.filename}") from None
-    if len(secret.encode()) < 32:
-        raise SettingsError(
-            f"WS_JWT_SECRET_FILE: {settings.jwt_secret_file}: the secret must"
-            " be at least 32 bytes; generate one with: openssl rand -hex 32"
-        )
+        raise SettingsError(f"{source}: {exc.strerror}") from None
+    except ValueError as exc:
+        # An empty file would mean no tokens at all: refuse it like a short secret.
+        raise SettingsError(f"{source}: the secret {exc}") from None
+    if not secret:
+        raise SettingsError(f"{source}: the file is empty")
     return dataclasses.replace(settings, jwt_secret=secret)
 
 

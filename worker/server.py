@@ -261,7 +261,7 @@ class Worker:
             route = parse_counter_route(request.path)
         except RouteError as exc:
             return self._reject(connection, exc.status, exc.reason)
-        if "websocket" not in request.headers.get("Upgrade", "").lower():
+        if not _asks_for_websocket(request):
             return _html_response(route.counter)
         if self.draining:
             return self._reject(connection, 503, "worker is shutting down")
@@ -288,7 +288,7 @@ class Worker:
     def _process_response(
         self, connection: ServerConnection, request: Request, response: Response
     ) -> None:
-        if "websocket" in request.headers.get("Upgrade", "").lower():
+        if _asks_for_websocket(request):
             status = response.status_code
             self.metrics.handshakes.labels("accepted" if status == 101 else str(status)).inc()
 
@@ -490,6 +490,11 @@ def _failure_message(increment: Increment, failure: object) -> str:
         )
     log.error("unexpected failure of an increment: %r", failure)
     return error_message(ErrorCode.UNAVAILABLE, "internal error; not applied", increment.id)
+
+
+def _asks_for_websocket(request: Request) -> bool:
+    """A WebSocket handshake, as opposed to a plain GET of the same path (the page)."""
+    return "websocket" in request.headers.get("Upgrade", "").lower()
 
 
 def _origins(settings: Settings) -> list[Origin | None] | None:

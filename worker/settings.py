@@ -126,7 +126,7 @@ def _origins(text: str) -> tuple[str, ...]:
     return origins
 
 
-def _secret(text: str) -> str:
+def parse_secret(text: str) -> str:
     # HS256 keys shorter than the hash add no strength and PyJWT warns on them.
     if text and len(text.encode()) < 32:
         raise ValueError("must be at least 32 bytes; generate one with: openssl rand -hex 32")
@@ -331,7 +331,7 @@ SETTINGS: tuple[Setting, ...] = (
         "jwt_secret",
         "WS_JWT_SECRET",
         "--jwt-secret",
-        _secret,
+        parse_secret,
         "HMAC secret for HS256 tokens; when set every WebSocket needs a token"
         " (prefer the environment or WS_JWT_SECRET_FILE to a flag, which others can read)",
         "SECRET",

@@ -181,15 +181,17 @@ class RedisStore:
             raise _translate(exc) from exc
         return decode_state(payload)
 
-    async def rebase(self, counter: str, old_epoch: str) -> CounterState | None:
-        """Start a new epoch for a counter that went back in time within ``old_epoch``."""
+    async def rebase(self, counter: str, old_epoch: str) -> None:
+        """Start a new epoch for a counter that went back in time within ``old_epoch``.
+
+        The new state reaches every worker through the counter's channel.
+        """
         try:
-            payload = await self._rebase(
+            await self._rebase(
                 keys=[state_key(counter)], args=[channel_name(counter), old_epoch, new_epoch()]
             )
         except redis_errors.RedisError as exc:
             raise _translate(exc) from exc
-        return decode_state(payload) if payload else None
 
     async def flush_counter(self, counter: str) -> None:
         """Delete a counter's state (its ids expire on their own); used by tests and tools."""
@@ -250,7 +252,6 @@ class Subscription:
         # were asked for; asyncio.Lock wakes its waiters first come, first served.
         self._command_lock = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
-        self.reconnects = 0
 
     def add(self, counter: str) -> None:
         self._counters.add(counter)
@@ -305,7 +306,6 @@ class Subscription:
                 delays = backoff_delays()
             # Backoff waits on a timeout; there is nothing to poll meanwhile.
             await asyncio.sleep(next(delays))
-            self.reconnects += 1
 
     async def _session(self) -> None:
         self._established = False
