@@ -15,8 +15,10 @@ RUN python -m venv /opt/venv
 # Dependencies first, so that a code change does not reinstall them.
 COPY pyproject.toml README.md ./
 COPY worker/__init__.py worker/
+COPY tools/__init__.py tools/
 RUN /opt/venv/bin/pip install --no-cache-dir . && /opt/venv/bin/pip uninstall -y ws-counter
 COPY worker/ worker/
+COPY tools/ tools/
 RUN /opt/venv/bin/pip install --no-cache-dir --no-deps . \
     && /opt/venv/bin/python -m compileall -q /opt/venv/lib
 

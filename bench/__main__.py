@@ -25,28 +25,36 @@ from pathlib import Path
 from typing import Any
 
 from worker.limits import raise_open_file_limit
+from worker.store.scripts import script
 
 from . import contestants
-from .measure import fanout, idle_memory, throughput
+from .measure import fanout, idle_memory, redis_memory, throughput
 from .report import render_markdown, render_plot
 
 RESULTS = Path(__file__).parent / "results"
 
-FULL = {
+Plan = dict[str, Any]
+
+FULL: Plan = {
     "throughput_seconds": 4.0,
     "writers": 50,
     "clients": [1000, 5000],
     "rates": [100, 1000],
     "fanout_seconds": 3.0,
     "idle_clients": 2000,
+    # 200,000 increments from 100 load-test clients, once with sessions, once with ids.
+    "memory_clients": 100,
+    "memory_increments": 2000,
 }
-QUICK = {
+QUICK: Plan = {
     "throughput_seconds": 1.5,
     "writers": 10,
     "clients": [200],
     "rates": [100],
     "fanout_seconds": 1.5,
     "idle_clients": 200,
+    "memory_clients": 20,
+    "memory_increments": 50,
 }
 
 
@@ -76,9 +84,9 @@ def machine() -> dict[str, Any]:
 
 def redis_floor(port: int, clients: int, pipeline: int, requests: int) -> float:
     """redis-benchmark running ws-counter's increment script itself."""
-    script = (Path(__file__).parent.parent / "worker" / "lua" / "increment.lua").read_text()
+    source = script("increment").source
     sha = subprocess.run(
-        ["redis-cli", "-p", str(port), "SCRIPT", "LOAD", script],
+        ["redis-cli", "-p", str(port), "SCRIPT", "LOAD", source],
         capture_output=True,
         text=True,
         check=True,
@@ -102,7 +110,6 @@ def redis_floor(port: int, clients: int, pipeline: int, requests: int) -> float:
             "wsc:{floor}:updates",
             "e",
             "60",
-            "wsc:{floor}:id:",
             "1",
             "",
         ],
@@ -145,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         "throughput": [],
         "fanout": [],
         "idle_kib": {},
+        "redis_memory": [],
         "floors": {},
         "failures": [],
     }
@@ -156,7 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "latest.md").write_text(markdown)
     render_plot(results, args.out / "fanout.png")
     print(markdown)
-    exact = all(r["exact"] for r in results["throughput"] + results["fanout"])
+    exact = all(
+        r["exact"] for r in results["throughput"] + results["fanout"] + results["redis_memory"]
+    )
     print("totals exact in every run" if exact else "TOTALS WRONG in some run")
     for failure in results["failures"]:
         print(f"failed: {failure}")
@@ -180,6 +190,42 @@ def _numbers(text: str) -> list[int]:
 
 
 Start = Callable[[int], contestants.Contestant]
+
+
+def measure_sessions(
+    plan: Plan, results: dict[str, Any], name: str, server: contestants.Contestant, port: int
+) -> None:
+    """ws-counter's session path beside its id path: throughput, then what Redis keeps."""
+    measured = attempt(
+        results,
+        name,
+        "throughput with sessions",
+        lambda: throughput(server, plan["writers"], plan["throughput_seconds"], dedup="session"),
+    )
+    if measured is not None:
+        results["throughput"].append({"server": name, "dedup": "session", **asdict(measured)})
+        print(f"   throughput with sessions {measured.per_second:,.0f}/s exact={measured.exact}")
+    if name != "ws-counter x1":
+        return
+    clients, increments = plan["memory_clients"], plan["memory_increments"]
+    for dedup in ("session", "id"):
+        memory = attempt(
+            results,
+            name,
+            f"Redis memory ({dedup})",
+            redis_memory,
+            server,
+            port,
+            clients,
+            increments,
+            dedup,
+        )
+        if memory is not None:
+            results["redis_memory"].append(asdict(memory))
+            print(
+                f"   Redis memory, {dedup}: {memory.bytes_per_increment:.1f} B per increment,"
+                f" {memory.keys_added} keys added, exact={memory.exact}"
+            )
 
 
 def run_all(plan: dict[str, Any], scratch: Path, results: dict[str, Any]) -> None:
@@ -212,8 +258,10 @@ def run_all(plan: dict[str, Any], scratch: Path, results: dict[str, Any]) -> Non
                 plan["throughput_seconds"],
             )
             if measured is not None:
-                results["throughput"].append({"server": name, **asdict(measured)})
+                results["throughput"].append({"server": name, "dedup": "id", **asdict(measured)})
                 print(f"   throughput {measured.per_second:,.0f}/s exact={measured.exact}")
+            if name.startswith("ws-counter"):
+                measure_sessions(plan, results, name, server, port)
             for clients in plan["clients"]:
                 for rate in plan["rates"]:
                     one = attempt(

@@ -7,8 +7,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from worker.cluster import is_worker_ready, start_redis_server
-from worker.processes import Child, free_port
+from tools.cluster import is_worker_ready, start_redis_server, worker_argv, worker_env
+from tools.processes import Child, free_port
 
 # Every contestant meets the same Redis: no persistence, so that the servers are
 # measured, not the disk (docs/performance.md says what fsync costs).
@@ -44,17 +44,13 @@ class Contestant:
 
 def ws_counter(redis_port: int, workers: int) -> Contestant:
     port = free_port()
-    env = {
-        **os.environ,
-        "WS_HOST": "127.0.0.1",
-        "WS_PORT": str(port),
-        "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
-        "WS_REUSE_PORT": "true",
-        "WS_RATE_LIMIT": "0",
-    }
+    # The benchmark sends far faster than a person types: no per-connection rate limit.
+    env = worker_env(
+        port, f"redis://127.0.0.1:{redis_port}/0", WS_REUSE_PORT="true", WS_RATE_LIMIT="0"
+    )
     contestant = Contestant(f"ws-counter x{workers}", f"ws://127.0.0.1:{port}/")
     for index in range(workers):
-        child = Child(f"worker-{index}", [sys.executable, "-m", "worker", "serve"], env=env)
+        child = Child(f"worker-{index}", worker_argv(), env=env)
         child.start()
         child.wait_for_line(is_worker_ready, 30)
         contestant.children.append(child)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from hdrh.histogram import HdrHistogram
+from rich.console import Console
+
+from tools.loadtest import LoadOptions, run_loadtest
 
 from .contestants import Contestant
 from .rawclients import run_clients
@@ -66,12 +70,18 @@ class Throughput:
 
 
 def throughput(
-    contestant: Contestant, connections: int, seconds: float, window: int = 16, processes: int = 2
+    contestant: Contestant,
+    connections: int,
+    seconds: float,
+    window: int = 16,
+    processes: int = 2,
+    *,
+    dedup: str = "id",
 ) -> Throughput:
     """Writers as fast as acks come back; the totals must add up."""
     before = asyncio.run(read_total(contestant.url))
     cpu0 = cpu_seconds(contestant.pids)
-    plan = WriterPlan(contestant.url, connections // processes, seconds, window)
+    plan = WriterPlan(contestant.url, connections // processes, seconds, window, dedup=dedup)
     runs = [spawn(run_writers, plan) for _ in range(processes)]
     results = [receive(pipe, seconds + 120) for _, pipe in runs]
     cpu = cpu_seconds(contestant.pids) - cpu0
@@ -82,6 +92,53 @@ def throughput(
     return Throughput(
         acked, acked / seconds, after - before == sum(r["total_by"] for r in results), cpu
     )
+
+
+@dataclass
+class RedisMemory:
+    dedup: str
+    increments: int
+    used_memory_growth: int
+    bytes_per_increment: float
+    keys_added: int
+    exact: bool
+
+
+def redis_memory(
+    contestant: Contestant, redis_port: int, clients: int, increments: int, dedup: str
+) -> RedisMemory:
+    """What ``clients`` load-test clients sending ``increments`` each leave in Redis."""
+    before_memory, before_keys = _redis_memory(redis_port)
+    options = LoadOptions(
+        url=contestant.url,
+        clients=clients,
+        increments=increments,
+        counter=f"memory-{dedup}",
+        processes=2,
+        loopback_only=True,
+        dedup=dedup,
+    )
+    report = run_loadtest(options, Console(quiet=True))
+    after_memory, after_keys = _redis_memory(redis_port)
+    growth = after_memory - before_memory
+    acked = int(report["increments_acked"])
+    return RedisMemory(
+        dedup, acked, growth, growth / max(1, acked), after_keys - before_keys, report["correct"]
+    )
+
+
+def _redis_memory(port: int) -> tuple[int, int]:
+    """Redis' used_memory and key count."""
+    info = subprocess.run(
+        ["redis-cli", "-p", str(port), "INFO"], capture_output=True, text=True, check=True
+    ).stdout
+    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+    keys = sum(
+        int(value.split(",")[0].split("=")[1])
+        for name, value in fields.items()
+        if name.startswith("db")
+    )
+    return int(fields["used_memory"]), keys
 
 
 @dataclass

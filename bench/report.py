@@ -23,16 +23,20 @@ def render_markdown(results: dict[str, Any]) -> str:
         "",
         "## Increment throughput (writers as fast as acks allow)",
         "",
-        "| server | acked/s | exact | server CPU s | vs naive |",
-        "|---|---:|---|---:|---:|",
+        "| server | exactly-once by | acked/s | exact | server CPU s | vs naive |",
+        "|---|---|---:|---|---:|---:|",
     ]
-    by_server = {row["server"]: row for row in results["throughput"]}
-    naive = by_server.get(BASELINE, {}).get("per_second")
+    by_server = {(row["server"], row.get("dedup", "id")): row for row in results["throughput"]}
+    naive = by_server.get((BASELINE, "id"), {}).get("per_second")
     for row in results["throughput"]:
         lines.append(
-            f"| {row['server']} | {row['per_second']:,.0f} | {row['exact']} | "
-            f"{row['cpu_seconds']:.1f} | {_ratio(row['per_second'], naive)} |"
+            f"| {row['server']} | {row.get('dedup', 'id')} | {row['per_second']:,.0f} | "
+            f"{row['exact']} | {row['cpu_seconds']:.1f} | {_ratio(row['per_second'], naive)} |"
         )
+    for server in sorted({server for server, dedup in by_server if dedup == "session"}):
+        sessions = by_server[(server, "session")]["per_second"]
+        ids = by_server.get((server, "id"), {}).get("per_second")
+        lines.append(f"\n{server}: sessions / ids = {_ratio(sessions, ids)} (same run)")
     floors = results["floors"]
     if floors:
         lines += [
@@ -81,6 +85,20 @@ def render_markdown(results: dict[str, Any]) -> str:
             f"{_ratio(ours['frames_per_cpu_second'], floor)} | "
             f"{_ratio(ours['frames_per_cpu_second'], broadcast)} |"
         )
+    if results.get("redis_memory"):
+        lines += [
+            "",
+            "## Redis memory per increment (load-test clients through ws-counter x1)",
+            "",
+            "| exactly-once by | increments | used_memory growth | bytes per increment | "
+            "keys added | exact |",
+            "|---|---:|---:|---:|---:|---|",
+        ]
+        lines += [
+            f"| {row['dedup']} | {row['increments']:,} | {row['used_memory_growth']:,} | "
+            f"{row['bytes_per_increment']:.1f} | {row['keys_added']:,} | {row['exact']} |"
+            for row in results["redis_memory"]
+        ]
     lines += [
         "",
         "## Idle memory per connection (server RSS)",
@@ -97,10 +115,11 @@ def render_markdown(results: dict[str, Any]) -> str:
 
 def render_plot(results: dict[str, Any], path: Path) -> None:
     try:
-        import matplotlib
+        # Optional (the plot extra), and its backend must be chosen before pyplot loads.
+        import matplotlib  # noqa: PLC0415
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # noqa: PLC0415
     except ImportError:
         return
     rows = results["fanout"]

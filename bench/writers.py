@@ -17,9 +17,12 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-import uvloop
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
+
+from tools.session import new_session_id, reply_key
+from worker import runtime
+from worker.core.protocol import incr_message
 
 
 class Tally:
@@ -63,7 +66,7 @@ def _count_reply(message: dict[str, Any], tally: Tally, pending: dict[str, float
     """Count an ack or error; True when it answered an increment (a slot is free again)."""
     kind = message.get("type")
     if kind == "ack":
-        sent = pending.pop(message["id"], None)
+        sent = pending.pop(reply_key(message), None)
         if sent is None:
             return False
         tally.answered()
@@ -72,16 +75,34 @@ def _count_reply(message: dict[str, Any], tally: Tally, pending: dict[str, float
         tally.sent_at[message["seq"]] = sent
         return True
     if kind == "error":
-        if pending.pop(message.get("id"), None) is not None:
+        if pending.pop(reply_key(message), None) is not None:
             tally.answered()
         tally.errors += 1
         return True
     return False
 
 
+class Numbering:
+    """One writer connection's increments: ids from the tally, or its own session's numbers."""
+
+    def __init__(self, tally: Tally, dedup: str) -> None:
+        self.tally = tally
+        self.session = new_session_id() if dedup == "session" else None
+        self.n = 0
+
+    def next(self) -> tuple[str, str]:
+        """The next increment of 1: its reply key and its frame."""
+        if self.session is None:
+            increment_id = f"{self.tally.prefix}{next(self.tally.ids)}"
+            return increment_id, incr_message(1, increment_id)
+        self.n += 1
+        return str(self.n), incr_message(1, session=self.session, n=self.n)
+
+
 async def _flat_out(
-    connection: ClientConnection, tally: Tally, deadline: float, window: int
+    connection: ClientConnection, tally: Tally, deadline: float, window: int, dedup: str
 ) -> None:
+    numbering = Numbering(tally, dedup)
     pending: dict[str, float] = {}
     room = asyncio.Semaphore(window)
     reader = asyncio.create_task(_reader(connection, tally, pending, room))
@@ -91,10 +112,10 @@ async def _flat_out(
         async with asyncio.timeout(deadline - time.monotonic()):
             while True:
                 await room.acquire()
-                increment_id = f"{tally.prefix}{next(tally.ids)}"
-                pending[increment_id] = time.monotonic()
+                key, frame = numbering.next()
+                pending[key] = time.monotonic()
                 tally.sent()
-                await connection.send(f'{{"op":"incr","by":1,"id":"{increment_id}"}}')
+                await connection.send(frame)
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(30):
             await tally.idle.wait()
@@ -102,8 +123,9 @@ async def _flat_out(
 
 
 async def _paced(
-    connections: list[ClientConnection], tally: Tally, seconds: float, rate: float
+    connections: list[ClientConnection], tally: Tally, seconds: float, rate: float, dedup: str
 ) -> None:
+    numberings = [Numbering(tally, dedup) for _ in connections]
     pendings: list[dict[str, float]] = [{} for _ in connections]
     readers = [
         asyncio.create_task(_reader(c, tally, p, None))
@@ -117,11 +139,11 @@ async def _paced(
         if delay > 0:
             await asyncio.sleep(delay)
         index = n % len(connections)
-        increment_id = f"{tally.prefix}p{n}"
-        pendings[index][increment_id] = time.monotonic()
+        key, frame = numberings[index].next()
+        pendings[index][key] = time.monotonic()
         tally.sent()
         with contextlib.suppress(ConnectionClosed):  # a dropped writer stays unacknowledged
-            await connections[index].send(f'{{"op":"incr","by":1,"id":"{increment_id}"}}')
+            await connections[index].send(frame)
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(60):
             await tally.idle.wait()
@@ -129,9 +151,14 @@ async def _paced(
         reader.cancel()
 
 
-async def _run(
-    url: str, connections: int, seconds: float, window: int, rate: float | None
-) -> dict[str, Any]:
+async def _run(plan: WriterPlan) -> dict[str, Any]:
+    url, connections, seconds, window, rate = (
+        plan.url,
+        plan.connections,
+        plan.seconds,
+        plan.window,
+        plan.rate,
+    )
     tally = Tally()
     # No keepalive pings: an overloaded server answering late must not end the run.
     opened = [
@@ -142,9 +169,9 @@ async def _run(
         await connection.recv()  # the total on open
     if rate is None:
         deadline = time.monotonic() + seconds
-        await asyncio.gather(*(_flat_out(c, tally, deadline, window) for c in opened))
+        await asyncio.gather(*(_flat_out(c, tally, deadline, window, plan.dedup) for c in opened))
     else:
-        await _paced(opened, tally, seconds, rate)
+        await _paced(opened, tally, seconds, rate, plan.dedup)
     # Closing must not hang on a server that stopped answering.
     with contextlib.suppress(TimeoutError, ConnectionClosed):
         async with asyncio.timeout(5):
@@ -167,10 +194,12 @@ class WriterPlan:
     seconds: float
     window: int = 16
     rate: float | None = None
+    # "id" for every server; "session" for ws-counter, which numbers them per session.
+    dedup: str = "id"
 
 
 def run_writers(plan: WriterPlan, pipe: Connection) -> None:
-    pipe.send(uvloop.run(_run(plan.url, plan.connections, plan.seconds, plan.window, plan.rate)))
+    pipe.send(runtime.run(_run(plan)))
 
 
 async def read_total(url: str) -> int:

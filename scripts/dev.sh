@@ -101,9 +101,11 @@ prepare_containers() {
 
 run_tests() {
     say "ruff"
-    "$VENV/bin/ruff" check worker tests bench
-    say "mypy --strict"
+    "$VENV/bin/ruff" check worker tools tests bench
+    say "mypy --strict (worker, tools, bench)"
     "$VENV/bin/mypy"
+    say "import contracts (lint-imports)"
+    "$VENV/bin/lint-imports"
     say "pytest"
     "$VENV/bin/pytest" "${PYTEST_EXTRA[@]}" "$@"
 }

@@ -10,7 +10,7 @@ import json
 import os
 import shutil
 import signal
-import sys
+import subprocess
 import tempfile
 import urllib.error
 import urllib.request
@@ -19,13 +19,17 @@ from pathlib import Path
 
 import pytest
 
-from worker.cluster import (
+from tools.cluster import (
     READY_TIMEOUT,
-    REDIS_PERSISTENCE,
+    REDIS_OPTIONS,
+    ClusterOptions,
+    LocalCluster,
     is_worker_ready,
     start_redis_server,
+    worker_argv,
+    worker_env,
 )
-from worker.processes import Child, free_port
+from tools.processes import Child, free_port
 
 UNIT = float(os.environ.get("WS_TEST_TIME_SCALE", "1"))
 ARTIFACTS = Path(os.environ.get("WS_TEST_ARTIFACTS", Path(__file__).parent.parent / "artifacts"))
@@ -40,10 +44,10 @@ def seconds(value: float) -> float:
 
 
 class RedisServer:
-    def __init__(self, directory: Path, persistence: tuple[str, ...] = REDIS_PERSISTENCE) -> None:
+    def __init__(self, directory: Path, options: tuple[str, ...] = REDIS_OPTIONS) -> None:
         self.port = free_port()
         self.directory = directory
-        self.persistence = persistence
+        self.options = options
         self.child: Child | None = None
 
     @property
@@ -52,7 +56,7 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         self.child = start_redis_server(
-            self.port, self.directory, self.persistence, timeout=seconds(READY_TIMEOUT)
+            self.port, self.directory, self.options, timeout=seconds(READY_TIMEOUT)
         )
         return self
 
@@ -61,8 +65,6 @@ class RedisServer:
             self.child.stop(signum=signum)
 
     def cli(self, *args: str) -> str:
-        import subprocess
-
         return subprocess.run(
             ["redis-cli", "-p", str(self.port), *args],
             check=True,
@@ -88,17 +90,8 @@ class WorkerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, wait_ready: bool = True) -> WorkerProcess:
-        env = {
-            **os.environ,
-            "WS_HOST": "127.0.0.1",
-            "WS_PORT": str(self.port),
-            "REDIS_URL": self.redis_url,
-            "WS_LOG_FORMAT": "json",
-            **self.extra_env,
-        }
-        self.child = Child(
-            f"worker:{self.port}", [sys.executable, "-m", "worker", "serve"], env=env
-        ).start()
+        env = worker_env(self.port, self.redis_url, **self.extra_env)
+        self.child = Child(f"worker:{self.port}", worker_argv(), env=env).start()
         self.child.wait_for_line(
             is_worker_ready if wait_ready else _is_listening, seconds(READY_TIMEOUT)
         )
@@ -160,9 +153,31 @@ def start_worker(redis_server: RedisServer) -> Iterator[Callable[..., WorkerProc
         worker.stop()
 
 
+@pytest.fixture(scope="module")
+def start_worker_once(redis_server: RedisServer) -> Iterator[WorkerProcess]:
+    """One worker for a module's hypothesis cases: small session window, no rate limit."""
+    worker = WorkerProcess(
+        redis_server.url,
+        {"WS_SESSION_WINDOW": "4", "WS_MAX_PENDING_INCREMENTS": "4", "WS_RATE_LIMIT": "0"},
+    ).start()
+    yield worker
+    worker.stop()
+
+
 @pytest.fixture
 def counter_name(request: pytest.FixtureRequest) -> str:
     """A counter name of this test's own, so tests sharing a Redis never see each other."""
     name = request.node.name.lower()
     cleaned = "".join(ch if ch.isalnum() else "-" for ch in name)
     return ("t-" + cleaned)[:64].rstrip("-")
+
+
+@pytest.fixture(scope="module")
+def cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
+    """Redis, workers and HAProxy as real processes, shared by a module's tests.
+
+    A module sets CLUSTER_WORKERS to say how many workers it needs (default 2).
+    """
+    workers = getattr(request.module, "CLUSTER_WORKERS", 2)
+    with LocalCluster(ClusterOptions(workers=workers, port=free_port())) as running:
+        yield running

@@ -13,7 +13,11 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
-HAPROXY_CONFIGS = sorted((ROOT / "deploy" / "haproxy").glob("*.cfg"))
+# The compose one, and the local cluster's, which ships inside the tools package.
+HAPROXY_CONFIGS = [
+    ROOT / "deploy" / "haproxy" / "compose.cfg",
+    ROOT / "tools" / "haproxy-local.cfg",
+]
 KUSTOMIZATIONS = [ROOT / "k8s", ROOT / "k8s" / "base", ROOT / "k8s" / "overlays" / "sentinel"]
 # The oldest and newest Kubernetes versions the manifests claim (k8s/kustomization.yaml).
 KUBERNETES_VERSIONS = ("1.29.0", "1.37.0")

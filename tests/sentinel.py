@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from worker.cluster import require_binary, start_redis_server
-from worker.processes import Child, free_port
+from tools.cluster import require_binary, start_redis_server
+from tools.processes import Child, free_port
 
 from .conftest import seconds
 

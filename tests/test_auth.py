@@ -7,8 +7,9 @@ import time
 import jwt
 import pytest
 
-from worker.auth import AuthError, Grant, authorize, issue, token_from
-from worker.ratelimit import TokenBucket
+from worker.core.auth import Grant, authorize, issue, token_from
+from worker.core.ratelimit import TokenBucket
+from worker.errors import AuthError
 
 SECRET = "test-secret-not-for-production-use-0123456789"
 

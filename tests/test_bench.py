@@ -41,5 +41,13 @@ def test_benchmark_smoke_run_completes_with_exact_totals(tmp_path: Path) -> None
     assert all(row["exact"] and row["unreached"] == 0 for row in results["fanout"])
     assert all(row["exact"] and row["acked"] > 0 for row in results["throughput"])
     assert results["floors"]["redis_lua_per_s_50_clients"] > 0
+    dedups = {(row["server"], row["dedup"]) for row in results["throughput"]}
+    assert {("ws-counter x1", "session"), ("ws-counter x1", "id")} <= dedups
+    memory = {row["dedup"]: row for row in results["redis_memory"]}
+    assert set(memory) == {"session", "id"} and all(row["exact"] for row in memory.values())
+    clients = results["plan"]["memory_clients"]
+    # A session leaves one key per client; an id leaves one per increment.
+    assert memory["session"]["keys_added"] <= clients + 1
+    assert memory["id"]["keys_added"] >= memory["id"]["increments"]
     assert (tmp_path / "latest.md").read_text().startswith("## Machine")
     assert (tmp_path / "fanout.png").stat().st_size > 0

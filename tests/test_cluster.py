@@ -8,14 +8,13 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from worker.cluster import ClusterOptions, LocalCluster
-from worker.processes import Child, free_port
-from worker.store import state_key
+from tools.cluster import LocalCluster
+from tools.processes import Child, free_port
+from worker.store.keys import state_key
 
 from .conftest import ARTIFACTS, http_get, seconds
 from .loadrun import BackgroundLoadtest
@@ -36,7 +35,7 @@ def test_cluster_command_comes_up_and_leaves_nothing_behind(tmp_path: Path) -> N
     port = free_port()
     child = Child(
         "cluster",
-        [sys.executable, "-m", "worker", "cluster", "--workers", "2", "--port", str(port)],
+        [sys.executable, "-m", "tools", "cluster", "--workers", "2", "--port", str(port)],
         env={**os.environ, "TMPDIR": str(tmp_path), "COLUMNS": "200"},
     ).start()
     child.wait_for_line(lambda line: "Ctrl-C stops everything" in line, seconds(60))
@@ -53,15 +52,12 @@ def test_cluster_command_comes_up_and_leaves_nothing_behind(tmp_path: Path) -> N
     assert "nothing left running" in "\n".join(child.output())
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[LocalCluster]:
-    with LocalCluster(ClusterOptions(workers=3, port=free_port())) as running:
-        yield running
+CLUSTER_WORKERS = 3
 
 
 def run_loadtest(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "worker", "loadtest", *args, "--loopback-only"],
+        [sys.executable, "-m", "tools", "loadtest", *args, "--loopback-only"],
         capture_output=True,
         text=True,
         timeout=seconds(timeout),
@@ -160,7 +156,7 @@ def test_loadtest_refuses_non_loopback_targets_when_asked() -> None:
 def test_interactive_client_prints_acks_and_pushed_totals(cluster: LocalCluster) -> None:
     """`ws-counter client` sends typed numbers, prints the acks, quits cleanly at end of input."""
     result = subprocess.run(
-        [sys.executable, "-m", "worker", "client", cluster.url + "counters/client-test"],
+        [sys.executable, "-m", "tools", "client", cluster.url + "counters/client-test"],
         input="5\nabc\n-2\n",
         check=False,
         capture_output=True,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.cluster import REDIS_PERSISTENCE
+from tools.cluster import REDIS_OPTIONS
 
 from .deploy import (
     COMPOSE_FILE,
@@ -46,13 +46,15 @@ def test_haproxy_config_is_valid(config: Path) -> None:
     haproxy = shutil.which("haproxy")
     if haproxy is None:
         pytest.fail("haproxy is not installed (apt-get install -y haproxy)")
-    # local.cfg takes its addresses from the environment, as `ws-counter cluster` sets it.
+    # haproxy-local.cfg takes its addresses from the environment, as `ws-counter cluster` sets it.
     env = {**os.environ, "LB_BIND": "127.0.0.1:8080", "WS_WORKER_1": "127.0.0.1:9001"}
     run(haproxy, "-c", "-f", str(config), env=env)
 
 
 def test_haproxy_configs_cover_the_deploy_folder() -> None:
-    assert {path.name for path in HAPROXY_CONFIGS} == {"compose.cfg", "local.cfg"}
+    shipped = {path.name for path in (ROOT / "deploy" / "haproxy").glob("*.cfg")}
+    shipped |= {path.name for path in (ROOT / "tools").glob("*.cfg")}
+    assert {path.name for path in HAPROXY_CONFIGS} == shipped
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
@@ -69,15 +71,17 @@ def test_manifests_validate_strictly(version: str, tmp_path: Path) -> None:
         run(tool("kubernetes-validate"), "--strict", "-k", version, "--quiet", str(rendered))
 
 
-def test_redis_persistence_is_the_same_everywhere() -> None:
-    """Compose, the k8s StatefulSet and the local cluster all fsync AOF on every write."""
+def test_redis_persistence_and_memory_are_the_same_everywhere() -> None:
+    """Compose, the k8s StatefulSet and the local cluster all fsync AOF on every write and
+    bound Redis' memory with noeviction, never an eviction policy."""
     compose_command = compose()["services"]["redis"]["command"]
     assert compose_command[0] == "redis-server"
-    assert tuple(compose_command[1:]) == REDIS_PERSISTENCE
+    assert tuple(compose_command[1:]) == REDIS_OPTIONS
     statefulset = find_resource(render_kustomization(ROOT / "k8s"), "StatefulSet", "redis")
     args = statefulset["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[0] == "redis-server"
-    assert tuple(args[1 : 1 + len(REDIS_PERSISTENCE)]) == REDIS_PERSISTENCE
+    assert tuple(args[1 : 1 + len(REDIS_OPTIONS)]) == REDIS_OPTIONS
+    assert REDIS_OPTIONS[REDIS_OPTIONS.index("--maxmemory-policy") + 1] == "noeviction"
 
 
 def test_sentinel_overlay_points_workers_at_sentinels() -> None:

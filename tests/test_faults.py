@@ -21,9 +21,9 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
-from worker.cluster import ClusterOptions, LocalCluster
-from worker.processes import free_port
-from worker.store import channel_name, state_key
+from tools.cluster import ClusterOptions, LocalCluster
+from tools.processes import free_port
+from worker.store.keys import channel_name, state_key
 
 from .clients import counter_url, receive, receive_until
 from .conftest import RedisServer, WorkerProcess, http_get, seconds

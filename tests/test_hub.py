@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from worker.hub import Hub, supersedes, went_back
-from worker.protocol import CounterState
+from worker.core.hub import Hub, supersedes, went_back
+from worker.core.state import CounterState
 
 
 class Recorder:

@@ -14,8 +14,7 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from worker.cluster import ClusterOptions, LocalCluster
-from worker.processes import free_port
+from tools.cluster import LocalCluster
 
 from .conftest import ARTIFACTS, http_get, seconds
 
@@ -35,10 +34,7 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[LocalCluster]:
-    with LocalCluster(ClusterOptions(workers=2, port=free_port())) as running:
-        yield running
+CLUSTER_WORKERS = 2
 
 
 @pytest.fixture(scope="module")

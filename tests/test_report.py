@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.loadtest.report import fanout_latencies, judge_counter
+from tools.loadtest.report import fanout_latencies, judge_counter
 
 START = ("e", 10, 100)
 

@@ -12,7 +12,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from worker.auth import issue
+from worker.core.auth import issue
 
 from .clients import counter_url, receive, receive_until
 from .conftest import RedisServer, StartWorker, WorkerProcess, http_get, seconds

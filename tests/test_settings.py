@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from worker.settings import SETTINGS, Settings, SettingsError, load_settings
+from worker.errors import SettingsError
+from worker.settings import SETTINGS, Settings, load_settings
 
 
 def test_defaults_without_environment() -> None:

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from worker.cluster import ClusterOptions, LocalCluster
-from worker.processes import free_port
+from tools.cluster import ClusterOptions, LocalCluster
+from tools.processes import free_port
 
 from .deploy import ROOT, compose
 from .loadrun import BackgroundLoadtest
@@ -52,16 +52,13 @@ def test_compose_topology_as_processes_counts_exactly_through_a_worker_kill(
     worker = services["worker"]
     replicas = worker["deploy"]["replicas"]
     environment = {k: str(v) for k, v in worker["environment"].items()}
-    config = tmp_path / "haproxy.cfg"
-    config.write_text(
-        adapt_for_loopback(mounted_haproxy_config(services["lb"]).read_text(), replicas)
-    )
+    config = adapt_for_loopback(mounted_haproxy_config(services["lb"]).read_text(), replicas)
     options = ClusterOptions(
         workers=replicas,
         port=free_port(),
         haproxy=True,
         haproxy_config=config,
-        redis_persistence=tuple(redis_command[1:]),
+        redis_options=tuple(redis_command[1:]),
         worker_env={k: v for k, v in environment.items() if k not in NETWORK_SETTINGS},
         log_dir=tmp_path / "logs",
     )

@@ -1,5 +1,4 @@
-from worker.cli import main
+from worker.main import main
 
-# Guarded: load-generator processes are spawned and import this module again.
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -13,10 +13,9 @@ import asyncio
 from collections import deque
 from typing import Protocol
 
-from .errors import CounterError, StoreRejected
-from .protocol import Applied, Increment
-
-Outcome = Applied | StoreRejected
+from .core.protocol import Increment
+from .core.state import Outcome
+from .errors import StoreError
 
 
 class IncrementStore(Protocol):
@@ -31,11 +30,9 @@ class Batcher:
         self._flushers: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
-        self.calls = 0
-        self.increments = 0
 
     def submit(self, counter: str, increment: Increment) -> asyncio.Future[Outcome]:
-        """Queue an increment; the future resolves to its outcome or a CounterError."""
+        """Queue an increment; the future resolves to its outcome or a StoreError."""
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         queue = self._queues.get(counter)
         if queue is None:
@@ -61,11 +58,9 @@ class Batcher:
     async def _apply(
         self, counter: str, batch: list[tuple[Increment, asyncio.Future[Outcome]]]
     ) -> None:
-        self.calls += 1
-        self.increments += len(batch)
         try:
             outcomes = await self._store.increment(counter, [increment for increment, _ in batch])
-        except CounterError as exc:
+        except StoreError as exc:
             for _, future in batch:
                 if not future.done():
                     future.set_exception(exc)

@@ -1,31 +1,97 @@
-"""The exceptions ws-counter raises across module boundaries.
+"""The exceptions of the worker, in one tree.
 
 ::
 
-    CounterError
-    ├── StoreUnavailable        Redis could not be reached or did not answer
-    │   └── OutcomeUnknown      the request may have reached Redis: retry with the same id
-    └── StoreRejected           Redis refused the request (for example an overflow)
+    WorkerError
+    ├── SettingsError             a setting has an invalid value; names the variable or flag
+    ├── Refused                   a request refused before it reaches Redis; carries .status
+    │   ├── RouteError            a path that names no endpoint (404) or a bad counter (400)
+    │   └── AuthError             no or a bad token (401), a token without access (403)
+    ├── ClientError               a client message that cannot be applied; carries .code
+    └── StoreError                the step between the worker and Redis failed
+        ├── StoreUnavailable      Redis could not be reached or would not run it: not applied
+        │   ├── StoreFull         Redis is at maxmemory (noeviction) and refuses writes
+        │   └── OutcomeUnknown    the request may have reached Redis: retry it unchanged
+        └── StoreRejected         Redis ran it and refused this increment; carries .code
 
-Only worker.store raises these, translating redis-py's exceptions in one place
-(``raise ... from exc``). Client mistakes are protocol.ClientError, which never
-reaches Redis.
+Redis' own exceptions are mapped onto StoreError in exactly one place,
+``worker.store.errors.map_redis_errors``. Every other kind is raised by a pure
+module of ``worker.core`` or by settings loading, and answered at the edge:
+a status for an HTTP request, an error message with ``code`` for a client.
+This module imports nothing, so that every layer may use it.
 """
 
 from __future__ import annotations
 
 
-class CounterError(Exception):
-    """Base class of ws-counter's own errors."""
+class WorkerError(Exception):
+    """Base class of the worker's own errors."""
 
 
-class StoreUnavailable(CounterError):
-    """Redis is unreachable; the increment was not applied."""
+class SettingsError(WorkerError, ValueError):
+    """A setting has an invalid value; the message names the variable or flag."""
+
+
+class Refused(WorkerError):
+    """A request refused with an HTTP status before anything reaches Redis."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class RouteError(Refused):
+    """A request path that names no endpoint (404) or an invalid counter (400)."""
+
+
+class AuthError(Refused):
+    """A handshake refused for its token: 401 for no or a bad token, 403 for no access."""
+
+
+class ClientError(WorkerError):
+    """A client message that cannot be applied; answered with an error message.
+
+    ``echo`` holds what identifies the increment to its client (its ``id``, or
+    its ``session`` and ``n``) as far as the message gave them validly.
+    """
+
+    def __init__(self, code: str, message: str, echo: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.echo = echo or {}
+
+    @property
+    def increment_id(self) -> object:
+        return self.echo.get("id")
+
+
+class StoreError(WorkerError):
+    """The step between the worker and Redis failed."""
+
+
+class StoreUnavailable(StoreError):
+    """Redis is unreachable or would not run the request; nothing was applied."""
+
+
+class StoreFull(StoreUnavailable):
+    """Redis is at its maxmemory with noeviction: it refuses writes until memory is freed."""
 
 
 class OutcomeUnknown(StoreUnavailable):
     """The connection failed after the request was sent: it may or may not be applied."""
 
 
-class StoreRejected(CounterError):
-    """Redis answered with an error for this request."""
+class StoreRejected(StoreError):
+    """Redis ran the step and refused this increment; ``code`` says why.
+
+    ``overflow``: the total would leave the 64-bit range. ``out_of_order``: a
+    session's number came before the one expected, given as ``expected``.
+    """
+
+    def __init__(self, code: str, message: str, expected: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.expected = expected

@@ -61,6 +61,12 @@ class Metrics:
             "Times the pub/sub connection to Redis was lost and made again.",
             registry=registry,
         )
+        self.redis_out_of_memory = Counter(
+            "ws_counter_redis_out_of_memory",
+            "Increments refused because Redis is at its maxmemory (noeviction) and refuses"
+            " writes. Any increase means the service refuses increments: free or add memory.",
+            registry=registry,
+        )
         self.rollbacks = Counter(
             "ws_counter_rollbacks",
             "Times Redis went back in time within an epoch (a failover lost states)"

@@ -1,67 +1,53 @@
 """Worker settings: one frozen dataclass, built by a pure function.
 
-Each setting is declared once, in ``SETTINGS``, with its environment variable,
-its command-line flag, its type, its default and its help text. The command
-line, ``--help``, docs/protocol.md and ``load_settings`` all read that table.
-Flags win over the environment; nothing reads the environment at import time.
+Each setting is declared once, as a field of ``Settings``: its default, type,
+environment variable, command-line flag, parser and help together. The command
+line (``add_arguments``), ``--help``, docs/protocol.md (a test checks it) and
+``load_settings`` all read those declarations. Flags win over the environment;
+nothing reads the environment at import time.
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-
-class SettingsError(ValueError):
-    """A setting has an invalid value; the message names the variable or flag."""
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    host: str = "127.0.0.1"
-    port: int = 8000
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    redis_sentinels: tuple[tuple[str, int], ...] = ()
-    redis_master_name: str = "mymaster"
-    redis_timeout: float = 2.0
-    redis_replica_acks: int = 0
-    max_message_bytes: int = 4096
-    max_connections: int = 20000
-    max_pending_increments: int = 64
-    open_timeout: float = 10.0
-    ping_interval: float = 20.0
-    slow_client_timeout: float = 30.0
-    send_buffer_bytes: int = 16384
-    drain_delay: float = 0.0
-    drain_timeout: float = 5.0
-    dedup_ttl: int = 86400
-    compression: bool = False
-    reuse_port: bool = False
-    log_format: str = "json"
-    log_level: str = "info"
-    allowed_origins: tuple[str, ...] = ()
-    rate_limit: float = 100.0
-    rate_burst: int = 200
-    # repr=False: settings get logged, secrets must not be.
-    jwt_secret: str = field(default="", repr=False)
-    jwt_secret_file: str = ""
-
-    @property
-    def close_timeout(self) -> float:
-        """Seconds a closing handshake may take before the connection is dropped."""
-        return min(5.0, self.drain_timeout)
+from .errors import SettingsError
 
 
 @dataclass(frozen=True, slots=True)
 class Setting:
+    """How one field of Settings is given: its variable, flag, parser and help."""
+
     field: str
     env: str
     flag: str
     parse: Callable[[str], Any]
     help: str
     metavar: str = "VALUE"
+
+
+def setting(
+    default: Any,
+    env: str,
+    flag: str,
+    parse: Callable[[str], Any],
+    help: str,
+    *,
+    metavar: str = "VALUE",
+    secret: bool = False,
+) -> Any:
+    """A Settings field with its declaration; ``secret`` keeps the value out of repr and logs."""
+    declared = Setting("", env, flag, parse, help, metavar)
+    return dataclasses.field(default=default, repr=not secret, metadata={_KEY: declared})
+
+
+_KEY = "ws_counter.setting"
 
 
 def _positive_int(text: str) -> int:
@@ -144,206 +130,253 @@ def _sentinels(text: str) -> tuple[tuple[str, int], ...]:
     return tuple(addresses)
 
 
-SETTINGS: tuple[Setting, ...] = (
-    Setting("host", "WS_HOST", "--host", str, "address to listen on", "HOST"),
-    Setting("port", "WS_PORT", "--port", _port, "port to listen on", "PORT"),
-    Setting(
-        "redis_url",
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a worker can be told; each field declares its variable, flag and help."""
+
+    host: str = setting(
+        "127.0.0.1",
+        "WS_HOST",
+        "--host",
+        str,
+        "address to listen on",
+        metavar="HOST",
+    )
+    port: int = setting(
+        8000,
+        "WS_PORT",
+        "--port",
+        _port,
+        "port to listen on",
+        metavar="PORT",
+    )
+    redis_url: str = setting(
+        "redis://127.0.0.1:6379/0",
         "REDIS_URL",
         "--redis-url",
         str,
         "Redis to keep totals in (redis:// or rediss://; ignored with Sentinel)",
-        "URL",
-    ),
-    Setting(
-        "redis_sentinels",
+        metavar="URL",
+    )
+    redis_sentinels: tuple[tuple[str, int], ...] = setting(
+        (),
         "REDIS_SENTINELS",
         "--redis-sentinels",
         _sentinels,
         "Sentinel addresses host:port,host:port; when set the master is found through them",
-        "ADDRS",
-    ),
-    Setting(
-        "redis_master_name",
+        metavar="ADDRS",
+    )
+    redis_master_name: str = setting(
+        "mymaster",
         "REDIS_MASTER_NAME",
         "--redis-master-name",
         str,
         "name of the master the Sentinels watch",
-        "NAME",
-    ),
-    Setting(
-        "redis_timeout",
+        metavar="NAME",
+    )
+    redis_timeout: float = setting(
+        2.0,
         "REDIS_TIMEOUT",
         "--redis-timeout",
         _seconds,
         "seconds to wait for Redis to connect or answer before reporting it unavailable",
-        "SECONDS",
-    ),
-    Setting(
-        "redis_replica_acks",
+        metavar="SECONDS",
+    )
+    redis_replica_acks: int = setting(
+        0,
         "REDIS_REPLICA_ACKS",
         "--redis-replica-acks",
         _non_negative_int,
         "replicas that must confirm an increment (Redis WAIT) before it is acknowledged;"
         " with Sentinel, 1 keeps acknowledged increments through a failover",
-        "N",
-    ),
-    Setting(
-        "max_message_bytes",
+        metavar="N",
+    )
+    max_message_bytes: int = setting(
+        4096,
         "WS_MAX_MESSAGE_BYTES",
         "--max-message-bytes",
         _positive_int,
         "largest client frame accepted; larger ones close the connection with 1009",
-        "BYTES",
-    ),
-    Setting(
-        "max_connections",
+        metavar="BYTES",
+    )
+    max_connections: int = setting(
+        20000,
         "WS_MAX_CONNECTIONS",
         "--max-connections",
         _positive_int,
         "WebSocket connections per worker; handshakes beyond it get HTTP 503",
-        "N",
-    ),
-    Setting(
-        "max_pending_increments",
+        metavar="N",
+    )
+    max_pending_increments: int = setting(
+        64,
         "WS_MAX_PENDING_INCREMENTS",
         "--max-pending-increments",
         _positive_int,
         "unacknowledged increments per connection before the worker stops reading it",
-        "N",
-    ),
-    Setting(
-        "open_timeout",
+        metavar="N",
+    )
+    open_timeout: float = setting(
+        10.0,
         "WS_OPEN_TIMEOUT",
         "--open-timeout",
         _seconds,
         "seconds a client has to complete the opening handshake",
-        "SECONDS",
-    ),
-    Setting(
-        "ping_interval",
+        metavar="SECONDS",
+    )
+    ping_interval: float = setting(
+        20.0,
         "WS_PING_INTERVAL",
         "--ping-interval",
         _seconds,
         "seconds between keepalive pings (0 disables them)",
-        "SECONDS",
-    ),
-    Setting(
-        "slow_client_timeout",
+        metavar="SECONDS",
+    )
+    slow_client_timeout: float = setting(
+        30.0,
         "WS_SLOW_CLIENT_TIMEOUT",
         "--slow-client-timeout",
         _seconds,
         "seconds a client may leave its send buffer full before it is closed with 1008",
-        "SECONDS",
-    ),
-    Setting(
-        "send_buffer_bytes",
+        metavar="SECONDS",
+    )
+    send_buffer_bytes: int = setting(
+        16384,
         "WS_SEND_BUFFER_BYTES",
         "--send-buffer-bytes",
         _positive_int,
         "kernel send buffer per connection (SO_SNDBUF); beyond it a client counts as slow and"
         " gets only the newest total. Bounds the memory a client that stops reading can pin",
-        "BYTES",
-    ),
-    Setting(
-        "drain_delay",
+        metavar="BYTES",
+    )
+    drain_delay: float = setting(
+        0.0,
         "WS_DRAIN_DELAY",
         "--drain-delay",
         _seconds,
         "on SIGTERM, seconds to keep serving with /readyz at 503 before closing clients",
-        "SECONDS",
-    ),
-    Setting(
-        "drain_timeout",
+        metavar="SECONDS",
+    )
+    drain_timeout: float = setting(
+        5.0,
         "WS_DRAIN_TIMEOUT",
         "--drain-timeout",
         _seconds,
         "on SIGTERM, seconds to wait for clients to close before exiting anyway",
-        "SECONDS",
-    ),
-    Setting(
-        "dedup_ttl",
+        metavar="SECONDS",
+    )
+    dedup_ttl: int = setting(
+        300,
         "WS_DEDUP_TTL",
         "--dedup-ttl",
         _positive_int,
-        "seconds an increment id is remembered, so that a retry is not applied twice",
-        "SECONDS",
-    ),
-    Setting(
-        "compression",
+        "seconds an increment id is remembered, so that a retry is not applied twice;"
+        " each id costs Redis about 180 bytes for that long (sessions cost far less)",
+        metavar="SECONDS",
+    )
+    session_ttl: int = setting(
+        86400,
+        "WS_SESSION_TTL",
+        "--session-ttl",
+        _positive_int,
+        "seconds an idle session is remembered (each use starts the time again); a resend"
+        " after that is refused as out_of_order, never applied twice",
+        metavar="SECONDS",
+    )
+    session_window: int = setting(
+        64,
+        "WS_SESSION_WINDOW",
+        "--session-window",
+        _positive_int,
+        "outcomes a session keeps, so that a resend gets its original total; at least"
+        " WS_MAX_PENDING_INCREMENTS",
+        metavar="N",
+    )
+    compression: bool = setting(
+        False,
         "WS_COMPRESSION",
         "--compression",
         _boolean,
         "offer permessage-deflate (costs about 3x the memory per connection)",
-        "BOOL",
-    ),
-    Setting(
-        "reuse_port",
+        metavar="BOOL",
+    )
+    reuse_port: bool = setting(
+        False,
         "WS_REUSE_PORT",
         "--reuse-port",
         _boolean,
         "set SO_REUSEPORT so that several workers share one port (no load balancer)",
-        "BOOL",
-    ),
-    Setting(
-        "log_format",
+        metavar="BOOL",
+    )
+    log_format: str = setting(
+        "json",
         "WS_LOG_FORMAT",
         "--log-format",
         _choice("json", "text"),
         "json: one JSON object per line; text: readable lines for development",
-        "FORMAT",
-    ),
-    Setting(
-        "log_level",
+        metavar="FORMAT",
+    )
+    log_level: str = setting(
+        "info",
         "WS_LOG_LEVEL",
         "--log-level",
         _choice("debug", "info", "warning", "error"),
         "least severe log level written",
-        "LEVEL",
-    ),
-    Setting(
-        "allowed_origins",
+        metavar="LEVEL",
+    )
+    allowed_origins: tuple[str, ...] = setting(
+        (),
         "WS_ALLOWED_ORIGINS",
         "--allowed-origins",
         _origins,
         "browser origins allowed to open WebSockets, comma-separated; when set, handshakes"
         " from other origins get HTTP 403 (clients that send no Origin are not browsers and pass)",
-        "ORIGINS",
-    ),
-    Setting(
-        "rate_limit",
+        metavar="ORIGINS",
+    )
+    rate_limit: float = setting(
+        100.0,
         "WS_RATE_LIMIT",
         "--rate-limit",
         _non_negative("number"),
         "increments per second one connection may send on average (0: no limit);"
         " beyond it increments get a rate_limited error",
-        "PER_SECOND",
-    ),
-    Setting(
-        "rate_burst",
+        metavar="PER_SECOND",
+    )
+    rate_burst: int = setting(
+        200,
         "WS_RATE_BURST",
         "--rate-burst",
         _positive_int,
         "increments one connection may send at once before the rate limit applies",
-        "N",
-    ),
-    Setting(
-        "jwt_secret",
+        metavar="N",
+    )
+    jwt_secret: str = setting(
+        "",
         "WS_JWT_SECRET",
         "--jwt-secret",
         parse_secret,
         "HMAC secret for HS256 tokens; when set every WebSocket needs a token"
         " (prefer the environment or WS_JWT_SECRET_FILE to a flag, which others can read)",
-        "SECRET",
-    ),
-    Setting(
-        "jwt_secret_file",
+        metavar="SECRET",
+        secret=True,
+    )
+    jwt_secret_file: str = setting(
+        "",
         "WS_JWT_SECRET_FILE",
         "--jwt-secret-file",
         str,
         "file holding the token secret (a mounted Docker or Kubernetes secret)",
-        "PATH",
-    ),
+        metavar="PATH",
+    )
+
+    @property
+    def close_timeout(self) -> float:
+        """Seconds a closing handshake may take before the connection is dropped."""
+        return min(5.0, self.drain_timeout)
+
+
+SETTINGS: tuple[Setting, ...] = tuple(
+    dataclasses.replace(field.metadata[_KEY], field=field.name)
+    for field in dataclasses.fields(Settings)
 )
 
 
@@ -352,19 +385,71 @@ def load_settings(env: Mapping[str, str], flags: Mapping[str, Any] | None = None
 
     ``flags`` maps field names to values given on the command line; None means
     the flag was not given. Flag values are strings, parsed like the environment.
+    A secret named by WS_JWT_SECRET_FILE is read here, like any other setting.
     """
     flags = flags or {}
     values: dict[str, Any] = {}
-    for setting in SETTINGS:
-        flag_value = flags.get(setting.field)
+    for declared in SETTINGS:
+        flag_value = flags.get(declared.field)
         if flag_value is not None:
-            source, raw = setting.flag, flag_value
-        elif setting.env in env:
-            source, raw = setting.env, env[setting.env]
+            source, raw = declared.flag, flag_value
+        elif declared.env in env:
+            source, raw = declared.env, env[declared.env]
         else:
             continue
         try:
-            values[setting.field] = setting.parse(str(raw))
+            values[declared.field] = declared.parse(str(raw))
         except ValueError as exc:
             raise SettingsError(f"{source}: {raw!r} {exc}") from None
-    return Settings(**values)
+    if values.get("jwt_secret_file"):
+        values["jwt_secret"] = _read_secret_file(values["jwt_secret_file"])
+    settings = Settings(**values)
+    if settings.session_window < settings.max_pending_increments:
+        # Every increment a connection has in flight must be answerable with
+        # its original total when the client resends it after a reconnect.
+        raise SettingsError(
+            f"WS_SESSION_WINDOW: {settings.session_window} is below WS_MAX_PENDING_INCREMENTS"
+            f" ({settings.max_pending_increments})"
+        )
+    return settings
+
+
+def _read_secret_file(path: str) -> str:
+    source = f"WS_JWT_SECRET_FILE: {path}"
+    try:
+        secret = parse_secret(Path(path).read_text().strip())
+    except OSError as exc:
+        raise SettingsError(f"{source}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise SettingsError(f"{source}: the secret {exc}") from None
+    if not secret:
+        # An empty file would mean no tokens at all: refuse it like a short secret.
+        raise SettingsError(f"{source}: the file is empty")
+    return secret
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per setting, its help naming the variable and the default."""
+    defaults = Settings()
+    for declared in SETTINGS:
+        shown = _shown(getattr(defaults, declared.field))
+        parser.add_argument(
+            declared.flag,
+            dest=declared.field,
+            metavar=declared.metavar,
+            default=None,
+            help=f"{declared.help} [env {declared.env}; default {shown}]",
+        )
+
+
+def flags_of(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings given as flags in parsed ``args`` (None where not given)."""
+    return {declared.field: getattr(args, declared.field, None) for declared in SETTINGS}
+
+
+def _shown(default: object) -> str:
+    """A default as the environment variable would spell it."""
+    if isinstance(default, tuple):
+        parts = (":".join(map(str, v)) if isinstance(v, tuple) else str(v) for v in default)
+        return ",".join(parts) or "none"
+    return str(default) if default != "" else "none"

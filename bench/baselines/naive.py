@@ -41,14 +41,16 @@ async def main(port: int, redis_url: str, fanout: str) -> None:
         try:
             async for message in connection:
                 request = json.loads(message)
-                total = await store.incrby(TOTAL, int(request["by"]))
-                seq = await store.incr(SEQ)
+                new_total = await store.incrby(TOTAL, int(request["by"]))
+                new_seq = await store.incr(SEQ)
                 text = json.dumps(
-                    {"type": "total", "counter": "default", "total": total, "seq": seq}
+                    {"type": "total", "counter": "default", "total": new_total, "seq": new_seq}
                 )
                 await store.publish(CHANNEL, text)
                 await connection.send(
-                    json.dumps({"type": "ack", "id": request.get("id"), "total": total, "seq": seq})
+                    json.dumps(
+                        {"type": "ack", "id": request.get("id"), "total": new_total, "seq": new_seq}
+                    )
                 )
         finally:
             clients.discard(connection)

@@ -56,22 +56,25 @@ async def counter(websocket: WebSocket) -> None:
 
         async def forward() -> None:
             async for event in subscriber:  # type: ignore[union-attr]
+                assert event is not None  # the subscription yields events until closed
                 await websocket.send_text(event.message)
 
         forwarding = asyncio.create_task(forward())
         try:
             while True:
                 request = json.loads(await websocket.receive_text())
-                total = await store.incrby(TOTAL, int(request["by"]))
-                seq = await store.incr(SEQ)
+                new_total = await store.incrby(TOTAL, int(request["by"]))
+                new_seq = await store.incr(SEQ)
                 await events.publish(
                     channel=CHANNEL,
                     message=json.dumps(
-                        {"type": "total", "counter": "default", "total": total, "seq": seq}
+                        {"type": "total", "counter": "default", "total": new_total, "seq": new_seq}
                     ),
                 )
                 await websocket.send_text(
-                    json.dumps({"type": "ack", "id": request.get("id"), "total": total, "seq": seq})
+                    json.dumps(
+                        {"type": "ack", "id": request.get("id"), "total": new_total, "seq": new_seq}
+                    )
                 )
         except WebSocketDisconnect:
             pass

@@ -1,0 +1,84 @@
+"""The flow-control state machine of one connection, without sockets or clocks."""
+
+from __future__ import annotations
+
+import pytest
+
+from worker.core.flow import Flow, Offer
+
+OPEN, PAUSED = {"open": True, "paused": False}, {"open": True, "paused": True}
+CLOSING = {"open": False, "paused": False}
+
+
+def test_the_first_offer_greets_the_connection() -> None:
+    """Until a first total is offered the adapter must send a snapshot of its own."""
+    flow: Flow[str] = Flow(window=4)
+    assert not flow.greeted
+    assert flow.offer("t1", **OPEN) is Offer.WRITE
+    assert flow.greeted
+
+
+@pytest.mark.parametrize(
+    ("steps", "expected", "held"),
+    [
+        # A writable connection writes every total at once.
+        ([("t1", OPEN), ("t2", OPEN)], [Offer.WRITE, Offer.WRITE], None),
+        # A paused transport stalls the connection and holds the total.
+        ([("t1", OPEN), ("t2", PAUSED)], [Offer.WRITE, Offer.STALL], "t2"),
+        # While stalled, a newer total replaces the held one: never a backlog.
+        (
+            [("t1", PAUSED), ("t2", PAUSED), ("t3", OPEN)],
+            [Offer.STALL, Offer.REPLACE, Offer.REPLACE],
+            "t3",
+        ),
+        # A closing connection drops totals instead of holding them.
+        ([("t1", OPEN), ("t2", CLOSING)], [Offer.WRITE, Offer.CLOSED], None),
+        ([("t1", CLOSING)], [Offer.CLOSED], None),
+    ],
+)
+def test_offers(
+    steps: list[tuple[str, dict[str, bool]]], expected: list[Offer], held: str | None
+) -> None:
+    """Each total offered is written, held, replaces the held one or is dropped."""
+    flow: Flow[str] = Flow(window=4)
+    assert [flow.offer(total, **state) for total, state in steps] == expected
+    assert flow.held == held
+
+
+def test_a_drain_hands_back_the_newest_held_total_once() -> None:
+    """After the transport drains, the newest held total is written and the stall ends."""
+    flow: Flow[str] = Flow(window=4)
+    flow.offer("t1", **PAUSED)
+    flow.offer("t2", **PAUSED)
+    assert flow.drained() == "t2"
+    assert not flow.stalled
+    assert flow.held is None
+    assert flow.offer("t3", **OPEN) is Offer.WRITE
+
+
+def test_a_drain_with_nothing_held_just_ends_the_stall() -> None:
+    """A drain hands back what was held; a second drain, with nothing held, hands back None."""
+    flow: Flow[str] = Flow(window=4)
+    flow.offer("t1", **PAUSED)
+    assert flow.drained() == "t1"
+    assert flow.drained() is None
+
+
+def test_a_stall_hold_is_not_a_second_stall() -> None:
+    """Only the first paused offer starts a drain wait; later ones hold or replace."""
+    flow: Flow[str] = Flow(window=4)
+    assert flow.offer("t1", **PAUSED) is Offer.STALL
+    flow.drained()
+    assert flow.offer("t2", **PAUSED) is Offer.STALL
+    assert flow.offer("t3", **PAUSED) is Offer.REPLACE
+
+
+def test_the_unacked_window_pauses_and_resumes_reading() -> None:
+    """Reading pauses when the window fills and resumes as soon as one outcome returns."""
+    flow: Flow[str] = Flow(window=3)
+    assert [flow.sent() for _ in range(3)] == [False, False, True]
+    assert flow.unacked == 3
+    assert flow.settled() is True
+    assert flow.sent() is True
+    assert [flow.settled() for _ in range(3)] == [True, True, True]
+    assert flow.unacked == 0

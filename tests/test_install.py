@@ -1,0 +1,93 @@
+"""What users install: the wheel, in a fresh virtualenv, run from outside the checkout."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+from tools.processes import Child, free_port
+
+from .conftest import http_get, seconds
+from .deploy import ROOT
+
+pytestmark = pytest.mark.install
+
+
+def run(argv: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        argv, cwd=cwd, capture_output=True, text=True, timeout=seconds(timeout), check=False
+    )
+    assert result.returncode == 0, (
+        f"{argv} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+    )
+    return result
+
+
+def outside_env(venv_dir: Path) -> dict[str, str]:
+    """This environment without the checkout: no PYTHONPATH, the new virtualenv first on PATH."""
+    env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "VIRTUAL_ENV"}}
+    env["PATH"] = f"{venv_dir / 'bin'}:{env.get('PATH', '')}"
+    return env
+
+
+def test_the_wheel_runs_the_cluster_and_a_load_test_outside_the_checkout(tmp_path: Path) -> None:
+    """A wheel in a fresh virtualenv finds HAProxy's config, the Lua and the page in itself."""
+    dist, home, venv_dir = tmp_path / "dist", tmp_path / "elsewhere", tmp_path / "venv"
+    home.mkdir()
+    run([sys.executable, "-m", "build", "--wheel", "--outdir", str(dist), str(ROOT)], ROOT, 300)
+    (wheel,) = dist.glob("ws_counter-*.whl")
+    venv.create(venv_dir, with_pip=True)
+    python = venv_dir / "bin" / "python"
+    run([str(python), "-m", "pip", "install", "--quiet", str(wheel)], home, 300)
+    where = run(
+        [str(python), "-c", "import worker, tools; print(worker.__file__, tools.__file__)"],
+        home,
+        30,
+    ).stdout
+    assert str(ROOT) not in where and all(str(venv_dir) in path for path in where.split())
+
+    port = free_port()
+    cluster = Child(
+        "installed-cluster",
+        [str(venv_dir / "bin" / "ws-counter"), "cluster", "--workers", "2", "--port", str(port)],
+        env={**outside_env(venv_dir), "COLUMNS": "200"},
+    )
+    cluster.start()
+    try:
+        cluster.wait_for_line(lambda line: "Ctrl-C stops everything" in line, seconds(60))
+        output = "\n".join(cluster.output())
+        assert "HAProxy (leastconn" in output, output
+        assert "not installed" not in output, output
+        status, page = http_get(f"http://127.0.0.1:{port}/counters/installed")
+        assert status == 200 and "ws-counter · installed" in page
+        report_path = home / "report.json"
+        load = subprocess.run(
+            [
+                str(venv_dir / "bin" / "ws-counter"),
+                "loadtest",
+                f"ws://127.0.0.1:{port}/",
+                *("--clients", "40", "--increments", "5", "--counter", "installed"),
+                *("--loopback-only", "--json", str(report_path)),
+            ],
+            cwd=home,
+            env=outside_env(venv_dir),
+            capture_output=True,
+            text=True,
+            timeout=seconds(180),
+            check=False,
+        )
+        assert load.returncode == 0, load.stdout + load.stderr
+        report = json.loads(report_path.read_text())
+        assert report["correct"] is True
+        assert report["increments_acked"] == 200
+        assert report["observed_total"] == report["expected_total"]
+    finally:
+        cluster.send_signal(signal.SIGINT)
+        assert cluster.wait(seconds(60)) == 0, "\n".join(cluster.output())

@@ -1,0 +1,5 @@
+from tools.cli import main
+
+# Guarded: load-generator processes are spawned and import this module again.
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,125 @@
+"""The ``ws-counter`` command line: serve, cluster, demo, client, healthcheck and loadtest."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TypeAlias
+
+from worker import runtime
+from worker.main import add_serve_parser, serve_command
+
+from .client import run_client
+from .demo import run_cluster_command
+from .loadtest.cli import add_loadtest_parser, run_loadtest_command
+
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def _add_cluster(subparsers: Subparsers) -> None:
+    for name, description in (
+        ("cluster", "run Redis, N workers and HAProxy on loopback until Ctrl-C"),
+        ("demo", "bring up the local cluster, run a load test through it, tear it down"),
+    ):
+        parser = subparsers.add_parser(name, help=description, description=description)
+        parser.add_argument("--workers", type=int, default=3, help="number of workers (default 3)")
+        parser.add_argument(
+            "--port", type=int, default=8080, help="load balancer port (default 8080)"
+        )
+        parser.add_argument("--host", default="127.0.0.1", help="load balancer address")
+        parser.add_argument(
+            "--no-haproxy",
+            action="store_true",
+            help="no load balancer: workers share the port with SO_REUSEPORT",
+        )
+        parser.add_argument("--log-dir", type=Path, help="keep each process's output here")
+        parser.add_argument("--verbose", action="store_true", help="echo every process's output")
+        if name == "demo":
+            parser.add_argument("--clients", type=int, default=300, help="load-test clients")
+            parser.add_argument(
+                "--increments", type=int, default=20, help="increments per load-test client"
+            )
+
+
+def _add_client(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "client",
+        help="interactive client: type numbers, see the shared total",
+        description="Prompts 'Number: ', sends each number as the next increment of its own"
+        " session, prints its ack and every total pushed by others. Reconnects with jittered"
+        " backoff and resends what was not acknowledged, in order and unchanged, so nothing is"
+        " lost or doubled. Ctrl-D or Ctrl-C quits.",
+    )
+    parser.add_argument(
+        "url",
+        nargs="?",
+        default="ws://127.0.0.1:8080/",
+        help="counter URL, e.g. ws://127.0.0.1:8080/counters/votes (default ws://127.0.0.1:8080/)",
+    )
+
+
+def _add_healthcheck(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "healthcheck",
+        help="exit 0 when the local worker answers /healthz (for container health checks)",
+        description="GET http://127.0.0.1:$WS_PORT/healthz (or /readyz with --ready) and exit 0"
+        " on 200, 1 otherwise. Container images need no curl for it.",
+    )
+    parser.add_argument("--ready", action="store_true", help="check /readyz instead")
+    parser.add_argument("--port", type=int, help="worker port (default: $WS_PORT or 8000)")
+    parser.add_argument("--timeout", type=float, default=2.0, help="seconds (default 2)")
+
+
+def _healthcheck(args: argparse.Namespace) -> int:
+    port = args.port or int(os.environ.get("WS_PORT") or 8000)
+    url = f"http://127.0.0.1:{port}/{'readyz' if args.ready else 'healthz'}"
+    try:
+        with urllib.request.urlopen(url, timeout=args.timeout) as response:
+            ok = response.status == 200
+    except (OSError, urllib.error.URLError) as exc:
+        print(f"{url}: {exc}", file=sys.stderr)
+        return 1
+    return 0 if ok else 1
+
+
+def _client(args: argparse.Namespace) -> int:
+    try:
+        return runtime.run(run_client(args.url))
+    except KeyboardInterrupt:
+        print()
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ws-counter",
+        description="Horizontally scaled WebSocket counter: stateless workers, "
+        "one exact total per counter in Redis, fan-out over Redis pub/sub.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    add_serve_parser(subparsers)
+    _add_cluster(subparsers)
+    _add_client(subparsers)
+    _add_healthcheck(subparsers)
+    add_loadtest_parser(subparsers)
+    return parser
+
+
+COMMANDS = {
+    "serve": serve_command,
+    "cluster": run_cluster_command,
+    "demo": run_cluster_command,
+    "client": _client,
+    "healthcheck": _healthcheck,
+    "loadtest": run_loadtest_command,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return COMMANDS[args.command](args)

@@ -1,0 +1,276 @@
+"""A local cluster of real processes: redis-server, N workers and HAProxy on loopback.
+
+It is the topology of docker-compose.yml, started as plain processes, used by
+``ws-counter cluster``, ``ws-counter demo`` and the tests. Everything it starts
+it stops again, by pid, and its scratch directory is removed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from .processes import Child, ChildFailed, free_port
+
+# Shipped inside the package, so a wheel installed anywhere finds it.
+HAPROXY_CONFIG = resources.files(__package__).joinpath("haproxy-local.cfg")
+MAX_WORKERS_BEHIND_HAPROXY = 16
+READY_TIMEOUT = 20.0
+
+
+class ClusterError(RuntimeError):
+    """The cluster cannot start; the message says what is missing and how to get it."""
+
+
+# The persistence of docker-compose.yml and the k8s StatefulSet: AOF only, each
+# write fsynced before Redis answers, so an acknowledged increment survives a
+# Redis crash (docs/guarantees.md). A test checks the three agree.
+REDIS_PERSISTENCE = ("--save", "", "--appendonly", "yes", "--appendfsync", "always")
+# A memory bound that never evicts: at maxmemory Redis refuses writes (the
+# service answers unavailable) instead of silently dropping counter state
+# (docs/operations.md has the sizing). Half the Kubernetes limit: the rest is
+# for the AOF rewrite's copy-on-write and client buffers.
+REDIS_MEMORY = ("--maxmemory", "512mb", "--maxmemory-policy", "noeviction")
+REDIS_OPTIONS = REDIS_PERSISTENCE + REDIS_MEMORY
+
+
+@dataclass(frozen=True)
+class ClusterOptions:
+    workers: int = 3
+    port: int = 8080
+    host: str = "127.0.0.1"
+    haproxy: bool | None = None  # None: use HAProxy when it is installed
+    haproxy_config: str | None = None  # None: the one shipped in the package
+    redis_options: tuple[str, ...] = REDIS_OPTIONS
+    worker_env: Mapping[str, str] = field(default_factory=dict)
+    log_dir: Path | None = None
+    echo: Callable[[str, str], None] | None = None
+
+
+def worker_argv() -> list[str]:
+    """How to start a worker process: the worker's own entry point, no tools."""
+    return [sys.executable, "-m", "worker", "serve"]
+
+
+def worker_env(port: int, redis_url: str, **extra: str) -> dict[str, str]:
+    """A worker's environment: this one, a loopback port, the Redis to use, JSON logs."""
+    return {
+        **os.environ,
+        "WS_HOST": "127.0.0.1",
+        "WS_PORT": str(port),
+        "REDIS_URL": redis_url,
+        "WS_LOG_FORMAT": "json",
+        **extra,
+    }
+
+
+def require_binary(name: str, package: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise ClusterError(
+            f"{name} is not installed; install it with: sudo apt-get install -y {package}"
+        )
+    return path
+
+
+def redis_argv(
+    binary: str, port: int, data_dir: Path, options: tuple[str, ...] = REDIS_OPTIONS
+) -> list[str]:
+    """Redis on loopback with the given options (persistence, memory)."""
+    return [
+        binary,
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dir",
+        str(data_dir),
+        *options,
+        "--protected-mode",
+        "yes",
+        "--daemonize",
+        "no",
+    ]
+
+
+def start_redis_server(
+    port: int,
+    data_dir: Path,
+    options: tuple[str, ...] = REDIS_OPTIONS,
+    *,
+    name: str = "redis",
+    extra: Sequence[str] = (),
+    log_path: Path | None = None,
+    echo: Callable[[str, str], None] | None = None,
+    timeout: float = READY_TIMEOUT,
+) -> Child:
+    """redis-server on loopback, started and accepting connections."""
+    binary = require_binary("redis-server", "redis-server")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    child = Child(
+        name,
+        [*redis_argv(binary, port, data_dir, options), *extra],
+        log_path=log_path,
+        echo=echo,
+    ).start()
+    child.wait_for_line(is_redis_ready, timeout)
+    return child
+
+
+def is_redis_ready(line: str) -> bool:
+    return "Ready to accept connections" in line
+
+
+def is_worker_ready(line: str) -> bool:
+    return '"event": "ready"' in line
+
+
+def is_haproxy_ready(line: str) -> bool:
+    return "Loading success" in line
+
+
+class LocalCluster:
+    def __init__(self, options: ClusterOptions) -> None:
+        self.options = options
+        self.redis_port = free_port()
+        self.worker_ports: list[int] = []
+        self.workers: list[Child] = []
+        self.redis: Child | None = None
+        self.haproxy: Child | None = None
+        self._scratch = Path(tempfile.mkdtemp(prefix="ws-counter-cluster-"))
+        self.uses_haproxy = self._decide_haproxy()
+
+    def _decide_haproxy(self) -> bool:
+        wanted = self.options.haproxy
+        if wanted is False:
+            return False
+        available = shutil.which("haproxy") is not None
+        if wanted and not available:
+            require_binary("haproxy", "haproxy")
+        if self.options.workers > MAX_WORKERS_BEHIND_HAPROXY and available:
+            raise ClusterError(f"at most {MAX_WORKERS_BEHIND_HAPROXY} workers behind HAProxy")
+        return available
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.redis_port}/0"
+
+    @property
+    def url(self) -> str:
+        return f"ws://{self.options.host}:{self.options.port}/"
+
+    def worker_url(self, index: int) -> str:
+        return f"ws://127.0.0.1:{self.worker_ports[index]}/"
+
+    def _log_path(self, name: str) -> Path:
+        directory = self.options.log_dir or self._scratch
+        directory.mkdir(parents=True, exist_ok=True)
+        return directory / f"{name}.log"
+
+    def start(self) -> LocalCluster:
+        try:
+            self.start_redis()
+            for index in range(self.options.workers):
+                port = free_port() if self.uses_haproxy else self.options.port
+                self.worker_ports.append(port)
+                self.workers.append(self._worker_child(index))
+                self.start_worker(index)
+            if self.uses_haproxy:
+                self._start_haproxy()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def start_redis(self) -> None:
+        self.redis = start_redis_server(
+            self.redis_port,
+            self._scratch / "redis",
+            self.options.redis_options,
+            log_path=self._log_path("redis"),
+            echo=self.options.echo,
+        )
+
+    def stop_redis(self, signum: int = signal.SIGTERM) -> None:
+        if self.redis is not None:
+            self.redis.stop(signum=signum)
+
+    def _worker_child(self, index: int) -> Child:
+        env = worker_env(
+            self.worker_ports[index],
+            self.redis_url,
+            WS_REUSE_PORT="false" if self.uses_haproxy else "true",
+            **self.options.worker_env,
+        )
+        return Child(
+            f"worker-{index + 1}",
+            worker_argv(),
+            env=env,
+            log_path=self._log_path(f"worker-{index + 1}"),
+            echo=self.options.echo,
+        )
+
+    def start_worker(self, index: int) -> None:
+        """Start (or restart) worker ``index`` and wait until it is subscribed to Redis."""
+        if self.workers[index].running:
+            raise ClusterError(f"{self.workers[index].name} is still running")
+        child = self.workers[index] = self._worker_child(index)
+        child.start()
+        child.wait_for_line(is_worker_ready, READY_TIMEOUT)
+
+    def stop_worker(self, index: int, signum: int = signal.SIGTERM) -> int | None:
+        return self.workers[index].stop(signum=signum)
+
+    def _start_haproxy(self) -> None:
+        config = self._scratch / "haproxy.cfg"
+        config.write_text(self.options.haproxy_config or HAPROXY_CONFIG.read_text())
+        env = {
+            **os.environ,
+            "LB_BIND": f"{self.options.host}:{self.options.port}",
+            **{
+                f"WS_WORKER_{index + 1}": f"127.0.0.1:{port}"
+                for index, port in enumerate(self.worker_ports)
+            },
+        }
+        self.haproxy = Child(
+            "haproxy",
+            [
+                require_binary("haproxy", "haproxy"),
+                "-W",
+                "-db",
+                "-f",
+                str(config),
+            ],
+            env=env,
+            log_path=self._log_path("haproxy"),
+            echo=self.options.echo,
+        ).start()
+        self.haproxy.wait_for_line(is_haproxy_ready, READY_TIMEOUT)
+
+    def stop(self) -> None:
+        """Stop HAProxy, then the workers (they drain), then Redis; remove scratch files."""
+        if self.haproxy is not None:
+            self.haproxy.stop()
+        for child in self.workers:
+            child.send_signal(signal.SIGTERM)
+        for child in self.workers:
+            child.stop()
+        if self.redis is not None:
+            self.redis.stop()
+        shutil.rmtree(self._scratch, ignore_errors=True)
+
+    def __enter__(self) -> LocalCluster:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+__all__ = ["ChildFailed", "ClusterError", "ClusterOptions", "LocalCluster"]

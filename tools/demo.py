@@ -1,0 +1,119 @@
+"""``ws-counter cluster`` and ``ws-counter demo``: the local cluster for people."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from collections.abc import Callable
+
+from rich.console import Console
+
+from .cluster import ClusterError, ClusterOptions, LocalCluster
+from .loadtest.cli import print_summary, run_loadtest
+from .loadtest.plan import LoadOptions
+from .processes import ChildFailed
+
+
+def _describe(cluster: LocalCluster, console: Console) -> None:
+    front = (
+        "HAProxy (leastconn, health checks on /readyz)"
+        if cluster.uses_haproxy
+        else ("no HAProxy installed: workers share the port with SO_REUSEPORT")
+    )
+    console.print(f"ws-counter cluster is up: [bold]{cluster.url}[/bold]", highlight=False)
+    console.print(
+        f"  counter page:  http://{cluster.options.host}:{cluster.options.port}/", highlight=False
+    )
+    console.print(f"  front:         {front}", highlight=False)
+    if cluster.haproxy is not None:
+        console.print(
+            f"  haproxy        pid {cluster.haproxy.pid}  port {cluster.options.port}",
+            highlight=False,
+        )
+    for index, child in enumerate(cluster.workers):
+        console.print(
+            f"  {child.name:14} pid {child.pid}  {cluster.worker_url(index)}", highlight=False
+        )
+    if cluster.redis is not None:
+        console.print(
+            f"  redis          pid {cluster.redis.pid}  {cluster.redis_url}", highlight=False
+        )
+
+
+def run_cluster_command(args: argparse.Namespace) -> int:
+    console = Console()
+    echo = (
+        (lambda name, line: console.print(f"[dim]{name}:[/dim] {line}", highlight=False))
+        if args.verbose
+        else None
+    )
+    options = ClusterOptions(
+        workers=args.workers,
+        port=args.port,
+        host=args.host,
+        haproxy=False if args.no_haproxy else None,
+        log_dir=args.log_dir,
+        echo=echo,
+    )
+    try:
+        cluster = LocalCluster(options)
+        if not cluster.uses_haproxy and not args.no_haproxy:
+            console.print(
+                "haproxy is not installed (apt-get install -y haproxy): "
+                "workers share one port with SO_REUSEPORT instead"
+            )
+        with cluster:
+            _describe(cluster, console)
+            if args.command == "demo":
+                return _demo(cluster, args, console)
+            wait_for_interrupt(lambda: console.print("Ctrl-C stops everything."))
+            console.print("stopping ...")
+    except (ClusterError, ChildFailed) as exc:
+        print(f"ws-counter {args.command}: {exc}", file=sys.stderr)
+        return 1
+    console.print("stopped; nothing left running.")
+    return 0
+
+
+def _demo(cluster: LocalCluster, args: argparse.Namespace, console: Console) -> int:
+    console.print(
+        f"\nload test: {args.clients} clients through {cluster.url}, "
+        f"{args.increments} increments each, spread over the workers"
+    )
+    options = LoadOptions(
+        url=cluster.url,
+        clients=args.clients,
+        increments=args.increments,
+        ramp=2000.0,
+        processes=2 if args.clients >= 200 else 1,
+        loopback_only=True,
+    )
+    report = run_loadtest(options, console)
+    print_summary(report, console)
+    console.print(
+        f"\nOpen http://{cluster.options.host}:{cluster.options.port}/ in a browser while "
+        "`ws-counter cluster` runs to watch the counter live.",
+        highlight=False,
+    )
+    return 0 if report["passed"] else 1
+
+
+def wait_for_interrupt(announce: Callable[[], None] = lambda: None) -> None:
+    """Block until SIGINT or SIGTERM arrives.
+
+    ``announce`` runs once the handlers are in place, so that whoever reads
+    its message and sends the signal cannot be too early.
+    """
+    stop = threading.Event()
+    previous = {
+        signum: signal.signal(signum, lambda *_: stop.set())
+        for signum in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        announce()
+        stop.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -1,0 +1,363 @@
+"""``ws-counter loadtest URL``: orchestrate the load-generator processes and report."""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import secrets
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import fields
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from .agent import agent_main
+from .plan import DEDUP_MODES, LoadOptions, PlanError, split, validate
+from .plot import plot_report
+from .report import build_report, write_json
+
+REFRESH_SECONDS = 0.25
+
+
+class LoadTestFailed(RuntimeError):
+    """A load-generator process failed; the run has no trustworthy result."""
+
+
+def add_loadtest_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "loadtest",
+        help="load-test a deployment: exact totals and latencies",
+        description="Open C clients, send numbered increments, and check that every "
+        "acknowledged increment is counted exactly once while measuring connect, ack "
+        "and fan-out latency. Exit status 0 only when the totals are exact and every "
+        "threshold holds.",
+    )
+    parser.add_argument("url", help="WebSocket URL of the service, e.g. ws://127.0.0.1:8080/")
+    parser.add_argument("--clients", type=int, default=100, metavar="C", help="connections (100)")
+    parser.add_argument(
+        "--increments", type=int, metavar="M", help="increments per client, each awaited"
+    )
+    parser.add_argument("--rate", type=float, metavar="R", help="aggregate increments per second")
+    parser.add_argument(
+        "--duration", type=float, metavar="SECONDS", help="how long to send at --rate"
+    )
+    parser.add_argument(
+        "--ramp",
+        type=float,
+        default=1000.0,
+        metavar="R",
+        help="connections opened per second (1000)",
+    )
+    parser.add_argument(
+        "--counter", default="default", metavar="NAME", help="counter to use (default)"
+    )
+    parser.add_argument(
+        "--counters",
+        type=int,
+        default=1,
+        metavar="K",
+        help="spread clients over K counters NAME-0..NAME-K-1",
+    )
+    parser.add_argument(
+        "--processes", type=int, default=1, metavar="K", help="load-generator processes (1)"
+    )
+    parser.add_argument(
+        "--json", type=Path, metavar="FILE", help="write every figure and the parameters here"
+    )
+    parser.add_argument(
+        "--plot", type=Path, metavar="FILE.png", help="draw the latency CDFs (needs matplotlib)"
+    )
+    parser.add_argument(
+        "--max-p99-fanout-ms", type=float, metavar="X", help="fail if fan-out p99 exceeds X ms"
+    )
+    parser.add_argument(
+        "--max-failed-connects", type=int, metavar="N", help="fail if more than N handshakes fail"
+    )
+    parser.add_argument(
+        "--loopback-only",
+        action="store_true",
+        help="refuse any target that is not a loopback address",
+    )
+    parser.add_argument(
+        "--dedup",
+        choices=DEDUP_MODES,
+        default="session",
+        help="how increments are made exactly-once: a session per client numbering them"
+        " 1, 2, 3 (default), or an id per increment",
+    )
+    parser.add_argument(
+        "--converge-timeout",
+        type=float,
+        default=15.0,
+        metavar="SECONDS",
+        help="wait this long for every client to see the final total (15)",
+    )
+
+
+def options_from_args(args: argparse.Namespace) -> LoadOptions:
+    """LoadOptions from the parsed flags: each flag's dest is the field's name."""
+    given = vars(args)
+    return LoadOptions(
+        **{field.name: given[field.name] for field in fields(LoadOptions) if field.name in given}
+    )
+
+
+def run_loadtest_command(args: argparse.Namespace) -> int:
+    options = options_from_args(args)
+    console = Console(stderr=False)
+    try:
+        validate(options)
+        report = run_loadtest(options, console)
+    except (PlanError, LoadTestFailed) as exc:
+        console.print(f"[red]loadtest: {exc}[/red]", highlight=False)
+        return 2
+    print_summary(report, console)
+    if args.json:
+        write_json(report, args.json)
+    if args.plot:
+        plot_report(report, args.plot)
+    return 0 if report["passed"] else 1
+
+
+def run_loadtest(options: LoadOptions, console: Console | None = None) -> dict[str, Any]:
+    """Run the load test in ``options.processes`` processes and return the report."""
+    console = console or Console()
+    run_id = secrets.token_hex(4)
+    context = multiprocessing.get_context("spawn")
+    inboxes: list[Connection] = []
+    outboxes: list[Connection] = []
+    processes = []
+    for share in split(options):
+        agent_inbox, to_agent = context.Pipe(duplex=False)
+        from_agent, agent_outbox = context.Pipe(duplex=False)
+        process = context.Process(
+            target=agent_main, args=(share, run_id, agent_inbox, agent_outbox), daemon=True
+        )
+        process.start()
+        agent_inbox.close()
+        agent_outbox.close()
+        outboxes.append(to_agent)
+        inboxes.append(from_agent)
+        processes.append(process)
+    started = time.monotonic()
+    progress: dict[int, dict[str, int]] = {}
+    try:
+        with _Display(console, progress, options) as display:
+            exchange = _Exchange(inboxes, outboxes, processes, progress, display.refresh)
+            exchange.collect("connected", timeout=options.clients / options.ramp + 60)
+            exchange.broadcast(("go",))
+            budget = options.max_run_seconds + 60
+            sent = exchange.collect("sent", timeout=budget)
+            targets: dict[str, int] = {}
+            for message in sent:
+                for counter, seq in message[1].items():
+                    targets[counter] = max(targets.get(counter, 0), seq)
+            exchange.broadcast(("finish", targets))
+            results = [
+                m[1] for m in exchange.collect("result", timeout=options.converge_timeout + 120)
+            ]
+    finally:
+        for process in processes:
+            process.join(timeout=10)
+            if process.is_alive():
+                process.kill()
+    return build_report(options, results, time.monotonic() - started, run_id)
+
+
+class _Exchange:
+    """Messages between the parent and its load-generator processes, phase by phase."""
+
+    def __init__(
+        self,
+        pipes: list[Connection],
+        outboxes: list[Connection],
+        processes: list[Any],
+        progress: dict[int, dict[str, int]],
+        refresh: Callable[[], None],
+    ) -> None:
+        self.pipes = pipes
+        self.outboxes = outboxes
+        self.processes = processes
+        self.progress = progress
+        self.refresh = refresh
+
+    def broadcast(self, message: tuple[Any, ...]) -> None:
+        for pipe in self.outboxes:
+            pipe.send(message)
+
+    def collect(self, kind: str, timeout: float) -> list[tuple[Any, ...]]:
+        """Wait (on the pipes, with a deadline) for one ``kind`` message from every process."""
+        deadline = time.monotonic() + timeout
+        got: dict[int, tuple[Any, ...]] = {}
+        sentinels = {process.sentinel: index for index, process in enumerate(self.processes)}
+        while len(got) < len(self.pipes):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise LoadTestFailed(f"load generators did not report {kind!r} in {timeout:g}s")
+            ready = wait([*self.pipes, *sentinels], timeout=min(REFRESH_SECONDS, remaining))
+            for item in ready:
+                if item in sentinels:
+                    index = sentinels[item]
+                    if index not in got and not self.pipes[index].poll():
+                        raise LoadTestFailed(self._exited(index))
+                    continue
+                assert isinstance(item, Connection)
+                index = self.pipes.index(item)
+                try:
+                    message = item.recv()
+                except EOFError:
+                    raise LoadTestFailed(self._exited(index)) from None
+                if message[0] == "fatal":
+                    raise LoadTestFailed(message[1])
+                if message[0] == "progress":
+                    self.progress[index] = message[1]
+                elif message[0] == kind:
+                    got[index] = message
+            self.refresh()
+        return [got[index] for index in sorted(got)]
+
+    def _exited(self, index: int) -> str:
+        process = self.processes[index]
+        process.join(timeout=5)
+        return f"load-generator process {index} exited early (exit status {process.exitcode})"
+
+
+class _Display:
+    """A live table on a terminal; a plain line every few seconds otherwise."""
+
+    def __init__(
+        self, console: Console, progress: dict[int, dict[str, int]], options: LoadOptions
+    ) -> None:
+        self.console = console
+        self.progress = progress
+        self.options = options
+        self.live: Live | None = None
+        self.started = time.monotonic()
+        self.last_line = 0.0
+        self.previous: tuple[float, int, int] = (self.started, 0, 0)
+
+    def __enter__(self) -> _Display:
+        if self.console.is_terminal:
+            self.live = Live(self._table(), console=self.console, auto_refresh=False)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.live is not None:
+            self.live.update(self._table(), refresh=True)
+            self.live.__exit__(None, None, None)
+
+    def _totals(self) -> dict[str, int]:
+        totals: dict[str, int] = {}
+        for counts in self.progress.values():
+            for key, value in counts.items():
+                totals[key] = totals.get(key, 0) + value
+        return totals
+
+    def _rates(self, totals: dict[str, int]) -> tuple[float, float]:
+        now = time.monotonic()
+        then, acked, frames = self.previous
+        span = max(now - then, 1e-6)
+        rates = ((totals.get("acked", 0) - acked) / span, (totals.get("frames", 0) - frames) / span)
+        if span >= 1.0:
+            self.previous = (now, totals.get("acked", 0), totals.get("frames", 0))
+        return rates
+
+    def _table(self) -> Table:
+        totals = self._totals()
+        ack_rate, frame_rate = self._rates(totals)
+        table = Table(title=f"ws-counter loadtest {self.options.url}", show_header=True)
+        for column in (
+            "elapsed",
+            "connected",
+            "failed",
+            "sent",
+            "acked",
+            "acks/s",
+            "frames/s",
+            "reconnects",
+        ):
+            table.add_column(column, justify="right")
+        table.add_row(
+            f"{time.monotonic() - self.started:.1f}s",
+            f"{totals.get('connected', 0)}/{self.options.clients}",
+            str(totals.get("failed", 0)),
+            str(totals.get("sent", 0)),
+            str(totals.get("acked", 0)),
+            f"{ack_rate:,.0f}",
+            f"{frame_rate:,.0f}",
+            str(totals.get("reconnects", 0)),
+        )
+        return table
+
+    def refresh(self) -> None:
+        if self.live is not None:
+            self.live.update(self._table(), refresh=True)
+            return
+        now = time.monotonic()
+        if now - self.last_line >= 2.0:
+            self.last_line = now
+            totals = self._totals()
+            print(
+                f"loadtest: {now - self.started:5.1f}s connected {totals.get('connected', 0)}"
+                f"/{self.options.clients} sent {totals.get('sent', 0)} acked "
+                f"{totals.get('acked', 0)} frames {totals.get('frames', 0)}",
+                flush=True,
+            )
+
+
+def print_summary(report: dict[str, Any], console: Console) -> None:
+    latency = Table(title="latency (ms)")
+    for column in ("", "p50", "p95", "p99", "max", "count"):
+        latency.add_column(column, justify="right")
+    for name, key in (("connect", "connect_ms"), ("ack", "ack_ms"), ("fan-out", "fanout_ms")):
+        figures = report[key]
+        latency.add_row(
+            name,
+            *(f"{figures[p]:.2f}" for p in ("p50", "p95", "p99", "max")),
+            str(figures["count"]),
+        )
+    console.print(latency)
+    summary = Table(title="totals and throughput", show_header=False)
+    summary.add_column(justify="left")
+    summary.add_column(justify="right")
+    rows = [
+        (
+            "clients connected",
+            f"{report['clients_connected']} ({report['failed_connects']} failed)",
+        ),
+        ("increments acknowledged", f"{report['increments_acked']}"),
+        ("expected total", f"{report['expected_total']}"),
+        ("observed total", f"{report['observed_total']}"),
+        ("increments/s", f"{report['throughput']['increments_per_s']:,.0f}"),
+        ("frames/s received", f"{report['throughput']['frames_per_s']:,.0f}"),
+        ("reconnects", f"{report['reconnects']}"),
+        (
+            "close codes",
+            ", ".join(f"{c}: {n}" for c, n in sorted(report["close_codes"].items())) or "-",
+        ),
+    ]
+    for row in rows:
+        summary.add_row(*row)
+    console.print(summary)
+    for name, threshold in report["thresholds"].items():
+        verdict = "ok" if threshold["ok"] else "FAILED"
+        console.print(
+            f"threshold {name}: {threshold['value']} (limit {threshold['limit']}) {verdict}"
+        )
+    if report["correct"]:
+        console.print(
+            f"[green]CORRECT: total {report['observed_total']} = sum of "
+            f"{report['increments_acked']} acknowledged increments[/green]"
+        )
+    else:
+        console.print("[red]INCORRECT:[/red]")
+        for error in report["errors"]:
+            console.print(f"  - {error}", highlight=False)
+    sys.stdout.flush()

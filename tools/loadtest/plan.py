@@ -1,0 +1,149 @@
+"""What a load test does, decided before any socket opens (pure, unit-tested)."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+from dataclasses import asdict, dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from worker.core.protocol import is_valid_counter_name
+
+# How each load client makes its increments exactly-once: numbers in a session
+# of its own (the default), or an id per increment.
+DEDUP_MODES = ("session", "id")
+
+
+class PlanError(ValueError):
+    """The options do not describe a load test that can run; the message says why."""
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    url: str
+    clients: int = 100
+    increments: int | None = None
+    rate: float | None = None
+    duration: float | None = None
+    ramp: float = 1000.0
+    counter: str = "default"
+    counters: int = 1
+    processes: int = 1
+    max_p99_fanout_ms: float | None = None
+    max_failed_connects: int | None = None
+    loopback_only: bool = False
+    converge_timeout: float = 15.0
+    max_run_seconds: float = 600.0
+    dedup: str = "session"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The parameters for the report, without the token a URL may carry."""
+        parameters = asdict(self)
+        parameters["url"] = re.sub(r"(token=)[^&]*", r"\1REDACTED", self.url)
+        return parameters
+
+
+@dataclass(frozen=True)
+class Share:
+    """One load-generator process's part of the run."""
+
+    index: int
+    url: str
+    clients: list[tuple[int, str]]  # (global client number, counter name)
+    increments: int | None
+    rate: float | None
+    duration: float | None
+    ramp: float
+    converge_timeout: float
+    max_run_seconds: float
+    dedup: str
+
+
+def validate(options: LoadOptions) -> None:
+    if options.clients < 1:
+        raise PlanError("--clients must be at least 1")
+    if options.processes < 1 or options.processes > options.clients:
+        raise PlanError("--processes must be between 1 and --clients")
+    if options.counters < 1 or options.counters > options.clients:
+        raise PlanError("--counters must be between 1 and --clients")
+    by_count = options.increments is not None
+    by_rate = options.rate is not None or options.duration is not None
+    if by_count == by_rate:
+        raise PlanError("give either --increments M or both --rate R and --duration SECONDS")
+    if by_rate and (options.rate is None or options.duration is None):
+        raise PlanError("--rate and --duration go together")
+    if options.increments is not None and options.increments < 0:
+        raise PlanError("--increments must not be negative")
+    if options.rate is not None and options.rate <= 0:
+        raise PlanError("--rate must be positive")
+    if options.duration is not None and not 0 < options.duration <= options.max_run_seconds:
+        raise PlanError(f"--duration must be positive and at most {options.max_run_seconds:g}s")
+    if options.dedup not in DEDUP_MODES:
+        raise PlanError(f"--dedup must be one of {', '.join(DEDUP_MODES)}")
+    if options.ramp <= 0:
+        raise PlanError("--ramp must be positive")
+    for name in counter_names(options):
+        if not is_valid_counter_name(name):
+            raise PlanError(f"invalid counter name {name!r}: 1 to 64 of a-z 0-9 _ -")
+    scheme = urlsplit(options.url).scheme
+    if scheme not in ("ws", "wss"):
+        raise PlanError("the URL must start with ws:// or wss://")
+    if options.loopback_only and not is_loopback_url(options.url):
+        raise PlanError(f"--loopback-only: {options.url} is not a loopback address")
+
+
+def is_loopback_url(url: str) -> bool:
+    """True when every address the URL's host resolves to is a loopback address."""
+    host = urlsplit(url).hostname
+    if host is None:
+        return False
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except socket.gaierror:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
+
+
+def counter_names(options: LoadOptions) -> list[str]:
+    if options.counters == 1:
+        return [options.counter]
+    return [f"{options.counter}-{index}" for index in range(options.counters)]
+
+
+def counter_url(base_url: str, counter: str) -> str:
+    """The WebSocket URL of a counter on the same service as ``base_url``."""
+    parts = urlsplit(base_url)
+    prefix = parts.path.rstrip("/")
+    if prefix.endswith("/counters/" + counter) or (counter == "default" and prefix == ""):
+        path = parts.path or "/"
+    else:
+        if "/counters/" in prefix:
+            prefix = prefix[: prefix.index("/counters/")]
+        path = f"{prefix}/counters/{counter}"
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+
+
+def split(options: LoadOptions) -> list[Share]:
+    """Deal clients round-robin over counters, then over processes; split the rate evenly."""
+    names = counter_names(options)
+    assignments = [(number, names[number % len(names)]) for number in range(options.clients)]
+    shares = []
+    for index in range(options.processes):
+        mine = assignments[index :: options.processes]
+        shares.append(
+            Share(
+                index=index,
+                url=options.url,
+                clients=mine,
+                increments=options.increments,
+                rate=None if options.rate is None else options.rate * len(mine) / options.clients,
+                duration=options.duration,
+                ramp=options.ramp * len(mine) / options.clients,
+                converge_timeout=options.converge_timeout,
+                max_run_seconds=options.max_run_seconds,
+                dedup=options.dedup,
+            )
+        )
+    return shares

@@ -1,0 +1,262 @@
+"""Merge the processes' results, judge correctness and thresholds, write the report.
+
+``judge_counter`` and ``fanout_latencies`` are pure: the tests feed them tables.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hdrh.histogram import HdrHistogram
+
+from .histograms import new_histogram
+from .plan import LoadOptions
+
+PERCENTILES = (50.0, 95.0, 99.0)
+CDF_POINTS = (0, 1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 97, 99, 99.5, 99.9, 100)
+
+
+@dataclass
+class CounterVerdict:
+    counter: str
+    expected_total: int
+    observed_total: int | None
+    acked: int
+    errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def judge_counter(
+    counter: str,
+    initial_states: list[tuple[str, int, int]],
+    acks: dict[int, int],
+    verified: tuple[str, int, int] | None,
+    finals: list[tuple[str | None, int | None, int | None]],
+) -> CounterVerdict:
+    """Check one counter: the final total is the start plus every acknowledged increment.
+
+    ``initial_states`` are the (epoch, seq, total) snapshots clients got before
+    the first increment; ``acks`` maps each acknowledged seq to its ``by``;
+    ``verified`` is the state read on a fresh connection at the end; ``finals``
+    are the states each client last saw.
+    """
+    errors: list[str] = []
+    distinct = sorted(set(initial_states), key=lambda state: state[1])
+    if not distinct:
+        return CounterVerdict(counter, 0, None, len(acks), [f"{counter}: no client connected"])
+    if len(distinct) > 1:
+        errors.append(
+            f"{counter}: clients started from {len(distinct)} different states; "
+            "was something else writing to the counter?"
+        )
+    epoch, seq0, total0 = distinct[0]
+    expected = total0 + sum(acks.values())
+    expected_seqs = range(seq0 + 1, seq0 + len(acks) + 1)
+    if set(acks) != set(expected_seqs):
+        missing = len(set(expected_seqs) - set(acks))
+        errors.append(
+            f"{counter}: acknowledged seqs are not gap-free from {seq0 + 1}: "
+            f"{missing} missing of {len(acks)}"
+        )
+    observed: int | None = None
+    notes: list[str] = []
+    if verified is None:
+        errors.append(f"{counter}: the final state could not be read")
+    else:
+        final_epoch, final_seq, observed = verified
+        # A new epoch alone is no error: a failover that loses only states nobody
+        # had acknowledged gets one, and the totals still add up. With totals off,
+        # it says why.
+        changed = f"the epoch changed from {epoch} to {final_epoch}"
+        if final_epoch != epoch:
+            notes.append(f"{counter}: {changed}")
+        if observed != expected:
+            errors.append(
+                f"{counter}: final total {observed} but start {total0} plus acknowledged "
+                f"increments is {expected} (off by {observed - expected})"
+                + (f"; {changed}: history was lost" if final_epoch != epoch else "")
+            )
+        if final_seq != seq0 + len(acks):
+            errors.append(
+                f"{counter}: final seq {final_seq} but {len(acks)} increments were "
+                f"acknowledged after seq {seq0}"
+            )
+        behind = sum(1 for state in finals if tuple(state) != tuple(verified))
+        if behind:
+            errors.append(f"{counter}: {behind} clients did not end at the final state")
+    return CounterVerdict(counter, expected, observed, len(acks), errors, notes)
+
+
+def fanout_latencies(
+    acks: dict[int, float], reached_by_process: list[dict[int, float]]
+) -> tuple[list[float], int]:
+    """Seconds from each ack until every client (of every process) had that seq.
+
+    Returns the latencies and how many acknowledged seqs some process never reached.
+    """
+    latencies = []
+    unreached = 0
+    for seq, acked_at in acks.items():
+        times = [reached.get(seq) for reached in reached_by_process]
+        if any(time is None for time in times):
+            unreached += 1
+            continue
+        latencies.append(max(0.0, max(t for t in times if t is not None) - acked_at))
+    return latencies, unreached
+
+
+def summarize(histogram: HdrHistogram) -> dict[str, float | int]:
+    if histogram.get_total_count() == 0:
+        return {"count": 0, "p50": 0.0, "p95": 0.0, "p99": 0.0, "max": 0.0, "mean": 0.0}
+    summary: dict[str, float | int] = {"count": histogram.get_total_count()}
+    for percentile in PERCENTILES:
+        summary[f"p{percentile:g}"] = histogram.get_value_at_percentile(percentile) / 1000
+    summary["max"] = histogram.get_max_value() / 1000
+    summary["mean"] = round(histogram.get_mean_value() / 1000, 3)
+    return summary
+
+
+def cdf(histogram: HdrHistogram) -> list[tuple[float, float]]:
+    if histogram.get_total_count() == 0:
+        return []
+    return [(p, histogram.get_value_at_percentile(p) / 1000) for p in CDF_POINTS]
+
+
+def merge_histograms(encoded: list[bytes]) -> HdrHistogram:
+    merged = new_histogram()
+    for blob in encoded:
+        merged.add(HdrHistogram.decode(blob))
+    return merged
+
+
+def build_report(
+    options: LoadOptions, results: list[dict[str, Any]], elapsed: float, run_id: str
+) -> dict[str, Any]:
+    connect = merge_histograms([r["connect_us"] for r in results])
+    ack = merge_histograms([r["ack_us"] for r in results])
+    fanout = new_histogram()
+    errors = [error for r in results for error in r["errors"]]
+    counters = sorted({counter for r in results for counter in r["reached"]})
+    verdicts = []
+    unreached_total = 0
+    for counter in counters:
+        acks: dict[int, tuple[int, float]] = {}
+        for r in results:
+            acks.update(r["acks"].get(counter, {}))
+        verified: list[tuple[str, int, int]] = [
+            tuple(r["verified"][counter]) for r in results if counter in r["verified"]
+        ]
+        verdict = judge_counter(
+            counter,
+            [tuple(s[1:]) for r in results for s in r["initial_states"] if s[0] == counter],
+            {seq: by for seq, (by, _) in acks.items()},
+            max(verified, key=lambda state: state[1]) if verified else None,
+            [tuple(f[1:]) for r in results for f in r["final"] if f[0] == counter],
+        )
+        verdicts.append(verdict)
+        latencies, unreached = fanout_latencies(
+            {seq: at for seq, (_, at) in acks.items()},
+            [r["reached"][counter] for r in results if counter in r["reached"]],
+        )
+        unreached_total += unreached
+        for latency in latencies:
+            fanout.record_value(max(1, int(latency * 1e6)))
+        errors.extend(verdict.errors)
+    regressions = sum(r["regressions"] for r in results)
+    if regressions:
+        errors.append(f"clients saw seq go down {regressions} times within an epoch")
+    if unreached_total:
+        errors.append(f"{unreached_total} acknowledged seqs never reached every client")
+    correct = not errors
+    failed_connects: Counter[str] = Counter()
+    close_codes: Counter[str] = Counter()
+    error_codes: Counter[str] = Counter()
+    for r in results:
+        failed_connects.update(r["failed_connects"])
+        close_codes.update({str(code): n for code, n in r["close_codes"].items()})
+        error_codes.update(r["error_codes"])
+    first_send = min((r["first_send"] for r in results if r["first_send"]), default=None)
+    last_ack = max((r["last_ack"] for r in results if r["last_ack"]), default=None)
+    active = (last_ack - first_send) if first_send and last_ack and last_ack > first_send else 0
+    acked = sum(v.acked for v in verdicts)
+    frames = sum(r["frames"] for r in results)
+    report: dict[str, Any] = {
+        "run_id": run_id,
+        "parameters": options.as_dict(),
+        "machine": machine(),
+        "elapsed_s": round(elapsed, 3),
+        "clients_connected": sum(r["connected"] for r in results),
+        "failed_connects": sum(failed_connects.values()),
+        "failed_connect_reasons": dict(failed_connects),
+        "connect_ms": summarize(connect),
+        "ack_ms": summarize(ack),
+        "fanout_ms": summarize(fanout),
+        "increments_sent": sum(r["sent"] for r in results),
+        "increments_acked": acked,
+        "duplicate_acks": sum(r["duplicates"] for r in results),
+        "reconnects": sum(r["reconnects"] for r in results),
+        "expected_total": sum(v.expected_total for v in verdicts),
+        "observed_total": sum(v.observed_total or 0 for v in verdicts),
+        "counters": {
+            v.counter: {
+                "expected_total": v.expected_total,
+                "observed_total": v.observed_total,
+                "increments_acked": v.acked,
+            }
+            for v in verdicts
+        },
+        "throughput": {
+            "increments_per_s": round(acked / active, 1) if active else 0.0,
+            "frames_per_s": round(frames / active, 1) if active else 0.0,
+            "active_s": round(active, 3),
+        },
+        "frames_received": frames,
+        "close_codes": dict(close_codes),
+        "error_codes": dict(error_codes),
+        "seq_regressions": regressions,
+        "epoch_changes_seen": sum(r["epoch_changes"] for r in results),
+        "correct": correct,
+        "errors": errors,
+        "notes": [note for v in verdicts for note in v.notes],
+        "cdf_ms": {"ack": cdf(ack), "fanout": cdf(fanout), "connect": cdf(connect)},
+    }
+    report["thresholds"] = check_thresholds(options, report)
+    report["passed"] = correct and all(t["ok"] for t in report["thresholds"].values())
+    return report
+
+
+def check_thresholds(options: LoadOptions, report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    thresholds: dict[str, dict[str, Any]] = {}
+    if options.max_p99_fanout_ms is not None:
+        value = report["fanout_ms"]["p99"]
+        thresholds["max_p99_fanout_ms"] = {
+            "limit": options.max_p99_fanout_ms,
+            "value": value,
+            "ok": value <= options.max_p99_fanout_ms,
+        }
+    if options.max_failed_connects is not None:
+        value = report["failed_connects"]
+        thresholds["max_failed_connects"] = {
+            "limit": options.max_failed_connects,
+            "value": value,
+            "ok": value <= options.max_failed_connects,
+        }
+    return thresholds
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+    }
+
+
+def write_json(report: dict[str, Any], path: Path) -> None:
+    path.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")

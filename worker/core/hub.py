@@ -1,0 +1,123 @@
+"""Which clients of this worker follow which counter, and the newest state of each.
+
+Ordering rules, the reason this module exists:
+
+* States reach a worker only through its pub/sub subscription, including the
+  snapshot a worker asks for after (re)subscribing (store.announce publishes
+  it on the channel). Redis delivers one connection's messages in the order it
+  published them, so a state that arrives later is never older. There is no
+  separate snapshot read that an older update could overtake.
+* Until Redis confirms a (re)subscription, messages for the counter are
+  ignored: they belong to a subscription that has ended.
+* The first state after a confirmation is authoritative, even when its seq is
+  lower (Redis lost data and the epoch changed). After that a state is taken
+  when it has a new epoch or a higher seq; duplicates, such as another worker's
+  announcement of a state already seen, are dropped.
+* A client joining a counter whose state is known gets that state at once, in
+  the same step that adds it to the group, so every later delivery is newer.
+* A state of the same epoch that is older than one already delivered (or has
+  the same seq and another total) means Redis went back in time: a failover
+  dropped states its replica never got. It is not delivered; ``on_rollback``
+  asks for a new epoch, whose state then reaches everyone as a visible reset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
+
+from .state import CounterState
+
+C = TypeVar("C")
+
+
+class SubscriptionLike(Protocol):
+    def add(self, counter: str) -> None: ...
+
+    def discard(self, counter: str) -> None: ...
+
+
+@dataclass(eq=False)
+class CounterGroup(Generic[C]):
+    """This worker's clients of one counter."""
+
+    name: str
+    clients: set[C] = field(default_factory=set)
+    state: CounterState | None = None
+    awaiting_subscription: bool = True
+    authoritative_next: bool = False
+
+
+def supersedes(new: CounterState, old: CounterState | None) -> bool:
+    """Whether ``new`` is a later state than ``old`` on the same subscription."""
+    return old is None or new.epoch != old.epoch or new.seq > old.seq
+
+
+def went_back(new: CounterState, old: CounterState | None) -> bool:
+    """Whether ``new`` rewrites history already delivered in the same epoch."""
+    if old is None or new.epoch != old.epoch:
+        return False
+    return new.seq < old.seq or (new.seq == old.seq and new.total != old.total)
+
+
+class Hub(Generic[C]):
+    """Routes counter states from the subscription to the clients of each counter."""
+
+    def __init__(
+        self,
+        deliver: Callable[[str, Collection[C], CounterState], None],
+        on_rollback: Callable[[str, str], None] = lambda counter, epoch: None,
+    ) -> None:
+        self._deliver = deliver
+        self._on_rollback = on_rollback
+        self._groups: dict[str, CounterGroup[C]] = {}
+        self._subscription: SubscriptionLike | None = None
+        self.connected = False
+
+    def attach(self, subscription: SubscriptionLike) -> None:
+        self._subscription = subscription
+
+    def join(self, counter: str, client: C) -> CounterGroup[C]:
+        group = self._groups.get(counter)
+        if group is None:
+            group = self._groups[counter] = CounterGroup(counter)
+            if self._subscription is not None:
+                self._subscription.add(counter)
+        group.clients.add(client)
+        return group
+
+    def leave(self, group: CounterGroup[C], client: C) -> None:
+        group.clients.discard(client)
+        if not group.clients and self._groups.get(group.name) is group:
+            del self._groups[group.name]
+            if self._subscription is not None:
+                self._subscription.discard(group.name)
+
+    def on_subscribed(self, counter: str) -> None:
+        group = self._groups.get(counter)
+        if group is not None:
+            group.awaiting_subscription = False
+            group.authoritative_next = True
+
+    def on_state(self, counter: str, state: CounterState) -> None:
+        group = self._groups.get(counter)
+        if group is None or group.awaiting_subscription:
+            return
+        if went_back(state, group.state):
+            self._on_rollback(counter, state.epoch)
+            return
+        if not (group.authoritative_next or supersedes(state, group.state)):
+            return
+        if group.state == state:
+            group.authoritative_next = False
+            return
+        group.authoritative_next = False
+        group.state = state
+        self._deliver(counter, group.clients, state)
+
+    def on_connection(self, up: bool) -> None:
+        self.connected = up
+        if not up:
+            for group in self._groups.values():
+                group.awaiting_subscription = True

@@ -1,0 +1,351 @@
+"""The ws-counter wire protocol, without I/O.
+
+Everything a worker reads from or writes to a client, and everything it
+publishes on a counter's Redis channel, is parsed or formatted here. This
+module imports neither asyncio, redis nor websockets, so that every rule can
+be tested with tables of inputs.
+
+Rules (the contract is written out for users in docs/protocol.md):
+
+* A counter is named by the URL path: ``/`` and ``/counters/default`` are the
+  counter ``default``; ``/counters/<name>`` is ``name`` (1 to 64 of
+  ``a-z 0-9 _ -``). Any other path is 404, a bad name 400.
+* A client sends ``{"op": "incr", "by": N, "session": "S", "n": K}``,
+  ``{"op": "incr", "by": N, "id": "..."}`` or ``{"op": "incr", "by": N}``, or
+  a bare integer as text. ``N`` is a signed 64-bit integer; booleans and
+  floats are not integers. ``S`` is 8 to 64 of ``A-Z a-z 0-9 _ -``, ``K`` an
+  integer from 1 to 2**53 (exact in Lua's doubles); ``id`` is 1 to 64
+  characters. An increment carries a session and number, or an id, or neither.
+  The exactly-once rules for sessions are in ``worker/store/lua/increment.lua``.
+* The server sends ``total``, ``ack`` and ``error`` objects. Totals and seqs
+  are exact integers: they come from Redis as decimal strings and are never
+  routed through a float.
+* A counter's state on its Redis channel is ``worker.core.state``'s concern.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs
+
+from ..errors import (
+    ClientError,
+    OutcomeUnknown,
+    RouteError,
+    StoreFull,
+    StoreRejected,
+    StoreUnavailable,
+)
+from .state import Applied, CounterState
+
+DEFAULT_COUNTER = "default"
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+MAX_ID_LENGTH = 64
+# Session numbers stay exact in Lua, whose numbers are doubles.
+MAX_SESSION_N = 2**53
+SESSION_PATTERN = re.compile(r"[A-Za-z0-9_-]{8,64}")
+
+_COUNTER_NAME = re.compile(r"[a-z0-9_-]{1,64}")
+_BARE_INTEGER = re.compile(r"[+-]?[0-9]+")
+# INT64_MAX has 19 digits; longer numbers are refused before int() spends time
+# on them (and before Python's 4300-digit conversion limit could raise).
+_MAX_INT64_DIGITS = 19
+
+
+class CloseCode:
+    """WebSocket close codes the server uses (RFC 6455, section 7.4.1)."""
+
+    POLICY_VIOLATION = 1008
+    MESSAGE_TOO_BIG = 1009
+    SERVICE_RESTART = 1012
+    TRY_AGAIN_LATER = 1013
+
+
+class ErrorCode:
+    """Values of ``code`` in ``{"type": "error"}`` messages."""
+
+    INVALID_MESSAGE = "invalid_message"
+    BINARY_NOT_SUPPORTED = "binary_not_supported"
+    UNKNOWN_OP = "unknown_op"
+    MISSING_BY = "missing_by"
+    INVALID_BY = "invalid_by"
+    OUT_OF_RANGE = "out_of_range"
+    INVALID_ID = "invalid_id"
+    INVALID_SESSION = "invalid_session"
+    INVALID_N = "invalid_n"
+    OUT_OF_ORDER = "out_of_order"
+    OVERFLOW = "overflow"
+    UNAVAILABLE = "unavailable"
+    REJECTED = "rejected"
+    RATE_LIMITED = "rate_limited"
+    FORBIDDEN = "forbidden"
+
+
+@dataclass(frozen=True, slots=True)
+class Increment:
+    """One increment asked for by a client: by an id, by a session's number, or bare."""
+
+    by: int
+    id: str | None = None
+    session: str | None = None
+    n: int | None = None
+
+    def __post_init__(self) -> None:
+        if not INT64_MIN <= self.by <= INT64_MAX:
+            raise ValueError(f"by={self.by} is outside the signed 64-bit range")
+        if self.id is not None and not 0 < len(self.id) <= MAX_ID_LENGTH:
+            raise ValueError("id must be 1 to 64 characters")
+        if (self.session is None) != (self.n is None):
+            raise ValueError("session and n go together")
+        if self.session is not None and self.id is not None:
+            raise ValueError("an increment has an id or a session, not both")
+        if self.session is not None and SESSION_PATTERN.fullmatch(self.session) is None:
+            raise ValueError("session must be 8 to 64 of A-Z a-z 0-9 _ -")
+        if self.n is not None and not 1 <= self.n <= MAX_SESSION_N:
+            raise ValueError(f"n must be from 1 to {MAX_SESSION_N}")
+
+    @property
+    def echo(self) -> dict[str, object]:
+        """What identifies this increment to its client in the ack or error."""
+        if self.session is not None:
+            return {"session": self.session, "n": self.n}
+        if self.id is not None:
+            return {"id": self.id}
+        return {}
+
+
+@dataclass(frozen=True, slots=True)
+class CounterRoute:
+    """What a WebSocket (or page) request path asks for."""
+
+    counter: str
+    since: int | None = None
+    token: str | None = None
+
+
+def is_valid_counter_name(name: str) -> bool:
+    return _COUNTER_NAME.fullmatch(name) is not None
+
+
+def split_path(target: str) -> tuple[str, str]:
+    """Split a request target into its path and its query string."""
+    path, _, query = target.partition("?")
+    return path, query
+
+
+def parse_counter_route(target: str) -> CounterRoute:
+    """Parse a request target such as ``/counters/votes?since=41``.
+
+    Raises RouteError with 404 for paths that are not counters and 400 for a
+    counter path with an invalid name or query.
+    """
+    path, query = split_path(target)
+    if path == "/":
+        name = DEFAULT_COUNTER
+    elif path.startswith("/counters/"):
+        name = path.removeprefix("/counters/")
+        if not is_valid_counter_name(name):
+            raise RouteError(400, "counter names are 1 to 64 of a-z 0-9 _ -")
+    else:
+        raise RouteError(404, "no such endpoint")
+    params = parse_qs(query, keep_blank_values=True)
+    since = _single_param(params, "since")
+    token = _single_param(params, "token")
+    if since is not None and (_BARE_INTEGER.fullmatch(since) is None or len(since) > 20):
+        raise RouteError(400, "since must be an integer")
+    return CounterRoute(
+        counter=name,
+        since=int(since) if since is not None else None,
+        token=token,
+    )
+
+
+def _single_param(params: dict[str, list[str]], name: str) -> str | None:
+    values = params.get(name)
+    if not values:
+        return None
+    if len(values) > 1:
+        raise RouteError(400, f"{name} given more than once")
+    return values[0]
+
+
+def parse_client_message(message: str | bytes) -> Increment:
+    """Parse one client frame into an Increment, or raise ClientError."""
+    if isinstance(message, bytes):
+        raise ClientError(ErrorCode.BINARY_NOT_SUPPORTED, "send text frames, not binary")
+    text = message.strip()
+    if _BARE_INTEGER.fullmatch(text):
+        if len(text.lstrip("+-").lstrip("0")) > _MAX_INT64_DIGITS:
+            raise ClientError(ErrorCode.OUT_OF_RANGE, "by must be within the signed 64-bit range")
+        return _increment(int(text))
+    try:
+        document = json.loads(text)
+    except ValueError:
+        raise ClientError(
+            ErrorCode.INVALID_MESSAGE,
+            'expected an integer or {"op": "incr", "by": <integer>}',
+        ) from None
+    if not isinstance(document, dict):
+        raise ClientError(
+            ErrorCode.INVALID_MESSAGE, 'expected a JSON object {"op": "incr", "by": <integer>}'
+        )
+    return _increment_from_object(document)
+
+
+def _increment_from_object(document: dict[str, Any]) -> Increment:
+    echo = _echo(document)
+    op = document.get("op")
+    if op != "incr":
+        raise ClientError(
+            ErrorCode.UNKNOWN_OP, f"unknown op {_short(op)}; the only op is incr", echo
+        )
+    if "by" not in document:
+        raise ClientError(ErrorCode.MISSING_BY, "incr needs by: an integer", echo)
+    by = document["by"]
+    # bool is a subclass of int in Python, but true is not a number to add.
+    if not isinstance(by, int) or isinstance(by, bool):
+        raise ClientError(ErrorCode.INVALID_BY, f"by must be an integer, not {_short(by)}", echo)
+    if not INT64_MIN <= by <= INT64_MAX:
+        raise ClientError(ErrorCode.OUT_OF_RANGE, "by must be within the signed 64-bit range", echo)
+    return Increment(by, echo.get("id"), echo.get("session"), echo.get("n"))
+
+
+def _echo(document: dict[str, Any]) -> dict[str, Any]:
+    """The increment's id, or its session and n, validated; ClientError if malformed."""
+    increment_id = document.get("id")
+    if increment_id is not None and (
+        not isinstance(increment_id, str) or not 0 < len(increment_id) <= MAX_ID_LENGTH
+    ):
+        raise ClientError(ErrorCode.INVALID_ID, "id must be a string of 1 to 64 characters")
+    session, n = document.get("session"), document.get("n")
+    if session is None and n is None:
+        return {} if increment_id is None else {"id": increment_id}
+    if not isinstance(session, str) or SESSION_PATTERN.fullmatch(session) is None:
+        raise ClientError(
+            ErrorCode.INVALID_SESSION, "session must be a string of 8 to 64 of A-Z a-z 0-9 _ -"
+        )
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_SESSION_N:
+        raise ClientError(
+            ErrorCode.INVALID_N,
+            f"n must be an integer from 1 to {MAX_SESSION_N}, numbering the session's increments",
+            {"session": session},
+        )
+    if increment_id is not None:
+        raise ClientError(
+            ErrorCode.INVALID_MESSAGE,
+            "give an increment a session and n, or an id, not both",
+            {"session": session, "n": n},
+        )
+    return {"session": session, "n": n}
+
+
+def _increment(by: int) -> Increment:
+    if not INT64_MIN <= by <= INT64_MAX:
+        raise ClientError(ErrorCode.OUT_OF_RANGE, "by must be within the signed 64-bit range")
+    return Increment(by)
+
+
+def _short(value: object) -> str:
+    text = json.dumps(value) if not isinstance(value, bytes) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _dumps(document: dict[str, Any]) -> str:
+    return json.dumps(document, separators=(",", ":"))
+
+
+def total_message(counter: str, state: CounterState, missed: bool | None = None) -> str:
+    document: dict[str, Any] = {
+        "type": "total",
+        "counter": counter,
+        "total": state.total,
+        "seq": state.seq,
+        "epoch": state.epoch,
+    }
+    if missed is not None:
+        document["missed"] = missed
+    return _dumps(document)
+
+
+def ack_message(increment: Increment, applied: Applied) -> str:
+    document: dict[str, Any] = {"type": "ack"}
+    document.update(increment.echo if increment.session is not None else {"id": increment.id})
+    document.update(total=applied.state.total, seq=applied.state.seq, epoch=applied.state.epoch)
+    if applied.duplicate:
+        document["duplicate"] = True
+    return _dumps(document)
+
+
+def applied_earlier_message(increment: Increment, window: int) -> str:
+    """The ack of a session's increment that is older than the outcomes Redis keeps."""
+    return _dumps(
+        {
+            "type": "ack",
+            **increment.echo,
+            "duplicate": True,
+            "message": f"applied earlier; its total is no longer kept (only the last {window}"
+            " of a session are), so this ack has no total",
+        }
+    )
+
+
+def error_message(
+    code: str, message: str, increment_id: str | None = None, /, **echo: object
+) -> str:
+    document: dict[str, Any] = {"type": "error", "code": code, "message": message}
+    if increment_id is not None:
+        document["id"] = increment_id
+    document.update(echo)
+    return _dumps(document)
+
+
+def missed_updates(since: int | None, state: CounterState) -> bool | None:
+    """Whether a client resuming at ``since`` missed updates before ``state``.
+
+    None when the client did not say where it was. A client that is ahead of
+    the counter (a seq from an older epoch) has missed the reset itself.
+    """
+    if since is None:
+        return None
+    return since != state.seq
+
+
+def failure_message(increment: Increment, failure: BaseException) -> str:
+    """The error message for an increment that was not (or not knowingly) applied."""
+    echo = increment.echo
+    if isinstance(failure, StoreRejected):
+        if failure.code == ErrorCode.OVERFLOW:
+            text = "the total would leave the signed 64-bit range; not applied"
+            return error_message(ErrorCode.OVERFLOW, text, **echo)
+        if failure.code == ErrorCode.OUT_OF_ORDER:
+            text = (
+                f"this session expected n={failure.expected}; nothing applied: send the"
+                " session's increments in order, from the expected one"
+            )
+            return error_message(ErrorCode.OUT_OF_ORDER, text, expected=failure.expected, **echo)
+        return error_message(ErrorCode.REJECTED, failure.message, **echo)
+    if isinstance(failure, OutcomeUnknown):
+        again = "the same session and n" if increment.session is not None else "the same id"
+        text = (
+            "lost contact with Redis while applying: the increment may or may not have been"
+            f" applied; retry with {again} to apply it exactly once"
+        )
+        return error_message(ErrorCode.UNAVAILABLE, text, **echo)
+    if isinstance(failure, StoreFull):
+        text = "Redis is out of memory and refuses writes; the increment was not applied"
+        return error_message(ErrorCode.UNAVAILABLE, text, **echo)
+    if isinstance(failure, StoreUnavailable):
+        text = "Redis is unavailable; the increment was not applied"
+        return error_message(ErrorCode.UNAVAILABLE, text, **echo)
+    return error_message(ErrorCode.UNAVAILABLE, "internal error; not applied", **echo)
+
+
+def incr_message(
+    by: int, increment_id: str | None = None, *, session: str | None = None, n: int | None = None
+) -> str:
+    """The client's side: an increment as a client sends it."""
+    return _dumps({"op": "incr", "by": by, **Increment(by, increment_id, session, n).echo})

@@ -1,0 +1,50 @@
+"""The one place that picks the event loop and turns signals into a shutdown.
+
+uvloop where it is installed (CPython on Linux and macOS), plain asyncio
+elsewhere, as uvicorn's ``loops/auto.py`` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        # Optional: uvloop does not exist on every platform.
+        import uvloop  # noqa: PLC0415
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` to completion on the best event loop available."""
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        return runner.run(main)
+
+
+def stop_requested() -> asyncio.Future[int]:
+    """A future that SIGTERM or SIGINT completes with the signal's number.
+
+    The handlers are in place when this returns, so a signal that arrives
+    while the worker is still starting is not lost.
+    """
+    loop = asyncio.get_running_loop()
+    received: asyncio.Future[int] = loop.create_future()
+
+    def on_signal(signum: int) -> None:
+        if not received.done():
+            received.set_result(signum)
+
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, on_signal, signum)
+    return received

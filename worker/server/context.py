@@ -1,0 +1,32 @@
+"""What the parts of the websockets adapter may ask of the worker that holds them.
+
+A Protocol, so that the parts depend on this description and not on
+``worker.server.worker``, which imports them.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from ..batcher import Batcher
+from ..metrics import Metrics
+from ..settings import Settings
+from ..tasks import TaskSet
+
+
+class WorkerContext(Protocol):
+    settings: Settings
+    metrics: Metrics
+    tasks: TaskSet
+    batcher: Batcher
+
+    @property
+    def draining(self) -> bool: ...
+
+    @property
+    def redis_up(self) -> bool: ...
+
+    @property
+    def ready(self) -> bool: ...
+
+    def connection_count(self) -> int: ...

@@ -1,0 +1,166 @@
+"""The worker: the websockets server, the Redis store, and the parts between them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from ..batcher import Batcher
+from ..core.hub import Hub
+from ..core.protocol import CloseCode, parse_counter_route
+from ..errors import StoreError
+from ..metrics import Metrics
+from ..settings import Settings
+from ..store import RedisStore, Subscription
+from ..tasks import TaskSet
+from .connection import Client, limit_send_buffer
+from .fanout import Fanout
+from .handshake import Handshakes, allowed_origins
+from .increments import Increments
+
+log = logging.getLogger("ws_counter.worker")
+
+
+class Worker:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.server: Server | None = None
+        self.port: int | None = None
+        self.draining = False
+        self.tasks = TaskSet()
+        self.metrics = Metrics(self.connection_count)
+        self.store = RedisStore(settings)
+        self.hub: Hub[Client] = Hub(Fanout(self.metrics).deliver, self._on_rollback)
+        self.batcher = Batcher(self.store)
+        self.subscription = Subscription(
+            self.store, self.hub.on_subscribed, self.hub.on_state, self._on_redis_connection
+        )
+        self.hub.attach(self.subscription)
+        self.handshakes = Handshakes(self)
+        self.increments = Increments(self)
+        self._was_connected = False
+
+    @property
+    def redis_up(self) -> bool:
+        return self.hub.connected
+
+    @property
+    def ready(self) -> bool:
+        return self.hub.connected and not self.draining
+
+    def connection_count(self) -> int:
+        return len(self.server.connections) if self.server is not None else 0
+
+    async def start(self) -> None:
+        self.tasks.spawn(self.subscription.run())
+        settings = self.settings
+        self.server = await serve(
+            self._handle,
+            settings.host,
+            settings.port,
+            process_request=self.handshakes.process_request,
+            process_response=self.handshakes.process_response,
+            origins=allowed_origins(settings),
+            compression="deflate" if settings.compression else None,
+            max_size=settings.max_message_bytes,
+            open_timeout=settings.open_timeout,
+            ping_interval=settings.ping_interval or None,
+            ping_timeout=settings.ping_interval or None,
+            close_timeout=settings.close_timeout,
+            # The user-space buffer above the kernel's: together they bound what
+            # a connection that stopped reading can hold.
+            write_limit=settings.send_buffer_bytes,
+            reuse_port=settings.reuse_port,
+            server_header="ws-counter",
+        )
+        self.port = self.server.sockets[0].getsockname()[1]
+        log.info(
+            "listening on %s:%s",
+            settings.host,
+            self.port,
+            extra={"event": "listening", "host": settings.host, "port": self.port},
+        )
+
+    def _on_redis_connection(self, up: bool) -> None:
+        was_up = self.hub.connected
+        self.hub.on_connection(up)
+        if up and not was_up:
+            if self._was_connected:
+                self.metrics.redis_reconnects.inc()
+            self._was_connected = True
+            log.info("subscribed to redis", extra={"event": "ready", "port": self.port})
+        elif was_up and not up:
+            log.warning("redis connection lost", extra={"event": "redis_lost"})
+
+    async def _handle(self, connection: ServerConnection) -> None:
+        limit_send_buffer(connection, self.settings.send_buffer_bytes)
+        route = parse_counter_route(connection.request.path if connection.request else "/")
+        client = Client(self, connection, route, self.handshakes.grant_of(connection))
+        group = self.hub.join(route.counter, client)
+        try:
+            if group.state is not None:
+                client.push_total(group.state, "", b"")
+            elif not await self._first_total(client):
+                await connection.close(CloseCode.TRY_AGAIN_LATER, "counter state unavailable")
+                return
+            async for message in connection:
+                self.increments.on_message(client, message)
+                await client.wait_for_room()
+        except ConnectionClosed:
+            pass
+        finally:
+            self.hub.leave(group, client)
+
+    async def _first_total(self, client: Client) -> bool:
+        try:
+            async with asyncio.timeout(self.settings.open_timeout):
+                await client.first_total.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def _on_rollback(self, counter: str, epoch: str) -> None:
+        log.warning(
+            "counter %s went back in time within epoch %s; starting a new epoch",
+            counter,
+            epoch,
+            extra={"event": "rollback", "counter": counter},
+        )
+        self.metrics.rollbacks.inc()
+        self.tasks.spawn(self._rebase(counter, epoch))
+
+    async def _rebase(self, counter: str, epoch: str) -> None:
+        # On failure the next state of the old epoch triggers another attempt.
+        with contextlib.suppress(StoreError):
+            await self.store.rebase(counter, epoch)
+
+    async def drain(self) -> None:
+        """Stop serving: /readyz 503 at once, finish in-flight increments, close with 1012."""
+        if self.draining:
+            return
+        self.draining = True
+        log.info("draining", extra={"event": "draining"})
+        if self.settings.drain_delay:
+            await asyncio.sleep(self.settings.drain_delay)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.settings.redis_timeout):
+                await self.batcher.wait_idle()
+        if self.server is not None:
+            self.server.close(code=CloseCode.SERVICE_RESTART, reason="service restart")
+            try:
+                async with asyncio.timeout(self.settings.drain_timeout):
+                    await self.server.wait_closed()
+            except TimeoutError:
+                log.warning("clients did not close in time", extra={"event": "drain_timeout"})
+        await self.close()
+
+    async def close(self) -> None:
+        await self.batcher.close()
+        await self.subscription.close()
+        await self.tasks.cancel_all()
+        await self.store.close()
+        log.info("stopped", extra={"event": "stopped"})

@@ -1,0 +1,184 @@
+"""Counter state in Redis: atomic increments, announcements and the clients that carry them.
+
+Neither client retries anything on its own: a retried call after a lost reply
+could apply an increment twice, and a silent pub/sub reconnect would skip the
+resync that repairs what pub/sub dropped meanwhile. Every call takes a
+connection from the pool first (``sent=False``: a failure there applied
+nothing) and only then writes, so ``map_redis_errors`` can tell "not applied"
+from "outcome unknown" by the step that failed, not by an error's text.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
+from redis.asyncio.client import PubSub
+from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
+
+from ..core.protocol import Increment
+from ..core.state import APPLIED_EARLIER, Applied, CounterState, Outcome, decode_state
+from ..errors import OutcomeUnknown, StoreRejected
+from ..settings import Settings
+from .errors import map_redis_errors
+from .keys import channel_name, id_key, session_key, state_key
+from .scripts import Script, script
+
+Command = tuple[Any, ...]
+
+
+def new_epoch() -> str:
+    return secrets.token_hex(6)
+
+
+class RedisStore:
+    """The worker's one way to Redis: increments, announcements, rebases and pub/sub."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._client = self._new_client(socket_timeout=settings.redis_timeout)
+        # The subscriber blocks on reads indefinitely; TCP keepalive notices a
+        # peer that vanished without closing the connection.
+        self._subscriber_client = self._new_client(socket_timeout=None)
+
+    def _new_client(self, socket_timeout: float | None) -> aioredis.Redis:
+        settings = self._settings
+        options: dict[str, Any] = {
+            "socket_timeout": socket_timeout,
+            "socket_connect_timeout": settings.redis_timeout,
+            "socket_keepalive": True,
+            "retry": Retry(NoBackoff(), 0),
+            "retry_on_error": [],
+            "decode_responses": True,
+        }
+        if settings.redis_sentinels:
+            sentinel = Sentinel(  # type: ignore[no-untyped-call]
+                list(settings.redis_sentinels),
+                socket_timeout=settings.redis_timeout,
+                socket_connect_timeout=settings.redis_timeout,
+                retry=Retry(NoBackoff(), 0),
+            )
+            client: aioredis.Redis = sentinel.master_for(settings.redis_master_name, **options)
+            return client
+        return aioredis.Redis.from_url(settings.redis_url, **options)
+
+    async def increment(self, counter: str, increments: Sequence[Increment]) -> list[Outcome]:
+        """Apply increments in order in one atomic step; one outcome per increment."""
+        settings = self._settings
+        keys = [state_key(counter)]
+        args: list[Any] = [
+            channel_name(counter),
+            new_epoch(),
+            settings.dedup_ttl,
+            settings.session_ttl,
+            settings.session_window,
+        ]
+        for increment in increments:
+            if increment.session is not None:
+                keys.append(session_key(counter, increment.session))
+                args.extend((increment.by, "s", increment.n))
+            elif increment.id is not None:
+                keys.append(id_key(counter, increment.id))
+                args.extend((increment.by, "i", ""))
+            else:
+                args.extend((increment.by, "", ""))
+        wanted = self._settings.redis_replica_acks
+        if not wanted:
+            (replies,) = await self._run_script(script("increment"), keys, args)
+        else:
+            # WAIT on the same connection, in the same round trip, counts the
+            # replicas that have every write this connection made: an
+            # increment they confirmed survives a failover to one of them.
+            # Leave room within the socket timeout for WAIT's own reply.
+            wait_ms = max(1, int(self._settings.redis_timeout * 1000 * 0.75))
+            replies, confirmed = await self._run_script(
+                script("increment"), keys, args, ("WAIT", wanted, wait_ms)
+            )
+            if confirmed < wanted:
+                raise OutcomeUnknown(
+                    f"applied on the master but confirmed by {confirmed} of {wanted} replicas"
+                )
+        return [_outcome(reply) for reply in replies]
+
+    async def announce(self, counter: str) -> CounterState:
+        """Publish the counter's current state on its channel (creating it if absent)."""
+        (payload,) = await self._run_script(
+            script("announce"), [state_key(counter)], [channel_name(counter), new_epoch()]
+        )
+        return decode_state(payload)
+
+    async def rebase(self, counter: str, old_epoch: str) -> None:
+        """Start a new epoch for a counter that went back in time within ``old_epoch``.
+
+        The new state reaches every worker through the counter's channel.
+        """
+        await self._run_script(
+            script("rebase"), [state_key(counter)], [channel_name(counter), old_epoch, new_epoch()]
+        )
+
+    async def _run_script(
+        self, lua: Script, keys: list[str], args: list[Any], *after: Command
+    ) -> list[Any]:
+        """EVALSHA (then ``after``) in one round trip; EVAL once if Redis lacks the script.
+
+        NOSCRIPT means Redis ran nothing, so sending the text is not a retry
+        that could apply anything twice.
+        """
+        call = (len(keys), *keys, *args)
+        try:
+            return await self._round_trip(("EVALSHA", lua.sha, *call), *after)
+        except StoreRejected as exc:
+            if not isinstance(exc.__cause__, redis_errors.NoScriptError):
+                raise
+        return await self._round_trip(("EVAL", lua.source, *call), *after)
+
+    async def _round_trip(self, *commands: Command) -> list[Any]:
+        """Send ``commands`` pipelined on one connection; their replies, in order."""
+        pool = self._client.connection_pool
+        with map_redis_errors(sent=False):
+            connection: AbstractConnection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            with map_redis_errors(sent=True):
+                await connection.send_packed_command(connection.pack_commands(commands))
+                replies = [await _reply(connection) for _ in commands]
+            with map_redis_errors(sent=True):
+                for reply in replies:
+                    if isinstance(reply, redis_errors.ResponseError):
+                        raise reply
+            return replies
+        finally:
+            await pool.release(connection)
+
+    def new_pubsub(self) -> PubSub:
+        return self._subscriber_client.pubsub()
+
+    async def close(self) -> None:
+        await self._client.aclose()
+        await self._subscriber_client.aclose()
+
+
+async def _reply(connection: AbstractConnection) -> Any:
+    """One reply; an error reply is returned, so the replies after it are still read."""
+    try:
+        return await connection.read_response()
+    except redis_errors.ResponseError as exc:
+        return exc
+
+
+def _outcome(reply: str) -> Outcome:
+    """One increment's line from the script (the forms are listed in increment.lua)."""
+    kind, _, rest = reply.partition(" ")
+    if kind == "err":
+        code, _, detail = rest.partition(" ")
+        if code == "out_of_order":
+            return StoreRejected(code, f"expected n={detail}", expected=int(detail))
+        return StoreRejected(code, detail)
+    if kind == "old":
+        return APPLIED_EARLIER
+    return Applied(decode_state(rest), duplicate=kind == "dup")
