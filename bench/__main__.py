@@ -34,6 +34,8 @@ from .report import render_markdown, render_plot
 RESULTS = Path(__file__).parent / "results"
 
 Plan = dict[str, Any]
+MEASUREMENTS = ("idle", "throughput", "memory", "fanout")
+FLOOR = "raw-socket floor"
 
 FULL: Plan = {
     "throughput_seconds": 4.0,
@@ -110,7 +112,10 @@ def redis_floor(port: int, clients: int, pipeline: int, requests: int) -> float:
             "wsc:{floor}:updates",
             "e",
             "60",
+            "86400",
+            "64",
             "1",
+            "",
             "",
         ],
         capture_output=True,
@@ -137,11 +142,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only", help="comma-separated server names to run (default: all)", default=""
     )
+    parser.add_argument(
+        "--measure",
+        default=",".join(MEASUREMENTS),
+        help=f"what to measure, comma-separated from {', '.join(MEASUREMENTS)} (default: all)",
+    )
+    parser.add_argument(
+        "--worker-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a worker setting for ws-counter's workers, e.g. WS_SEND_BUFFER_BYTES=4096",
+    )
     args = parser.parse_args(argv)
     plan = dict(QUICK if args.quick else FULL)
     plan["clients"] = args.clients or plan["clients"]
     plan["rates"] = args.rates or plan["rates"]
     plan["only"] = [name.strip() for name in args.only.split(",") if name.strip()]
+    plan["worker_env"] = dict(item.split("=", 1) for item in args.worker_env)
+    plan["measure"] = [part.strip() for part in args.measure.split(",") if part.strip()]
     warning = raise_open_file_limit(max(plan["clients"]) * 2 + 1000)
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
@@ -196,16 +215,16 @@ def measure_sessions(
     plan: Plan, results: dict[str, Any], name: str, server: contestants.Contestant, port: int
 ) -> None:
     """ws-counter's session path beside its id path: throughput, then what Redis keeps."""
-    measured = attempt(
+    measured = "throughput" in plan["measure"] and attempt(
         results,
         name,
         "throughput with sessions",
         lambda: throughput(server, plan["writers"], plan["throughput_seconds"], dedup="session"),
     )
-    if measured is not None:
+    if measured:
         results["throughput"].append({"server": name, "dedup": "session", **asdict(measured)})
         print(f"   throughput with sessions {measured.per_second:,.0f}/s exact={measured.exact}")
-    if name != "ws-counter x1":
+    if name != "ws-counter x1" or "memory" not in plan["measure"]:
         return
     clients, increments = plan["memory_clients"], plan["memory_increments"]
     for dedup in ("session", "id"):
@@ -230,8 +249,8 @@ def measure_sessions(
 
 def run_all(plan: dict[str, Any], scratch: Path, results: dict[str, Any]) -> None:
     servers: list[tuple[str, Start]] = [
-        ("ws-counter x1", lambda port: contestants.ws_counter(port, 1)),
-        ("ws-counter x2", lambda port: contestants.ws_counter(port, 2)),
+        ("ws-counter x1", lambda port: contestants.ws_counter(port, 1, **plan["worker_env"])),
+        ("ws-counter x2", lambda port: contestants.ws_counter(port, 2, **plan["worker_env"])),
         ("naive (await each)", lambda port: contestants.naive(port, "await")),
         ("naive + broadcast()", lambda port: contestants.naive(port, "broadcast")),
         ("broadcaster+starlette", contestants.peer),
@@ -245,10 +264,13 @@ def run_all(plan: dict[str, Any], scratch: Path, results: dict[str, Any]) -> Non
             print(f"== {name}", flush=True)
             # Idle memory first, on a fresh server: later runs leave freed memory
             # in the allocator that new connections would reuse unseen.
-            idle = attempt(results, name, "idle memory", idle_memory, server, plan["idle_clients"])
-            if idle is not None:
-                results["idle_kib"][name] = idle
-            measured = attempt(
+            if "idle" in plan["measure"]:
+                idle = attempt(
+                    results, name, "idle memory", idle_memory, server, plan["idle_clients"]
+                )
+                if idle is not None:
+                    results["idle_kib"][name] = idle
+            measured = "throughput" in plan["measure"] and attempt(
                 results,
                 name,
                 "throughput",
@@ -257,12 +279,12 @@ def run_all(plan: dict[str, Any], scratch: Path, results: dict[str, Any]) -> Non
                 plan["writers"],
                 plan["throughput_seconds"],
             )
-            if measured is not None:
+            if measured:
                 results["throughput"].append({"server": name, "dedup": "id", **asdict(measured)})
                 print(f"   throughput {measured.per_second:,.0f}/s exact={measured.exact}")
             if name.startswith("ws-counter"):
                 measure_sessions(plan, results, name, server, port)
-            for clients in plan["clients"]:
+            for clients in plan["clients"] if "fanout" in plan["measure"] else []:
                 for rate in plan["rates"]:
                     one = attempt(
                         results,
@@ -285,15 +307,18 @@ def run_all(plan: dict[str, Any], scratch: Path, results: dict[str, Any]) -> Non
         finally:
             server.stop()
             redis.stop()
-    floor = contestants.floor()
-    try:
-        print("== raw-socket floor", flush=True)
-        for clients in plan["clients"]:
-            for rate in plan["rates"]:
-                one = fanout(floor, clients, rate, plan["fanout_seconds"])
-                results["fanout"].append({"server": "raw-socket floor", **asdict(one)})
-    finally:
-        floor.stop()
+    if "fanout" in plan["measure"] and (not plan["only"] or FLOOR in plan["only"]):
+        floor = contestants.floor()
+        try:
+            print(f"== {FLOOR}", flush=True)
+            for clients in plan["clients"]:
+                for rate in plan["rates"]:
+                    one = fanout(floor, clients, rate, plan["fanout_seconds"])
+                    results["fanout"].append({"server": FLOOR, **asdict(one)})
+        finally:
+            floor.stop()
+    if "throughput" not in plan["measure"]:
+        return
     redis, port = contestants.start_redis(scratch / "redis-floor")
     try:
         requests = 20000 if plan["throughput_seconds"] < 2 else 200000

@@ -42,11 +42,16 @@ class Contestant:
             child.stop()
 
 
-def ws_counter(redis_port: int, workers: int) -> Contestant:
+def ws_counter(redis_port: int, workers: int, **settings: str) -> Contestant:
+    """``workers`` workers sharing one port; ``settings`` are more worker variables."""
     port = free_port()
     # The benchmark sends far faster than a person types: no per-connection rate limit.
     env = worker_env(
-        port, f"redis://127.0.0.1:{redis_port}/0", WS_REUSE_PORT="true", WS_RATE_LIMIT="0"
+        port,
+        f"redis://127.0.0.1:{redis_port}/0",
+        WS_REUSE_PORT="true",
+        WS_RATE_LIMIT="0",
+        **settings,
     )
     contestant = Contestant(f"ws-counter x{workers}", f"ws://127.0.0.1:{port}/")
     for index in range(workers):

@@ -6,6 +6,7 @@ import asyncio
 import multiprocessing
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,6 +48,43 @@ def rss_kib(pids: list[int]) -> int:
     return total
 
 
+class RssSampler:
+    """Samples the server's RSS every ``interval`` seconds on a thread, until stopped."""
+
+    def __init__(self, pids: list[int], interval: float = 0.1) -> None:
+        self.pids = pids
+        self.interval = interval
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def __enter__(self) -> RssSampler:
+        self._started = time.monotonic()
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        # The stop event is the wait: it ends the sampling at once when set.
+        while True:
+            self.samples.append((time.monotonic() - self._started, rss_kib(self.pids)))
+            if self._stop.wait(self.interval):
+                return
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def growth_kib(self) -> int:
+        rss = [kib for _, kib in self.samples]
+        return max(rss) - rss[0] if rss else 0
+
+
+def busy_fraction(pid: int, cpu_before: float, wall_seconds: float) -> float:
+    """How much of one core a load process used: near 1.0, it, not the server, was the limit."""
+    return (cpu_seconds([pid]) - cpu_before) / wall_seconds if wall_seconds else 0.0
+
+
 def spawn(target: Callable[..., None], *args: Any) -> tuple[Any, Connection]:
     ours, theirs = CONTEXT.Pipe()
     process = CONTEXT.Process(target=target, args=(*args, theirs), daemon=True)
@@ -67,6 +105,9 @@ class Throughput:
     per_second: float
     exact: bool
     cpu_seconds: float
+    generator_busy: float
+    rss_growth_kib: int
+    rss_kib: list[tuple[float, int]]
 
 
 def throughput(
@@ -82,15 +123,20 @@ def throughput(
     before = asyncio.run(read_total(contestant.url))
     cpu0 = cpu_seconds(contestant.pids)
     plan = WriterPlan(contestant.url, connections // processes, seconds, window, dedup=dedup)
-    runs = [spawn(run_writers, plan) for _ in range(processes)]
-    results = [receive(pipe, seconds + 120) for _, pipe in runs]
+    started = time.monotonic()
+    with RssSampler(contestant.pids) as rss:
+        runs = [spawn(run_writers, plan) for _ in range(processes)]
+        results = [receive(pipe, seconds + 120) for _, pipe in runs]
+    wall = time.monotonic() - started
     cpu = cpu_seconds(contestant.pids) - cpu0
+    busy = max(busy_fraction(process.pid, 0.0, wall) for process, _ in runs)
     for process, _ in runs:
         process.join(10)
     acked = sum(r["acked"] for r in results)
     after = asyncio.run(read_total(contestant.url))
+    exact = after - before == sum(r["total_by"] for r in results)
     return Throughput(
-        acked, acked / seconds, after - before == sum(r["total_by"] for r in results), cpu
+        acked, acked / seconds, exact, cpu, round(busy, 2), rss.growth_kib, rss.samples
     )
 
 
@@ -153,10 +199,26 @@ class Fanout:
     frames_per_cpu_second: float
     unreached: int
     exact: bool
+    # The busiest load-generator process's share of a core, writers and readers.
+    generator_busy: float
+    rss_growth_kib: int
+    rss_kib: list[tuple[float, int]]
+
+
+# Increments come from many people, each at a human pace: one writer connection per
+# this many increments per second. A few connections sending thousands per second
+# each would be held back by the worker's per-connection window of unacknowledged
+# increments (WS_MAX_PENDING_INCREMENTS), which is there against exactly that.
+INCREMENTS_PER_WRITER = 50
+
+
+def writer_connections(rate: float) -> int:
+    return max(4, int(rate // INCREMENTS_PER_WRITER))
 
 
 def fanout(contestant: Contestant, clients: int, rate: float, seconds: float) -> Fanout:
-    """Clients on raw sockets; increments at ``rate``; time until every client has each seq."""
+    """Clients on raw sockets; increments at ``rate``; time from each increment's send
+    until every client holds its seq or a later one."""
     counts = [CLIENTS_PER_PROCESS] * (clients // CLIENTS_PER_PROCESS)
     if clients % CLIENTS_PER_PROCESS:
         counts.append(clients % CLIENTS_PER_PROCESS)
@@ -167,26 +229,34 @@ def fanout(contestant: Contestant, clients: int, rate: float, seconds: float) ->
     for _, pipe in holders:
         assert receive(pipe, 120)[0] == "open"
     cpu0 = cpu_seconds(contestant.pids)
-    if contestant.floor is not None:
-        sent_at = _drive_floor(contestant, rate, seconds)
-        acked, exact = len(sent_at), True
-    else:
-        before = asyncio.run(read_total(contestant.url))
-        process, pipe = spawn(run_writers, WriterPlan(contestant.url, 4, seconds, rate=rate))
-        result = receive(pipe, seconds + 120)
-        process.join(10)
-        sent_at, acked = result["sent_at"], result["acked"]
-        after_total = None
-    last = max(sent_at, default=0)
-    for _, pipe in holders:
-        pipe.send(("until", last))
-    reports = [_report(pipe, CONVERGE_SECONDS) for _, pipe in holders]
+    generator_cpu0 = {process.pid: cpu_seconds([process.pid]) for process, _ in holders}
+    started = time.monotonic()
+    writer = None
+    with RssSampler(contestant.pids) as rss:
+        if contestant.floor is not None:
+            sent_at = _drive_floor(contestant, rate, seconds)
+            acked, exact = len(sent_at), True
+        else:
+            before = asyncio.run(read_total(contestant.url))
+            plan = WriterPlan(contestant.url, writer_connections(rate), seconds, rate=rate)
+            writer, pipe = spawn(run_writers, plan)
+            generator_cpu0[writer.pid] = 0.0
+            result = receive(pipe, seconds + 120)
+            sent_at, acked = result["sent_at"], result["acked"]
+        last = max(sent_at, default=0)
+        for _, pipe in holders:
+            pipe.send(("until", last))
+        reports = [_report(pipe, CONVERGE_SECONDS) for _, pipe in holders]
+    wall = time.monotonic() - started
     cpu = cpu_seconds(contestant.pids) - cpu0
+    # Read before joining: an exited process keeps its CPU times until it is reaped.
+    busy = max(busy_fraction(pid, before, wall) for pid, before in generator_cpu0.items())
     for process, _ in holders:
         process.join(10)
+    if writer is not None:
+        writer.join(10)
     if contestant.floor is None:
-        after_total = asyncio.run(read_total(contestant.url))
-        exact = after_total - before == acked
+        exact = asyncio.run(read_total(contestant.url)) - before == acked
     histogram = HdrHistogram(1, 60_000_000, 3)
     unreached = 0
     for seq, sent in sent_at.items():
@@ -207,6 +277,9 @@ def fanout(contestant: Contestant, clients: int, rate: float, seconds: float) ->
         frames / cpu if cpu else 0.0,
         unreached,
         exact,
+        round(busy, 2),
+        rss.growth_kib,
+        rss.samples,
     )
 
 

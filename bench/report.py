@@ -12,6 +12,14 @@ PEER = "broadcaster+starlette"
 FLOOR = "raw-socket floor"
 
 
+# A load process this busy may be the bottleneck rather than the server.
+SATURATED = 0.9
+
+
+def _busy(fraction: float) -> str:
+    return f"{fraction:.0%}" + (" !" if fraction >= SATURATED else "")
+
+
 def _ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}x" if a and b else "n/a"
 
@@ -23,15 +31,17 @@ def render_markdown(results: dict[str, Any]) -> str:
         "",
         "## Increment throughput (writers as fast as acks allow)",
         "",
-        "| server | exactly-once by | acked/s | exact | server CPU s | vs naive |",
-        "|---|---|---:|---|---:|---:|",
+        "| server | exactly-once by | acked/s | exact | server CPU s | vs naive | "
+        "RSS growth MiB | load generator busy |",
+        "|---|---|---:|---|---:|---:|---:|---:|",
     ]
     by_server = {(row["server"], row.get("dedup", "id")): row for row in results["throughput"]}
     naive = by_server.get((BASELINE, "id"), {}).get("per_second")
     for row in results["throughput"]:
         lines.append(
             f"| {row['server']} | {row.get('dedup', 'id')} | {row['per_second']:,.0f} | "
-            f"{row['exact']} | {row['cpu_seconds']:.1f} | {_ratio(row['per_second'], naive)} |"
+            f"{row['exact']} | {row['cpu_seconds']:.1f} | {_ratio(row['per_second'], naive)} | "
+            f"{row['rss_growth_kib'] / 1024:.1f} | {_busy(row['generator_busy'])} |"
         )
     for server in sorted({server for server, dedup in by_server if dedup == "session"}):
         sessions = by_server[(server, "session")]["per_second"]
@@ -50,15 +60,21 @@ def render_markdown(results: dict[str, Any]) -> str:
         "## Fan-out (time from send until every client has the seq)",
         "",
         "| server | clients | incr/s | p50 ms | p99 ms | max ms | frames/CPU-s | "
-        "unreached | exact |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "unreached | exact | RSS growth MiB | load generator busy |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
     for row in results["fanout"]:
         lines.append(
             f"| {row['server']} | {row['clients']:,} | {row['rate']:,.0f} | {row['p50_ms']:.1f} | "
             f"{row['p99_ms']:.1f} | {row['max_ms']:.1f} | {row['frames_per_cpu_second']:,.0f} | "
-            f"{row['unreached']} | {row['exact']} |"
+            f"{row['unreached']} | {row['exact']} | {row['rss_growth_kib'] / 1024:.1f} | "
+            f"{_busy(row['generator_busy'])} |"
         )
+    lines += [
+        "",
+        "Load generator busy: the busiest load process's share of one core; at "
+        f"{SATURATED:.0%} or more (marked !) that process, not the server, may have set the pace.",
+    ]
     lines += [
         "",
         "## Ratios measured in this run",
@@ -144,6 +160,27 @@ def render_plot(results: dict[str, Any], path: Path) -> None:
     latency.set_ylabel(f"p99 ms until all {largest:,} clients have it")
     cost.set_ylabel("frames delivered per server CPU-second")
     cost.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    _plot_rss(results, path.with_name("rss.png"), plt)
+
+
+def _plot_rss(results: dict[str, Any], path: Path, plt: Any) -> None:
+    """The server's RSS through each fan-out run of ws-counter, sampled every 0.1 s."""
+    figure, axis = plt.subplots(figsize=(8, 4.5))
+    for row in results["fanout"]:
+        if row["server"].startswith("ws-counter") and row["rss_kib"]:
+            start = row["rss_kib"][0][1]
+            axis.plot(
+                [t for t, _ in row["rss_kib"]],
+                [(kib - start) / 1024 for _, kib in row["rss_kib"]],
+                label=f"{row['server']} {row['clients']:,} clients {row['rate']:,.0f}/s",
+            )
+    axis.set_xlabel("seconds into the run")
+    axis.set_ylabel("server RSS growth (MiB)")
+    axis.grid(True, alpha=0.3)
+    axis.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

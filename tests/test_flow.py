@@ -82,3 +82,17 @@ def test_the_unacked_window_pauses_and_resumes_reading() -> None:
     assert flow.sent() is True
     assert [flow.settled() for _ in range(3)] == [True, True, True]
     assert flow.unacked == 0
+
+
+def test_a_slow_client_mid_pass_gets_only_the_newest_while_others_get_each_pass() -> None:
+    """Across passes a stalled client holds just the newest total; writable ones get each pass."""
+    fast: Flow[str] = Flow(window=4)
+    slow: Flow[str] = Flow(window=4)
+    passes = [("t1", PAUSED), ("t2", PAUSED), ("t3", PAUSED)]
+    offers = [(fast.offer(total, **OPEN), slow.offer(total, **state)) for total, state in passes]
+    assert offers == [
+        (Offer.WRITE, Offer.STALL),
+        (Offer.WRITE, Offer.REPLACE),
+        (Offer.WRITE, Offer.REPLACE),
+    ]
+    assert slow.drained() == "t3"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from worker.core.hub import Hub, supersedes, went_back
@@ -120,3 +122,82 @@ def test_supersedes() -> None:
     assert supersedes(CounterState("f", 1, 0), CounterState("e", 9, 0))
     assert supersedes(CounterState("e", 2, 0), CounterState("e", 1, 0))
     assert not supersedes(CounterState("e", 1, 0), CounterState("e", 1, 0))
+
+
+class Loop:
+    """A stand-in for the event loop's call_soon: callbacks run when the test says."""
+
+    def __init__(self) -> None:
+        self.ready: list[Callable[[], None]] = []
+
+    def call_soon(self, callback: Callable[[], None]) -> None:
+        self.ready.append(callback)
+
+    def run_once(self) -> None:
+        ready, self.ready = self.ready, []
+        for callback in ready:
+            callback()
+
+
+def conflating_hub() -> tuple[Hub[str], Recorder, Loop]:
+    recorder, loop = Recorder(), Loop()
+    hub: Hub[str] = Hub(recorder.deliver, recorder.rollback, loop.call_soon)
+    hub.attach(recorder)
+    hub.on_connection(True)
+    hub.join("a", "c1")
+    hub.on_subscribed("a")
+    return hub, recorder, loop
+
+
+def test_a_lone_update_is_delivered_on_the_next_turn_once() -> None:
+    """One state makes one pass due at once; nothing waits for a tick."""
+    hub, recorder, loop = conflating_hub()
+    hub.on_state("a", CounterState("e", 1, 1))
+    assert recorder.delivered == [] and len(loop.ready) == 1
+    loop.run_once()
+    assert recorder.delivered == [("a", CounterState("e", 1, 1), 1)]
+    assert loop.ready == []
+
+
+def test_states_that_arrive_before_the_pass_are_folded_into_the_newest() -> None:
+    """Many states read in one turn give one pass, with the newest state only."""
+    hub, recorder, loop = conflating_hub()
+    for seq in range(1, 101):
+        hub.on_state("a", CounterState("e", seq, seq * 2))
+    assert len(loop.ready) == 1
+    loop.run_once()
+    assert recorder.delivered == [("a", CounterState("e", 100, 200), 1)]
+
+
+def test_a_state_during_a_pass_makes_the_next_pass_start_from_the_newest() -> None:
+    """A state taken while a pass is under way replaces the newest; the next pass takes it."""
+    recorder, loop = Recorder(), Loop()
+    arriving = [CounterState("e", 2, 2), CounterState("e", 3, 3)]
+
+    def deliver(counter: str, clients: object, state: CounterState) -> None:
+        recorder.deliver(counter, clients, state)
+        while arriving:  # states read while this pass writes
+            hub.on_state("a", arriving.pop(0))
+
+    hub: Hub[str] = Hub(deliver, recorder.rollback, loop.call_soon)
+    hub.attach(recorder)
+    hub.on_connection(True)
+    hub.join("a", "c1")
+    hub.on_subscribed("a")
+    hub.on_state("a", CounterState("e", 1, 1))
+    loop.run_once()
+    assert [state.seq for _, state, _ in recorder.delivered] == [1]
+    assert len(loop.ready) == 1, "one next pass, not one per state"
+    loop.run_once()
+    assert [state.seq for _, state, _ in recorder.delivered] == [1, 3]
+
+
+def test_a_pass_for_a_counter_without_clients_any_more_delivers_nothing() -> None:
+    """The last client left before the due pass ran: nothing is written."""
+    hub, recorder, loop = conflating_hub()
+    group = hub.join("a", "c2")
+    hub.on_state("a", CounterState("e", 1, 1))
+    hub.leave(group, "c1")
+    hub.leave(group, "c2")
+    loop.run_once()
+    assert recorder.delivered == []

@@ -223,7 +223,9 @@ def test_resume_with_since_reports_missed_updates(
             await receive(connection)
             for _ in range(3):
                 await connection.send("1")
-            await receive_until(connection, lambda m: m["type"] == "ack" and m["seq"] == 3)
+            # The ack comes over Redis' command connection and the total over
+            # pub/sub: wait for the total, so this worker holds seq 3.
+            await receive_until(connection, lambda m: m["type"] == "total" and m["seq"] == 3)
             async with connect(counter_url(worker, counter_name, "?since=3")) as current:
                 assert (await receive(current))["missed"] is False
             async with connect(counter_url(worker, counter_name, "?since=1")) as behind:

@@ -59,16 +59,19 @@ def worker_argv() -> list[str]:
     return [sys.executable, "-m", "worker", "serve"]
 
 
-def worker_env(port: int, redis_url: str, **extra: str) -> dict[str, str]:
-    """A worker's environment: this one, a loopback port, the Redis to use, JSON logs."""
-    return {
-        **os.environ,
+def worker_env(port: int, redis_url: str | None, **extra: str) -> dict[str, str]:
+    """A worker's environment: this one, a loopback port, JSON logs, and the Redis to use
+    (``redis_url``, or None when ``extra`` names a Redis Cluster's nodes)."""
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "REDIS_CLUSTER_NODES")},
         "WS_HOST": "127.0.0.1",
         "WS_PORT": str(port),
-        "REDIS_URL": redis_url,
         "WS_LOG_FORMAT": "json",
         **extra,
     }
+    if redis_url is not None:
+        env["REDIS_URL"] = redis_url
+    return env
 
 
 def require_binary(name: str, package: str) -> str:

@@ -119,8 +119,8 @@ def parse_secret(text: str) -> str:
     return text
 
 
-def _sentinels(text: str) -> tuple[tuple[str, int], ...]:
-    """Parse ``host:port,host:port`` (an empty string means no Sentinel)."""
+def _addresses(text: str) -> tuple[tuple[str, int], ...]:
+    """Parse ``host:port,host:port`` (an empty string means none)."""
     addresses = []
     for item in filter(None, (part.strip() for part in text.split(","))):
         host, sep, port = item.rpartition(":")
@@ -162,8 +162,17 @@ class Settings:
         (),
         "REDIS_SENTINELS",
         "--redis-sentinels",
-        _sentinels,
+        _addresses,
         "Sentinel addresses host:port,host:port; when set the master is found through them",
+        metavar="ADDRS",
+    )
+    redis_cluster_nodes: tuple[tuple[str, int], ...] = setting(
+        (),
+        "REDIS_CLUSTER_NODES",
+        "--redis-cluster-nodes",
+        _addresses,
+        "seed nodes of a Redis Cluster, host:port,host:port; when set each counter lives on"
+        " the shard that owns its slot, with sharded pub/sub (not with REDIS_URL or Sentinel)",
         metavar="ADDRS",
     )
     redis_master_name: str = setting(
@@ -401,6 +410,9 @@ def load_settings(env: Mapping[str, str], flags: Mapping[str, Any] | None = None
             values[declared.field] = declared.parse(str(raw))
         except ValueError as exc:
             raise SettingsError(f"{source}: {raw!r} {exc}") from None
+    # A Redis Cluster is reached by its nodes alone (with Sentinel, REDIS_URL is ignored).
+    _exclusive(values, ("redis_url", "redis_cluster_nodes"))
+    _exclusive(values, ("redis_sentinels", "redis_cluster_nodes"))
     if values.get("jwt_secret_file"):
         values["jwt_secret"] = _read_secret_file(values["jwt_secret_file"])
     settings = Settings(**values)
@@ -412,6 +424,14 @@ def load_settings(env: Mapping[str, str], flags: Mapping[str, Any] | None = None
             f" ({settings.max_pending_increments})"
         )
     return settings
+
+
+def _exclusive(values: Mapping[str, Any], fields: tuple[str, ...]) -> None:
+    """At most one of ``fields`` given: they name different kinds of Redis."""
+    given = [field for field in fields if values.get(field)]
+    if len(given) > 1:
+        names = " and ".join(declared.env for declared in SETTINGS if declared.field in given)
+        raise SettingsError(f"{names}: give one way to reach Redis, not several")
 
 
 def _read_secret_file(path: str) -> str:

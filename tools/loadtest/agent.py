@@ -153,7 +153,7 @@ class LoadClient:
                 # with no seq this run cannot prove where.
                 agent.errors.append(f"{self.counter}: an ack without a total: {message}")
             agent.ack_us.record_value(max(1, int((now - pending.sent_at) * 1e6)))
-            agent.record_ack(self.counter, message, pending.by, now)
+            agent.record_ack(self.counter, message, pending, now)
             if not pending.done.done():
                 pending.done.set_result(None)
         elif kind == "error":
@@ -307,16 +307,23 @@ class Agent:
         self.last_ack: float | None = None
         self.random = random.Random(share.index)
 
-    def record_ack(self, counter: str, message: dict[str, Any], by: int, now: float) -> None:
+    def record_ack(
+        self, counter: str, message: dict[str, Any], pending: Pending, now: float
+    ) -> None:
+        """Keep each acknowledged seq with its ``by`` and when it was first sent.
+
+        Fan-out latency runs from that send, as a person sees it, until every
+        client holds the seq or a later one.
+        """
         self.acked += 1
         self.last_ack = now
         seq = message["seq"]
         if message.get("duplicate"):
             self.duplicates += 1
         previous = self.acks[counter].get(seq)
-        if previous is not None and previous[0] != by:
+        if previous is not None and previous[0] != pending.by:
             self.errors.append(f"seq {seq} of {counter} acknowledged for two different increments")
-        self.acks[counter].setdefault(seq, (by, now))
+        self.acks[counter].setdefault(seq, (pending.by, pending.sent_at))
 
     def send(self, *message: Any) -> None:
         self.outbox.send(message)

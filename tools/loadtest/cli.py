@@ -196,11 +196,15 @@ class _Exchange:
         deadline = time.monotonic() + timeout
         got: dict[int, tuple[Any, ...]] = {}
         sentinels = {process.sentinel: index for index, process in enumerate(self.processes)}
+        # A process that sent its last message and exited leaves its pipe at
+        # end of file: it is done, not failed, so its pipe is no longer watched.
+        finished: set[int] = set()
         while len(got) < len(self.pipes):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise LoadTestFailed(f"load generators did not report {kind!r} in {timeout:g}s")
-            ready = wait([*self.pipes, *sentinels], timeout=min(REFRESH_SECONDS, remaining))
+            watched = [pipe for index, pipe in enumerate(self.pipes) if index not in finished]
+            ready = wait([*watched, *sentinels], timeout=min(REFRESH_SECONDS, remaining))
             for item in ready:
                 if item in sentinels:
                     index = sentinels[item]
@@ -212,7 +216,10 @@ class _Exchange:
                 try:
                     message = item.recv()
                 except EOFError:
-                    raise LoadTestFailed(self._exited(index)) from None
+                    if index not in got:
+                        raise LoadTestFailed(self._exited(index)) from None
+                    finished.add(index)
+                    continue
                 if message[0] == "fatal":
                     raise LoadTestFailed(message[1])
                 if message[0] == "progress":

@@ -18,7 +18,7 @@ def plot_report(report: dict[str, Any], path: Path) -> None:
     figure, axes = plt.subplots(figsize=(8, 4.5))
     for name, label in (
         ("ack", "ack (send to own ack)"),
-        ("fanout", "fan-out (ack to last client)"),
+        ("fanout", "fan-out (send to last client)"),
     ):
         points = report["cdf_ms"][name]
         if points:

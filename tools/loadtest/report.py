@@ -96,18 +96,19 @@ def judge_counter(
 def fanout_latencies(
     acks: dict[int, float], reached_by_process: list[dict[int, float]]
 ) -> tuple[list[float], int]:
-    """Seconds from each ack until every client (of every process) had that seq.
+    """Seconds from each acknowledged increment's send until every client (of every
+    process) held that seq or a later one.
 
     Returns the latencies and how many acknowledged seqs some process never reached.
     """
     latencies = []
     unreached = 0
-    for seq, acked_at in acks.items():
+    for seq, sent_at in acks.items():
         times = [reached.get(seq) for reached in reached_by_process]
         if any(time is None for time in times):
             unreached += 1
             continue
-        latencies.append(max(0.0, max(t for t in times if t is not None) - acked_at))
+        latencies.append(max(0.0, max(t for t in times if t is not None) - sent_at))
     return latencies, unreached
 
 

@@ -19,6 +19,21 @@ Ordering rules, the reason this module exists:
   the same seq and another total) means Redis went back in time: a failover
   dropped states its replica never got. It is not delivered; ``on_rollback``
   asks for a new epoch, whose state then reaches everyone as a visible reset.
+
+Conflation rules, which keep fan-out fresh at any increment rate:
+
+* A counter's states reach its clients in *passes*: one call of ``deliver``
+  with the counter's newest state for all its clients.
+* A state that is taken while a pass is due (scheduled, not yet run) or under
+  way only replaces the counter's newest state. The due pass delivers the
+  newest; a state taken during a pass makes the next pass due, which starts
+  from the newest when this one ends. Superseded states are never written.
+* A lone state makes a pass due at once, through ``schedule`` (the event
+  loop's ``call_soon``): the next turn of the loop, with no tick and no added
+  delay. Every state already read from Redis by then is folded into it.
+* So the time until every client holds the newest state is at most about two
+  passes, whatever the increment rate: the one under way and the next.
+* A pass skips a client that already holds the state (it got it on joining).
 """
 
 from __future__ import annotations
@@ -47,6 +62,7 @@ class CounterGroup(Generic[C]):
     state: CounterState | None = None
     awaiting_subscription: bool = True
     authoritative_next: bool = False
+    pass_due: bool = False
 
 
 def supersedes(new: CounterState, old: CounterState | None) -> bool:
@@ -68,9 +84,11 @@ class Hub(Generic[C]):
         self,
         deliver: Callable[[str, Collection[C], CounterState], None],
         on_rollback: Callable[[str, str], None] = lambda counter, epoch: None,
+        schedule: Callable[[Callable[[], None]], object] = lambda callback: callback(),
     ) -> None:
         self._deliver = deliver
         self._on_rollback = on_rollback
+        self._schedule = schedule
         self._groups: dict[str, CounterGroup[C]] = {}
         self._subscription: SubscriptionLike | None = None
         self.connected = False
@@ -114,7 +132,15 @@ class Hub(Generic[C]):
             return
         group.authoritative_next = False
         group.state = state
-        self._deliver(counter, group.clients, state)
+        if not group.pass_due:
+            group.pass_due = True
+            self._schedule(lambda: self._pass(group))
+
+    def _pass(self, group: CounterGroup[C]) -> None:
+        """Deliver the group's newest state to all its clients, if it still has any."""
+        group.pass_due = False
+        if group.state is not None and self._groups.get(group.name) is group:
+            self._deliver(group.name, group.clients, group.state)
 
     def on_connection(self, up: bool) -> None:
         self.connected = up

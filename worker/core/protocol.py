@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
+import orjson
+
 from ..errors import (
     ClientError,
     OutcomeUnknown,
@@ -183,7 +185,7 @@ def parse_client_message(message: str | bytes) -> Increment:
             raise ClientError(ErrorCode.OUT_OF_RANGE, "by must be within the signed 64-bit range")
         return _increment(int(text))
     try:
-        document = json.loads(text)
+        document = _loads(text)
     except ValueError:
         raise ClientError(
             ErrorCode.INVALID_MESSAGE,
@@ -254,8 +256,18 @@ def _short(value: object) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+def _loads(text: str) -> Any:
+    """orjson where it can (a profile of the throughput run put JSON at about a tenth of the
+    worker), the standard library where orjson refuses what json accepts (integers beyond
+    64 bits, NaN, lone surrogates), so every message gets the answer it always got."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
 def _dumps(document: dict[str, Any]) -> str:
-    return json.dumps(document, separators=(",", ":"))
+    return orjson.dumps(document).decode()
 
 
 def total_message(counter: str, state: CounterState, missed: bool | None = None) -> str:

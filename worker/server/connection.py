@@ -1,4 +1,9 @@
-"""One client connection: its flow control carried out on a websockets connection."""
+"""One client connection: its flow control carried out on a websockets connection.
+
+What the worker writes to a connection in one turn of the event loop (its
+acks, an error, its own total) goes out in one write: ``send_text`` queues a
+frame and the first one queued schedules the flush for the end of the turn.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import socket
 import time
 
 from websockets.asyncio.server import ServerConnection, broadcast
+from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
 from ..core.auth import Grant
@@ -21,6 +27,11 @@ from .context import WorkerContext
 log = logging.getLogger("ws_counter.worker")
 
 
+def text_frame(text: str) -> bytes:
+    """A server's text frame: no mask, no extension, so the same bytes for every client."""
+    return Frame(Opcode.TEXT, text.encode()).serialize(mask=False)
+
+
 class Client:
     """A WebSocket connection, its counter, its grant, its rate limit and its Flow."""
 
@@ -31,6 +42,9 @@ class Client:
         "first_total",
         "flow",
         "grant",
+        "last",
+        "loop",
+        "outbox",
         "raw",
         "room",
         "since",
@@ -59,12 +73,34 @@ class Client:
         # Set while the worker may read this connection's next message.
         self.room = asyncio.Event()
         self.room.set()
+        # The state last offered: a pass skips a client that already holds it.
+        self.last: CounterState | None = None
+        # Frames queued in this turn of the loop, written together at its end.
+        self.outbox: list[bytes] = []
+        self.loop = asyncio.get_running_loop()
 
     def send_text(self, text: str) -> None:
-        broadcast([self.connection], text)
+        """Queue a message for this turn's write (frames built here when no extension applies)."""
+        if not self.raw:
+            broadcast([self.connection], text)
+            return
+        if not self.outbox:
+            self.loop.call_soon(self._flush)
+        self.outbox.append(text_frame(text))
 
-    def push_total(self, state: CounterState, text: str, frame: bytes) -> Offer:
-        """Offer a counter's new total; write it now or keep it as the one held."""
+    def _flush(self) -> None:
+        frames, self.outbox = self.outbox, []
+        if self.connection.protocol.state is State.OPEN:
+            self.connection.transport.write(b"".join(frames))
+
+    def push_total(self, state: CounterState, text: str, frame: bytes) -> Offer | None:
+        """Offer a counter's new total; write it now or keep it as the one held.
+
+        None when this client already holds the state.
+        """
+        if state is self.last:
+            return None
+        self.last = state
         if not self.flow.greeted:
             text = total_message(self.counter, state, missed_updates(self.since, state))
             frame = b""
@@ -74,7 +110,7 @@ class Client:
             text, open=connection.protocol.state is State.OPEN, paused=connection.paused
         )
         if offer is Offer.WRITE:
-            if frame and self.raw:
+            if frame and self.raw and not self.outbox:
                 connection.transport.write(frame)
             else:
                 self.send_text(text)

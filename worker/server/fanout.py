@@ -9,17 +9,15 @@ from __future__ import annotations
 import time
 from collections.abc import Collection
 
-from websockets.frames import Frame, Opcode
+from websockets.protocol import State
 
 from ..core.flow import Offer
 from ..core.protocol import total_message
 from ..core.state import CounterState
 from ..metrics import Metrics
-from .connection import Client
+from .connection import Client, text_frame
 
-
-def text_frame(text: str) -> bytes:
-    return Frame(Opcode.TEXT, text.encode()).serialize(mask=False)
+OPEN = State.OPEN
 
 
 class Fanout:
@@ -34,6 +32,24 @@ class Fanout:
         frame = text_frame(text)
         written = replaced = 0
         for client in clients:
+            # The common case inline: a greeted, writable client without
+            # extensions and nothing queued gets the shared frame at once (a
+            # profile of a 1,000-client run put the per-client calls at a
+            # quarter of the pass). Everything else goes through push_total.
+            flow = client.flow
+            if (
+                client.last is not state
+                and flow.greeted
+                and not flow.stalled
+                and client.raw
+                and not client.outbox
+            ):
+                connection = client.connection
+                if not connection.paused and connection.protocol.state is OPEN:
+                    client.last = state
+                    connection.transport.write(frame)
+                    written += 1
+                    continue
             offer = client.push_total(state, text, frame)
             if offer is Offer.WRITE:
                 written += 1

@@ -71,7 +71,9 @@ class RedisStore:
     async def increment(self, counter: str, increments: Sequence[Increment]) -> list[Outcome]:
         """Apply increments in order in one atomic step; one outcome per increment."""
         settings = self._settings
-        keys = [state_key(counter)]
+        # Each dedup key once in KEYS (a connection's increments share their
+        # session's); each increment names its key by index.
+        key_index: dict[str, int] = {state_key(counter): 1}
         args: list[Any] = [
             channel_name(counter),
             new_epoch(),
@@ -81,13 +83,15 @@ class RedisStore:
         ]
         for increment in increments:
             if increment.session is not None:
-                keys.append(session_key(counter, increment.session))
-                args.extend((increment.by, "s", increment.n))
+                key = session_key(counter, increment.session)
+                index = key_index.setdefault(key, len(key_index) + 1)
+                args.extend((increment.by, f"s{index}", increment.n))
             elif increment.id is not None:
-                keys.append(id_key(counter, increment.id))
-                args.extend((increment.by, "i", ""))
+                index = key_index.setdefault(id_key(counter, increment.id), len(key_index) + 1)
+                args.extend((increment.by, f"i{index}", ""))
             else:
                 args.extend((increment.by, "", ""))
+        keys = list(key_index)
         wanted = self._settings.redis_replica_acks
         if not wanted:
             (replies,) = await self._run_script(script("increment"), keys, args)
@@ -145,7 +149,7 @@ class RedisStore:
             connection: AbstractConnection = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
             with map_redis_errors(sent=True):
-                await connection.send_packed_command(connection.pack_commands(commands))
+                await connection.send_packed_command(pack(commands))
                 replies = [await _reply(connection) for _ in commands]
             with map_redis_errors(sent=True):
                 for reply in replies:
@@ -161,6 +165,19 @@ class RedisStore:
     async def close(self) -> None:
         await self._client.aclose()
         await self._subscriber_client.aclose()
+
+
+def pack(commands: Sequence[Command]) -> bytes:
+    """Commands in RESP, as one buffer: one write, and far less work per argument than
+    redis-py's general packer (a profile of the throughput run put that at a fifth of
+    the worker)."""
+    out: list[bytes] = []
+    for command in commands:
+        out.append(b"*%d\r\n" % len(command))
+        for arg in command:
+            data = arg if isinstance(arg, bytes) else str(arg).encode()
+            out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
 
 
 async def _reply(connection: AbstractConnection) -> Any:

@@ -4,13 +4,14 @@
 -- before it runs (OOM), never halfway, and a read-only replica refuses it too.
 --
 -- KEYS[1]      the counter's state hash (fields epoch, seq, total)
--- KEYS[2], ... one key per increment that has an id or a session, in batch order
+-- KEYS[2], ... the id keys and session hashes the increments name, each once
 -- ARGV[1]      the counter's channel
 -- ARGV[2]      a fresh random epoch, used only if the counter has no state yet
 -- ARGV[3]      seconds an increment id is remembered
 -- ARGV[4]      seconds an idle session is remembered
 -- ARGV[5]      W, how many outcomes a session keeps
--- ARGV[6], ... triples (by, kind, n): kind '' (bare), 'i' (id) or 's' (session n)
+-- ARGV[6], ... triples (by, kind, n): kind '' (bare), 'iK' (the id key KEYS[K])
+--              or 'sK' (number n of the session whose hash is KEYS[K])
 --
 -- Exactly-once with an id: the id key holds the increment's outcome for
 -- ARGV[3] seconds; a retry within that time gets it back as 'dup'.
@@ -90,15 +91,13 @@ local function with_session(key, by, n)
 end
 
 local results = {}
-local next_key = 2
 for i = 6, #ARGV, 3 do
     local by, kind = ARGV[i], ARGV[i + 1]
     if kind == '' then
         results[#results + 1] = (apply(by))
     else
-        local key = KEYS[next_key]
-        next_key = next_key + 1
-        if kind == 'i' then
+        local key = KEYS[tonumber(string.sub(kind, 2))]
+        if string.sub(kind, 1, 1) == 'i' then
             results[#results + 1] = with_id(key, by)
         else
             results[#results + 1] = with_session(key, by, tonumber(ARGV[i + 2]))

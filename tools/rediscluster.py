@@ -1,0 +1,144 @@
+"""A Redis Cluster of real redis-server processes on loopback, formed by redis-cli.
+
+``ws-counter cluster --redis-cluster N`` and the cluster tests use it: N
+primaries and N replicas (``redis-cli --cluster create ... --cluster-replicas
+1``), each with the persistence and memory bound of the single Redis.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from .cluster import READY_TIMEOUT, REDIS_OPTIONS, ClusterError, require_binary, start_redis_server
+from .processes import Child, free_port
+
+# Failover starts after a primary has been unreachable this long (ms).
+NODE_TIMEOUT_MS = 2000
+CLUSTER_OPTIONS = (
+    "--cluster-enabled",
+    "yes",
+    "--cluster-config-file",
+    "nodes.conf",
+    "--cluster-node-timeout",
+    str(NODE_TIMEOUT_MS),
+)
+
+
+class RedisClusterProcesses:
+    """``primaries`` primaries with one replica each, started, formed, and stopped by pid."""
+
+    def __init__(
+        self,
+        primaries: int,
+        directory: Path,
+        options: tuple[str, ...] = REDIS_OPTIONS,
+        *,
+        log_dir: Path | None = None,
+        echo: Callable[[str, str], None] | None = None,
+    ) -> None:
+        if primaries < 3:
+            raise ClusterError("a Redis Cluster needs at least 3 primaries")
+        self.primaries = primaries
+        self.directory = directory
+        self.options = options
+        self.log_dir = log_dir
+        self.echo = echo
+        self.ports = [free_port() for _ in range(primaries * 2)]
+        self.nodes: dict[int, Child] = {}
+
+    @property
+    def seeds(self) -> str:
+        """The nodes as REDIS_CLUSTER_NODES takes them: host:port,host:port,..."""
+        return ",".join(f"127.0.0.1:{port}" for port in self.ports)
+
+    def start(self) -> RedisClusterProcesses:
+        try:
+            for port in self.ports:
+                self.start_node(port)
+            self.cli(
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{port}" for port in self.ports),
+                "--cluster-replicas",
+                "1",
+                "--cluster-yes",
+                port=None,
+                timeout=120,
+            )
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def start_node(self, port: int) -> Child:
+        """Start (or restart, on its own files) the node on ``port``."""
+        log_path = self.log_dir / f"redis-{port}.log" if self.log_dir else None
+        child = start_redis_server(
+            port,
+            self.directory / str(port),
+            self.options,
+            name=f"redis-{port}",
+            extra=CLUSTER_OPTIONS,
+            log_path=log_path,
+            echo=self.echo,
+            timeout=READY_TIMEOUT,
+        )
+        self.nodes[port] = child
+        return child
+
+    def cli(self, *args: str, port: int | None, timeout: float = 30) -> str:
+        """redis-cli against one node (``port``), or a --cluster command naming its own."""
+        binary = require_binary("redis-cli", "redis-tools")
+        target = [] if port is None else ["-p", str(port)]
+        result = subprocess.run(
+            [binary, *target, *args], capture_output=True, text=True, timeout=timeout, check=False
+        )
+        if result.returncode != 0:
+            raise ClusterError(f"redis-cli {' '.join(args)}: {result.stdout}{result.stderr}")
+        return result.stdout
+
+    def primary_ports(self) -> dict[int, list[tuple[int, int]]]:
+        """Each live primary's port and the slot ranges it serves, from CLUSTER NODES."""
+        alive = next(port for port, child in self.nodes.items() if child.running)
+        return parse_primaries(self.cli("CLUSTER", "NODES", port=alive))
+
+    def kill(self, port: int) -> None:
+        self.nodes[port].stop(signum=signal.SIGKILL)
+
+    def stop(self) -> None:
+        for child in self.nodes.values():
+            child.send_signal(signal.SIGTERM)
+        for child in self.nodes.values():
+            child.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> RedisClusterProcesses:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def parse_primaries(cluster_nodes: str) -> dict[int, list[tuple[int, int]]]:
+    """CLUSTER NODES output as {port: [(first slot, last slot), ...]} for live primaries.
+
+    A line reads ``id host:port@bus flags primary ping pong epoch link slot...``;
+    slots are ``N`` or ``N-M``, and ``[N->-id]``/``[N-<-id]`` mark a migration.
+    """
+    owners: dict[int, list[tuple[int, int]]] = {}
+    for line in cluster_nodes.splitlines():
+        fields = line.split()
+        if len(fields) < 8 or "master" not in fields[2] or "fail" in fields[2]:
+            continue
+        port = int(fields[1].split("@")[0].rsplit(":", 1)[1])
+        ranges = owners.setdefault(port, [])
+        for slot in fields[8:]:
+            if slot.startswith("["):
+                continue
+            first, _, last = slot.partition("-")
+            ranges.append((int(first), int(last or first)))
+    return owners
