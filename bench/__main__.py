@@ -28,13 +28,13 @@ from worker.limits import raise_open_file_limit
 from worker.store.scripts import script
 
 from . import contestants
-from .measure import fanout, idle_memory, redis_memory, throughput
+from .measure import fanout, idle_memory, many_counters, redis_memory, throughput
 from .report import render_markdown, render_plot
 
 RESULTS = Path(__file__).parent / "results"
 
 Plan = dict[str, Any]
-MEASUREMENTS = ("idle", "throughput", "memory", "fanout")
+MEASUREMENTS = ("idle", "throughput", "memory", "fanout", "cluster")
 FLOOR = "raw-socket floor"
 
 FULL: Plan = {
@@ -47,6 +47,10 @@ FULL: Plan = {
     # 200,000 increments from 100 load-test clients, once with sessions, once with ids.
     "memory_clients": 100,
     "memory_increments": 2000,
+    # One Redis against a 3-primary Redis Cluster, each behind one worker.
+    "cluster_counters": 1000,
+    "cluster_clients": 2000,
+    "cluster_increments": 20,
 }
 QUICK: Plan = {
     "throughput_seconds": 1.5,
@@ -57,6 +61,9 @@ QUICK: Plan = {
     "idle_clients": 200,
     "memory_clients": 20,
     "memory_increments": 50,
+    "cluster_counters": 50,
+    "cluster_clients": 100,
+    "cluster_increments": 5,
 }
 
 
@@ -110,6 +117,7 @@ def redis_floor(port: int, clients: int, pipeline: int, requests: int) -> float:
             "1",
             "wsc:{floor}",
             "wsc:{floor}:updates",
+            "PUBLISH",
             "e",
             "60",
             "86400",
@@ -172,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         "fanout": [],
         "idle_kib": {},
         "redis_memory": [],
+        "many_counters": [],
         "floors": {},
         "failures": [],
     }
@@ -184,7 +193,11 @@ def main(argv: list[str] | None = None) -> int:
     render_plot(results, args.out / "fanout.png")
     print(markdown)
     exact = all(
-        r["exact"] for r in results["throughput"] + results["fanout"] + results["redis_memory"]
+        r["exact"]
+        for r in results["throughput"]
+        + results["fanout"]
+        + results["redis_memory"]
+        + results["many_counters"]
     )
     print("totals exact in every run" if exact else "TOTALS WRONG in some run")
     for failure in results["failures"]:
@@ -244,6 +257,45 @@ def measure_sessions(
             print(
                 f"   Redis memory, {dedup}: {memory.bytes_per_increment:.1f} B per increment,"
                 f" {memory.keys_added} keys added, exact={memory.exact}"
+            )
+
+
+def compare_redis_cluster(plan: Plan, scratch: Path, results: dict[str, Any]) -> None:
+    """One worker on one Redis, then one worker on a 3-primary Redis Cluster: the same load
+    over many counters. On one machine this shows the cluster's cost, not a speed-up."""
+    sizes = (plan["cluster_counters"], plan["cluster_clients"], plan["cluster_increments"])
+    redis, port = contestants.start_redis(scratch / "redis-single")
+    server = contestants.ws_counter(port, 1)
+    try:
+        print("== ws-counter x1 on one Redis, many counters", flush=True)
+        one = attempt(
+            results, "one Redis", "many counters", many_counters, server, "one Redis", *sizes
+        )
+    finally:
+        server.stop()
+        redis.stop()
+    cluster = contestants.start_redis_cluster(scratch / "redis-cluster")
+    server = contestants.ws_counter(None, 1, REDIS_CLUSTER_NODES=cluster.seeds)
+    try:
+        print("== ws-counter x1 on a 3-primary Redis Cluster, many counters", flush=True)
+        sharded = attempt(
+            results,
+            "Redis Cluster",
+            "many counters",
+            many_counters,
+            server,
+            "Redis Cluster (3 primaries)",
+            *sizes,
+        )
+    finally:
+        server.stop()
+        cluster.stop()
+    for row in (one, sharded):
+        if row is not None:
+            results["many_counters"].append(asdict(row))
+            print(
+                f"   {row.redis}: {row.increments_per_second:,.0f} incr/s, fan-out p99"
+                f" {row.fanout_p99_ms:.1f} ms, exact={row.exact}"
             )
 
 
@@ -307,6 +359,8 @@ def run_all(plan: dict[str, Any], scratch: Path, results: dict[str, Any]) -> Non
         finally:
             server.stop()
             redis.stop()
+    if "cluster" in plan["measure"]:
+        compare_redis_cluster(plan, scratch, results)
     if "fanout" in plan["measure"] and (not plan["only"] or FLOOR in plan["only"]):
         floor = contestants.floor()
         try:

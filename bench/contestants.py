@@ -7,8 +7,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tools.cluster import is_worker_ready, start_redis_server, worker_argv, worker_env
+from tools.cluster import is_worker_ready, worker_argv, worker_env
 from tools.processes import Child, free_port
+from tools.rediscluster import RedisClusterProcesses
+from tools.redisserver import start_redis_server
 
 # Every contestant meets the same Redis: no persistence, so that the servers are
 # measured, not the disk (docs/performance.md says what fsync costs).
@@ -42,17 +44,18 @@ class Contestant:
             child.stop()
 
 
-def ws_counter(redis_port: int, workers: int, **settings: str) -> Contestant:
-    """``workers`` workers sharing one port; ``settings`` are more worker variables."""
+def start_redis_cluster(directory: Path, primaries: int = 3) -> RedisClusterProcesses:
+    """A Redis Cluster on loopback, without persistence like the single Redis above."""
+    return RedisClusterProcesses(primaries, directory, NO_PERSISTENCE).start()
+
+
+def ws_counter(redis_port: int | None, workers: int, **settings: str) -> Contestant:
+    """``workers`` workers sharing one port; ``settings`` are more worker variables
+    (REDIS_CLUSTER_NODES in place of ``redis_port`` for a Redis Cluster)."""
     port = free_port()
+    redis_url = None if redis_port is None else f"redis://127.0.0.1:{redis_port}/0"
     # The benchmark sends far faster than a person types: no per-connection rate limit.
-    env = worker_env(
-        port,
-        f"redis://127.0.0.1:{redis_port}/0",
-        WS_REUSE_PORT="true",
-        WS_RATE_LIMIT="0",
-        **settings,
-    )
+    env = worker_env(port, redis_url, WS_REUSE_PORT="true", WS_RATE_LIMIT="0", **settings)
     contestant = Contestant(f"ws-counter x{workers}", f"ws://127.0.0.1:{port}/")
     for index in range(workers):
         child = Child(f"worker-{index}", worker_argv(), env=env)

@@ -141,6 +141,40 @@ def throughput(
 
 
 @dataclass
+class ManyCounters:
+    redis: str
+    counters: int
+    clients: int
+    increments_per_second: float
+    fanout_p99_ms: float
+    exact: bool
+
+
+def many_counters(
+    contestant: Contestant, redis: str, counters: int, clients: int, increments: int
+) -> ManyCounters:
+    """Load-test clients spread over ``counters`` counters, each increment awaited."""
+    options = LoadOptions(
+        url=contestant.url,
+        clients=clients,
+        increments=increments,
+        counter="many",
+        counters=counters,
+        processes=2,
+        loopback_only=True,
+    )
+    report = run_loadtest(options, Console(quiet=True))
+    return ManyCounters(
+        redis,
+        counters,
+        clients,
+        float(report["throughput"]["increments_per_s"]),
+        float(report["fanout_ms"]["p99"]),
+        bool(report["correct"]),
+    )
+
+
+@dataclass
 class RedisMemory:
     dedup: str
     increments: int

@@ -115,6 +115,19 @@ def render_markdown(results: dict[str, Any]) -> str:
             f"{row['bytes_per_increment']:.1f} | {row['keys_added']:,} | {row['exact']} |"
             for row in results["redis_memory"]
         ]
+    if results.get("many_counters"):
+        lines += [
+            "",
+            "## Many counters: one Redis against a Redis Cluster (one worker each, same run)",
+            "",
+            "| Redis | counters | clients | increments/s | fan-out p99 ms | exact |",
+            "|---|---:|---:|---:|---:|---|",
+        ]
+        lines += [
+            f"| {row['redis']} | {row['counters']:,} | {row['clients']:,} | "
+            f"{row['increments_per_second']:,.0f} | {row['fanout_p99_ms']:.1f} | {row['exact']} |"
+            for row in results["many_counters"]
+        ]
     lines += [
         "",
         "## Idle memory per connection (server RSS)",

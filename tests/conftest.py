@@ -19,17 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from tools.cluster import (
-    READY_TIMEOUT,
-    REDIS_OPTIONS,
-    ClusterOptions,
-    LocalCluster,
-    is_worker_ready,
-    start_redis_server,
-    worker_argv,
-    worker_env,
-)
+from tools.cluster import ClusterOptions, LocalCluster, is_worker_ready, worker_argv, worker_env
 from tools.processes import Child, free_port
+from tools.redisserver import READY_TIMEOUT, REDIS_OPTIONS, start_redis_server
 
 UNIT = float(os.environ.get("WS_TEST_TIME_SCALE", "1"))
 ARTIFACTS = Path(os.environ.get("WS_TEST_ARTIFACTS", Path(__file__).parent.parent / "artifacts"))

@@ -18,7 +18,13 @@ HAPROXY_CONFIGS = [
     ROOT / "deploy" / "haproxy" / "compose.cfg",
     ROOT / "tools" / "haproxy-local.cfg",
 ]
-KUSTOMIZATIONS = [ROOT / "k8s", ROOT / "k8s" / "base", ROOT / "k8s" / "overlays" / "sentinel"]
+KUSTOMIZATIONS = [
+    ROOT / "k8s",
+    ROOT / "k8s" / "base",
+    ROOT / "k8s" / "overlays" / "sentinel",
+    ROOT / "k8s" / "overlays" / "redis-cluster",
+]
+REDIS_CLUSTER_COMPOSE_FILE = ROOT / "deploy" / "compose.redis-cluster.yml"
 # The oldest and newest Kubernetes versions the manifests claim (k8s/kustomization.yaml).
 KUBERNETES_VERSIONS = ("1.29.0", "1.37.0")
 

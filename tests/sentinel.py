@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tools.cluster import require_binary, start_redis_server
 from tools.processes import Child, free_port
+from tools.redisserver import require_binary, start_redis_server
 
 from .conftest import seconds
 

@@ -43,6 +43,11 @@ def test_benchmark_smoke_run_completes_with_exact_totals(tmp_path: Path) -> None
     assert results["floors"]["redis_lua_per_s_50_clients"] > 0
     dedups = {(row["server"], row["dedup"]) for row in results["throughput"]}
     assert {("ws-counter x1", "session"), ("ws-counter x1", "id")} <= dedups
+    many = {row["redis"]: row for row in results["many_counters"]}
+    assert set(many) == {"one Redis", "Redis Cluster (3 primaries)"}
+    assert all(row["exact"] and row["increments_per_second"] > 0 for row in many.values())
+    assert all(row["rss_kib"] for row in results["fanout"]), "RSS is sampled through each run"
+    assert (tmp_path / "rss.png").stat().st_size > 0
     memory = {row["dedup"]: row for row in results["redis_memory"]}
     assert set(memory) == {"session", "id"} and all(row["exact"] for row in memory.values())
     clients = results["plan"]["memory_clients"]

@@ -12,14 +12,16 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
-from tools.cluster import REDIS_OPTIONS
+from tools.redisserver import REDIS_OPTIONS
 
 from .deploy import (
     COMPOSE_FILE,
     HAPROXY_CONFIGS,
     KUBERNETES_VERSIONS,
     KUSTOMIZATIONS,
+    REDIS_CLUSTER_COMPOSE_FILE,
     ROOT,
     compose,
     find_resource,
@@ -35,6 +37,45 @@ def test_dockerfile_passes_hadolint() -> None:
 
 def test_compose_file_matches_the_compose_spec() -> None:
     run(tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(COMPOSE_FILE))
+
+
+def test_redis_cluster_compose_file_matches_the_compose_spec() -> None:
+    run(
+        tool("check-jsonschema"),
+        "--builtin-schema",
+        "vendor.compose-spec",
+        str(REDIS_CLUSTER_COMPOSE_FILE),
+    )
+
+
+def test_redis_cluster_variants_keep_the_redis_options_and_form_six_nodes() -> None:
+    """The compose variant and the k8s overlay run six cluster nodes with the single Redis'
+    persistence and noeviction bound, keep serving other shards during a failover, and point
+    the workers at the cluster instead of REDIS_URL."""
+    services = yaml.safe_load(REDIS_CLUSTER_COMPOSE_FILE.read_text())["services"]
+    nodes = [service for name, service in services.items() if name.startswith("redis-")]
+    commands = [
+        service["command"]
+        for service in nodes
+        if "command" in service and service["command"][0] == "redis-server"
+    ]
+    assert len(commands) == 6
+    resources = render_kustomization(ROOT / "k8s" / "overlays" / "redis-cluster")
+    statefulset = find_resource(resources, "StatefulSet", "redis-cluster")
+    assert statefulset["spec"]["replicas"] == 6
+    args = statefulset["spec"]["template"]["spec"]["containers"][0]["args"]
+    for command in [*commands, args]:
+        assert tuple(command[1 : 1 + len(REDIS_OPTIONS)]) == REDIS_OPTIONS
+        assert command[command.index("--cluster-enabled") + 1] == "yes"
+        assert command[command.index("--cluster-require-full-coverage") + 1] == "no"
+    find_resource(resources, "Job", "redis-cluster-init")
+    config = find_resource(resources, "ConfigMap", "ws-counter-worker")["data"]
+    assert "REDIS_URL" not in config and config["REDIS_CLUSTER_NODES"].count(":6379") == 3
+    worker = services["worker"]["environment"]
+    assert "REDIS_URL" not in worker and worker["REDIS_CLUSTER_NODES"].count(":6379") == 3
+    assert not [
+        r for r in resources if r["kind"] == "StatefulSet" and r["metadata"]["name"] == "redis"
+    ]
 
 
 def test_yaml_passes_yamllint() -> None:

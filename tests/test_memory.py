@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from tools.cluster import REDIS_PERSISTENCE
+from tools.redisserver import REDIS_PERSISTENCE
 from tools.session import new_session_id
 from worker.core.protocol import incr_message
 

@@ -37,6 +37,14 @@ def _add_cluster(subparsers: Subparsers) -> None:
             action="store_true",
             help="no load balancer: workers share the port with SO_REUSEPORT",
         )
+        parser.add_argument(
+            "--redis-cluster",
+            type=int,
+            default=0,
+            metavar="N",
+            help="run a Redis Cluster of N primaries (N >= 3), each with a replica, instead of"
+            " one Redis; workers use sharded pub/sub",
+        )
         parser.add_argument("--log-dir", type=Path, help="keep each process's output here")
         parser.add_argument("--verbose", action="store_true", help="echo every process's output")
         if name == "demo":

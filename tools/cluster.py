@@ -12,33 +12,24 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 from .processes import Child, ChildFailed, free_port
+from .rediscluster import RedisClusterProcesses
+from .redisserver import (
+    READY_TIMEOUT,
+    REDIS_OPTIONS,
+    ClusterError,
+    require_binary,
+    start_redis_server,
+)
 
 # Shipped inside the package, so a wheel installed anywhere finds it.
 HAPROXY_CONFIG = resources.files(__package__).joinpath("haproxy-local.cfg")
 MAX_WORKERS_BEHIND_HAPROXY = 16
-READY_TIMEOUT = 20.0
-
-
-class ClusterError(RuntimeError):
-    """The cluster cannot start; the message says what is missing and how to get it."""
-
-
-# The persistence of docker-compose.yml and the k8s StatefulSet: AOF only, each
-# write fsynced before Redis answers, so an acknowledged increment survives a
-# Redis crash (docs/guarantees.md). A test checks the three agree.
-REDIS_PERSISTENCE = ("--save", "", "--appendonly", "yes", "--appendfsync", "always")
-# A memory bound that never evicts: at maxmemory Redis refuses writes (the
-# service answers unavailable) instead of silently dropping counter state
-# (docs/operations.md has the sizing). Half the Kubernetes limit: the rest is
-# for the AOF rewrite's copy-on-write and client buffers.
-REDIS_MEMORY = ("--maxmemory", "512mb", "--maxmemory-policy", "noeviction")
-REDIS_OPTIONS = REDIS_PERSISTENCE + REDIS_MEMORY
 
 
 @dataclass(frozen=True)
@@ -49,6 +40,8 @@ class ClusterOptions:
     haproxy: bool | None = None  # None: use HAProxy when it is installed
     haproxy_config: str | None = None  # None: the one shipped in the package
     redis_options: tuple[str, ...] = REDIS_OPTIONS
+    # 0: one redis-server; N >= 3: a Redis Cluster of N primaries, each with a replica.
+    redis_cluster: int = 0
     worker_env: Mapping[str, str] = field(default_factory=dict)
     log_dir: Path | None = None
     echo: Callable[[str, str], None] | None = None
@@ -74,63 +67,6 @@ def worker_env(port: int, redis_url: str | None, **extra: str) -> dict[str, str]
     return env
 
 
-def require_binary(name: str, package: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        raise ClusterError(
-            f"{name} is not installed; install it with: sudo apt-get install -y {package}"
-        )
-    return path
-
-
-def redis_argv(
-    binary: str, port: int, data_dir: Path, options: tuple[str, ...] = REDIS_OPTIONS
-) -> list[str]:
-    """Redis on loopback with the given options (persistence, memory)."""
-    return [
-        binary,
-        "--bind",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--dir",
-        str(data_dir),
-        *options,
-        "--protected-mode",
-        "yes",
-        "--daemonize",
-        "no",
-    ]
-
-
-def start_redis_server(
-    port: int,
-    data_dir: Path,
-    options: tuple[str, ...] = REDIS_OPTIONS,
-    *,
-    name: str = "redis",
-    extra: Sequence[str] = (),
-    log_path: Path | None = None,
-    echo: Callable[[str, str], None] | None = None,
-    timeout: float = READY_TIMEOUT,
-) -> Child:
-    """redis-server on loopback, started and accepting connections."""
-    binary = require_binary("redis-server", "redis-server")
-    data_dir.mkdir(parents=True, exist_ok=True)
-    child = Child(
-        name,
-        [*redis_argv(binary, port, data_dir, options), *extra],
-        log_path=log_path,
-        echo=echo,
-    ).start()
-    child.wait_for_line(is_redis_ready, timeout)
-    return child
-
-
-def is_redis_ready(line: str) -> bool:
-    return "Ready to accept connections" in line
-
-
 def is_worker_ready(line: str) -> bool:
     return '"event": "ready"' in line
 
@@ -146,6 +82,7 @@ class LocalCluster:
         self.worker_ports: list[int] = []
         self.workers: list[Child] = []
         self.redis: Child | None = None
+        self.redis_cluster: RedisClusterProcesses | None = None
         self.haproxy: Child | None = None
         self._scratch = Path(tempfile.mkdtemp(prefix="ws-counter-cluster-"))
         self.uses_haproxy = self._decide_haproxy()
@@ -193,6 +130,15 @@ class LocalCluster:
         return self
 
     def start_redis(self) -> None:
+        if self.options.redis_cluster:
+            self.redis_cluster = RedisClusterProcesses(
+                self.options.redis_cluster,
+                self._scratch / "redis-cluster",
+                self.options.redis_options,
+                log_dir=self.options.log_dir or self._scratch,
+                echo=self.options.echo,
+            ).start()
+            return
         self.redis = start_redis_server(
             self.redis_port,
             self._scratch / "redis",
@@ -206,10 +152,12 @@ class LocalCluster:
             self.redis.stop(signum=signum)
 
     def _worker_child(self, index: int) -> Child:
+        redis = {"REDIS_CLUSTER_NODES": self.redis_cluster.seeds} if self.redis_cluster else {}
         env = worker_env(
             self.worker_ports[index],
-            self.redis_url,
+            None if self.redis_cluster else self.redis_url,
             WS_REUSE_PORT="false" if self.uses_haproxy else "true",
+            **redis,
             **self.options.worker_env,
         )
         return Child(
@@ -267,6 +215,8 @@ class LocalCluster:
             child.stop()
         if self.redis is not None:
             self.redis.stop()
+        if self.redis_cluster is not None:
+            self.redis_cluster.stop()
         shutil.rmtree(self._scratch, ignore_errors=True)
 
     def __enter__(self) -> LocalCluster:
@@ -276,4 +226,12 @@ class LocalCluster:
         self.stop()
 
 
-__all__ = ["ChildFailed", "ClusterError", "ClusterOptions", "LocalCluster"]
+__all__ = [
+    "ChildFailed",
+    "ClusterError",
+    "ClusterOptions",
+    "LocalCluster",
+    "is_worker_ready",
+    "worker_argv",
+    "worker_env",
+]

@@ -40,6 +40,13 @@ def _describe(cluster: LocalCluster, console: Console) -> None:
         console.print(
             f"  redis          pid {cluster.redis.pid}  {cluster.redis_url}", highlight=False
         )
+    if cluster.redis_cluster is not None:
+        primaries = cluster.redis_cluster.primary_ports()
+        for port, child in cluster.redis_cluster.nodes.items():
+            role = "primary" if port in primaries else "replica"
+            console.print(
+                f"  redis {role:8} pid {child.pid}  redis://127.0.0.1:{port}", highlight=False
+            )
 
 
 def run_cluster_command(args: argparse.Namespace) -> int:
@@ -54,6 +61,7 @@ def run_cluster_command(args: argparse.Namespace) -> int:
         port=args.port,
         host=args.host,
         haproxy=False if args.no_haproxy else None,
+        redis_cluster=args.redis_cluster,
         log_dir=args.log_dir,
         echo=echo,
     )

@@ -7,14 +7,22 @@ primaries and N replicas (``redis-cli --cluster create ... --cluster-replicas
 
 from __future__ import annotations
 
+import random
 import shutil
 import signal
+import socket
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from .cluster import READY_TIMEOUT, REDIS_OPTIONS, ClusterError, require_binary, start_redis_server
-from .processes import Child, free_port
+from .processes import Child
+from .redisserver import (
+    READY_TIMEOUT,
+    REDIS_OPTIONS,
+    ClusterError,
+    require_binary,
+    start_redis_server,
+)
 
 # Failover starts after a primary has been unreachable this long (ms).
 NODE_TIMEOUT_MS = 2000
@@ -25,6 +33,10 @@ CLUSTER_OPTIONS = (
     "nodes.conf",
     "--cluster-node-timeout",
     str(NODE_TIMEOUT_MS),
+    # While one shard fails over the others keep serving their own slots;
+    # Redis' default would refuse every command on every shard (CLUSTERDOWN).
+    "--cluster-require-full-coverage",
+    "no",
 )
 
 
@@ -47,7 +59,7 @@ class RedisClusterProcesses:
         self.options = options
         self.log_dir = log_dir
         self.echo = echo
-        self.ports = [free_port() for _ in range(primaries * 2)]
+        self.ports = [free_cluster_port() for _ in range(primaries * 2)]
         self.nodes: dict[int, Child] = {}
 
     @property
@@ -76,7 +88,10 @@ class RedisClusterProcesses:
 
     def start_node(self, port: int) -> Child:
         """Start (or restart, on its own files) the node on ``port``."""
-        log_path = self.log_dir / f"redis-{port}.log" if self.log_dir else None
+        log_path = None
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            log_path = self.log_dir / f"redis-{port}.log"
         child = start_redis_server(
             port,
             self.directory / str(port),
@@ -121,6 +136,30 @@ class RedisClusterProcesses:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+# A cluster node also listens on its port + 10000 (the cluster bus), so its port
+# must leave room for that: at most 55535.
+BUS_OFFSET = 10000
+HIGHEST_NODE_PORT = 65535 - BUS_OFFSET
+
+
+def free_cluster_port(attempts: int = 200) -> int:
+    """A free port whose cluster-bus port (+10000) is free too."""
+    for _ in range(attempts):
+        port = random.randint(20000, HIGHEST_NODE_PORT)
+        if all(_is_free(candidate) for candidate in (port, port + BUS_OFFSET)):
+            return port
+    raise ClusterError("found no free port pair for a Redis Cluster node")
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def parse_primaries(cluster_nodes: str) -> dict[int, list[tuple[int, int]]]:

@@ -249,12 +249,13 @@ class Settings:
         metavar="SECONDS",
     )
     send_buffer_bytes: int = setting(
-        16384,
+        4096,
         "WS_SEND_BUFFER_BYTES",
         "--send-buffer-bytes",
         _positive_int,
         "kernel send buffer per connection (SO_SNDBUF); beyond it a client counts as slow and"
-        " gets only the newest total. Bounds the memory a client that stops reading can pin",
+        " gets only the newest total. Bounds the memory a client that stops reading can pin;"
+        " smaller keeps fewer stale totals queued (docs/performance.md measured 4, 16, 64 KiB)",
         metavar="BYTES",
     )
     drain_delay: float = setting(

@@ -8,7 +8,9 @@ Ordering rules, the reason this module exists:
   published them, so a state that arrives later is never older. There is no
   separate snapshot read that an older update could overtake.
 * Until Redis confirms a (re)subscription, messages for the counter are
-  ignored: they belong to a subscription that has ended.
+  ignored: they belong to a subscription that has ended. On a Redis Cluster a
+  single counter's subscription can end (its slot moved, its shard failed
+  over); ``on_lost`` then waits for the new one the same way.
 * The first state after a confirmation is authoritative, even when its seq is
   lower (Redis lost data and the epoch changed). After that a state is taken
   when it has a new epoch or a higher seq; duplicates, such as another worker's
@@ -141,6 +143,12 @@ class Hub(Generic[C]):
         group.pass_due = False
         if group.state is not None and self._groups.get(group.name) is group:
             self._deliver(group.name, group.clients, group.state)
+
+    def on_lost(self, counter: str) -> None:
+        """The subscription to one counter ended (its Redis Cluster shard moved or died)."""
+        group = self._groups.get(counter)
+        if group is not None:
+            group.awaiting_subscription = True
 
     def on_connection(self, up: bool) -> None:
         self.connected = up

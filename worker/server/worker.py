@@ -15,7 +15,7 @@ from ..core.protocol import CloseCode, parse_counter_route
 from ..errors import StoreError
 from ..metrics import Metrics
 from ..settings import Settings
-from ..store import RedisStore, Subscription
+from ..store import RedisStore, follow
 from ..tasks import TaskSet
 from .connection import Client, limit_send_buffer
 from .fanout import Fanout
@@ -40,8 +40,12 @@ class Worker:
             asyncio.get_running_loop().call_soon,
         )
         self.batcher = Batcher(self.store)
-        self.subscription = Subscription(
-            self.store, self.hub.on_subscribed, self.hub.on_state, self._on_redis_connection
+        self.subscription = follow(
+            self.store,
+            self.hub.on_subscribed,
+            self.hub.on_state,
+            self._on_redis_connection,
+            self.hub.on_lost,
         )
         self.hub.attach(self.subscription)
         self.handshakes = Handshakes(self)

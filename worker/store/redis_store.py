@@ -17,17 +17,19 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 from redis.asyncio.client import PubSub
-from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 
 from ..core.protocol import Increment
+from ..core.slots import Address
 from ..core.state import APPLIED_EARLIER, Applied, CounterState, Outcome, decode_state
-from ..errors import OutcomeUnknown, StoreRejected
+from ..errors import OutcomeUnknown, StoreRejected, StoreUnavailable
 from ..settings import Settings
 from .errors import map_redis_errors
 from .keys import channel_name, id_key, session_key, state_key
+from .router import REQUEST_CONNECTIONS, ClusterRouter
 from .scripts import Script, script
 
 Command = tuple[Any, ...]
@@ -38,25 +40,46 @@ def new_epoch() -> str:
 
 
 class RedisStore:
-    """The worker's one way to Redis: increments, announcements, rebases and pub/sub."""
+    """The worker's one way to Redis: increments, announcements, rebases and pub/sub.
+
+    On one Redis (or a Sentinel-managed one) every counter goes to its pool; on a
+    Redis Cluster (``REDIS_CLUSTER_NODES``) each goes to the primary that owns
+    its slot, and states are published with SPUBLISH on the counter's shard.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._client = self._new_client(socket_timeout=settings.redis_timeout)
-        # The subscriber blocks on reads indefinitely; TCP keepalive notices a
-        # peer that vanished without closing the connection.
-        self._subscriber_client = self._new_client(socket_timeout=None)
+        self.router: ClusterRouter | None = None
+        if settings.redis_cluster_nodes:
+            self.router = ClusterRouter(
+                settings.redis_cluster_nodes,
+                self._options(settings.redis_timeout),
+                self._options(None),
+            )
+        self._publish = "SPUBLISH" if self.router else "PUBLISH"
+        # One Redis (or the Sentinel-managed master): a client for requests and
+        # one for the subscription, which blocks on reads indefinitely (TCP
+        # keepalive notices a peer that vanished without closing the connection).
+        self._clients: tuple[aioredis.Redis, aioredis.Redis] | None = None
+        if self.router is None:
+            self._clients = (
+                self._new_client(socket_timeout=settings.redis_timeout),
+                self._new_client(socket_timeout=None),
+            )
 
-    def _new_client(self, socket_timeout: float | None) -> aioredis.Redis:
-        settings = self._settings
-        options: dict[str, Any] = {
+    def _options(self, socket_timeout: float | None) -> dict[str, Any]:
+        return {
             "socket_timeout": socket_timeout,
-            "socket_connect_timeout": settings.redis_timeout,
+            "socket_connect_timeout": self._settings.redis_timeout,
             "socket_keepalive": True,
             "retry": Retry(NoBackoff(), 0),
             "retry_on_error": [],
             "decode_responses": True,
         }
+
+    def _new_client(self, socket_timeout: float | None) -> aioredis.Redis:
+        settings = self._settings
+        options = self._options(socket_timeout)
         if settings.redis_sentinels:
             sentinel = Sentinel(  # type: ignore[no-untyped-call]
                 list(settings.redis_sentinels),
@@ -66,7 +89,20 @@ class RedisStore:
             )
             client: aioredis.Redis = sentinel.master_for(settings.redis_master_name, **options)
             return client
-        return aioredis.Redis.from_url(settings.redis_url, **options)
+        if socket_timeout is None:
+            return aioredis.Redis.from_url(settings.redis_url, **options)
+        # Requests share a few connections rather than opening one per counter
+        # with a call in flight: a load over 1,000 counters opened hundreds at
+        # once and queued behind their handshakes for seconds. A request waits
+        # for a free connection (at most the Redis timeout: then unavailable,
+        # nothing sent).
+        pool = aioredis.BlockingConnectionPool.from_url(
+            settings.redis_url,
+            max_connections=REQUEST_CONNECTIONS,
+            timeout=settings.redis_timeout,
+            **options,
+        )
+        return aioredis.Redis(connection_pool=pool)
 
     async def increment(self, counter: str, increments: Sequence[Increment]) -> list[Outcome]:
         """Apply increments in order in one atomic step; one outcome per increment."""
@@ -76,6 +112,7 @@ class RedisStore:
         key_index: dict[str, int] = {state_key(counter): 1}
         args: list[Any] = [
             channel_name(counter),
+            self._publish,
             new_epoch(),
             settings.dedup_ttl,
             settings.session_ttl,
@@ -94,7 +131,7 @@ class RedisStore:
         keys = list(key_index)
         wanted = self._settings.redis_replica_acks
         if not wanted:
-            (replies,) = await self._run_script(script("increment"), keys, args)
+            (replies,) = await self._run_script(counter, script("increment"), keys, args)
         else:
             # WAIT on the same connection, in the same round trip, counts the
             # replicas that have every write this connection made: an
@@ -102,7 +139,7 @@ class RedisStore:
             # Leave room within the socket timeout for WAIT's own reply.
             wait_ms = max(1, int(self._settings.redis_timeout * 1000 * 0.75))
             replies, confirmed = await self._run_script(
-                script("increment"), keys, args, ("WAIT", wanted, wait_ms)
+                counter, script("increment"), keys, args, ("WAIT", wanted, wait_ms)
             )
             if confirmed < wanted:
                 raise OutcomeUnknown(
@@ -113,7 +150,10 @@ class RedisStore:
     async def announce(self, counter: str) -> CounterState:
         """Publish the counter's current state on its channel (creating it if absent)."""
         (payload,) = await self._run_script(
-            script("announce"), [state_key(counter)], [channel_name(counter), new_epoch()]
+            counter,
+            script("announce"),
+            [state_key(counter)],
+            [channel_name(counter), self._publish, new_epoch()],
         )
         return decode_state(payload)
 
@@ -123,11 +163,14 @@ class RedisStore:
         The new state reaches every worker through the counter's channel.
         """
         await self._run_script(
-            script("rebase"), [state_key(counter)], [channel_name(counter), old_epoch, new_epoch()]
+            counter,
+            script("rebase"),
+            [state_key(counter)],
+            [channel_name(counter), self._publish, old_epoch, new_epoch()],
         )
 
     async def _run_script(
-        self, lua: Script, keys: list[str], args: list[Any], *after: Command
+        self, counter: str, lua: Script, keys: list[str], args: list[Any], *after: Command
     ) -> list[Any]:
         """EVALSHA (then ``after``) in one round trip; EVAL once if Redis lacks the script.
 
@@ -136,35 +179,56 @@ class RedisStore:
         """
         call = (len(keys), *keys, *args)
         try:
-            return await self._round_trip(("EVALSHA", lua.sha, *call), *after)
+            return await self._round_trip(counter, ("EVALSHA", lua.sha, *call), *after)
         except StoreRejected as exc:
             if not isinstance(exc.__cause__, redis_errors.NoScriptError):
                 raise
-        return await self._round_trip(("EVAL", lua.source, *call), *after)
+        return await self._round_trip(counter, ("EVAL", lua.source, *call), *after)
 
-    async def _round_trip(self, *commands: Command) -> list[Any]:
-        """Send ``commands`` pipelined on one connection; their replies, in order."""
-        pool = self._client.connection_pool
-        with map_redis_errors(sent=False):
-            connection: AbstractConnection = await pool.get_connection()  # type: ignore[no-untyped-call]
+    async def _round_trip(self, counter: str, *commands: Command) -> list[Any]:
+        """Send ``commands`` pipelined on one connection to ``counter``'s Redis; the replies."""
+        if self._clients is not None:
+            return await round_trip(self._clients[0].connection_pool, commands)
+        assert self.router is not None
         try:
-            with map_redis_errors(sent=True):
-                await connection.send_packed_command(pack(commands))
-                replies = [await _reply(connection) for _ in commands]
-            with map_redis_errors(sent=True):
-                for reply in replies:
-                    if isinstance(reply, redis_errors.ResponseError):
-                        raise reply
-            return replies
-        finally:
-            await pool.release(connection)
+            return await round_trip(self.router.pool_for(counter), commands)
+        except StoreUnavailable:
+            # A MOVED, ASK, TRYAGAIN or CLUSTERDOWN reply, or a primary gone:
+            # the slot map may be stale. This request is not retried.
+            self.router.changed.set()
+            raise
 
     def new_pubsub(self) -> PubSub:
-        return self._subscriber_client.pubsub()
+        assert self._clients is not None
+        return self._clients[1].pubsub()
+
+    def new_shard_pubsub(self, address: Address) -> PubSub:
+        assert self.router is not None
+        pool = self.router.pool(address, subscriber=True)
+        return aioredis.Redis(connection_pool=pool).pubsub()
 
     async def close(self) -> None:
-        await self._client.aclose()
-        await self._subscriber_client.aclose()
+        for client in self._clients or ():
+            await client.aclose()
+        if self.router is not None:
+            await self.router.close()
+
+
+async def round_trip(pool: ConnectionPool, commands: Sequence[Command]) -> list[Any]:
+    """Send ``commands`` pipelined on one connection of ``pool``; their replies, in order."""
+    with map_redis_errors(sent=False):
+        connection: AbstractConnection = await pool.get_connection()  # type: ignore[no-untyped-call]
+    try:
+        with map_redis_errors(sent=True):
+            await connection.send_packed_command(pack(commands))
+            replies = [await _reply(connection) for _ in commands]
+        with map_redis_errors(sent=True):
+            for reply in replies:
+                if isinstance(reply, redis_errors.ResponseError):
+                    raise reply
+        return replies
+    finally:
+        await pool.release(connection)
 
 
 def pack(commands: Sequence[Command]) -> bytes:

@@ -24,6 +24,29 @@ log = logging.getLogger("ws_counter.store")
 BACKOFF_FIRST, BACKOFF_CAP = 0.05, 2.0
 
 
+def decoded(channel: str, payload: str) -> CounterState | None:
+    """The state a channel message carries; None (logged) if it is malformed."""
+    try:
+        return decode_state(payload)
+    except ValueError:
+        log.error("malformed update on %s: %r", channel, payload)
+        return None
+
+
+async def announce_until_done(
+    store: RedisStore, counter: str, still_wanted: Callable[[], bool]
+) -> None:
+    """Announce ``counter`` until it works, while its subscription lasts (``still_wanted``)."""
+    delays = backoff_delays(BACKOFF_FIRST, BACKOFF_CAP)
+    while still_wanted():
+        try:
+            await store.announce(counter)
+            return
+        except StoreError as exc:
+            log.warning("announce of %s failed: %s", counter, exc)
+        await asyncio.sleep(next(delays))
+
+
 class Subscription:
     """One pub/sub connection, subscribed to the channels of counters that have clients.
 
@@ -73,17 +96,6 @@ class Subscription:
                 # resubscription after it covers this channel.
                 log.debug("pub/sub %s failed: %s", verb, exc)
 
-    async def _announce(self, pubsub: PubSub, counter: str) -> None:
-        """Announce until it works, while this subscription to the counter lasts."""
-        delays = backoff_delays(BACKOFF_FIRST, BACKOFF_CAP)
-        while pubsub is self._pubsub and counter in self._counters:
-            try:
-                await self._store.announce(counter)
-                return
-            except StoreError as exc:
-                log.warning("announce of %s failed: %s", counter, exc)
-            await asyncio.sleep(next(delays))
-
     async def run(self) -> None:
         """Keep the subscription alive until cancelled."""
         delays = backoff_delays(BACKOFF_FIRST, BACKOFF_CAP)
@@ -122,17 +134,20 @@ class Subscription:
             counter = counter_of_channel(channel)
             if counter is not None and counter in self._counters:
                 self._on_subscribed(counter)
-                self._background.spawn(self._announce(pubsub, counter))
+                self._background.spawn(
+                    announce_until_done(
+                        self._store,
+                        counter,
+                        lambda: pubsub is self._pubsub and counter in self._counters,
+                    )
+                )
         elif kind == "message":
             counter = counter_of_channel(channel)
             if counter is None or counter not in self._counters:
                 return
-            try:
-                state = decode_state(message["data"])
-            except ValueError:
-                log.error("malformed update on %s: %r", channel, message["data"])
-                return
-            self._on_state(counter, state)
+            state = decoded(channel, message["data"])
+            if state is not None:
+                self._on_state(counter, state)
 
     async def _drop(self) -> None:
         pubsub, self._pubsub = self._pubsub, None

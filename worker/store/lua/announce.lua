@@ -6,8 +6,13 @@
 --
 -- KEYS[1]  the counter's state hash
 -- ARGV[1]  the counter's channel
--- ARGV[2]  a fresh random epoch, used only if the counter has no state yet
-local state, channel, fresh_epoch = KEYS[1], ARGV[1], ARGV[2]
+-- ARGV[2]  the publish command: PUBLISH, or SPUBLISH on a Redis Cluster
+-- ARGV[3]  a fresh random epoch, used only if the counter has no state yet
+--
+-- No shebang, on purpose: with Redis at maxmemory this still publishes the
+-- state of an existing counter (only a new counter's HSET is refused), so
+-- clients keep getting totals while increments are refused.
+local state, channel, publish, fresh_epoch = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
 
 local epoch = redis.call('HGET', state, 'epoch')
 if not epoch then
@@ -16,5 +21,5 @@ if not epoch then
 end
 local fields = redis.call('HMGET', state, 'seq', 'total')
 local payload = encode_state(epoch, tonumber(fields[1]), fields[2])
-redis.call('PUBLISH', channel, payload)
+redis.call(publish, channel, payload)
 return payload

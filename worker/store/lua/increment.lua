@@ -6,11 +6,13 @@
 -- KEYS[1]      the counter's state hash (fields epoch, seq, total)
 -- KEYS[2], ... the id keys and session hashes the increments name, each once
 -- ARGV[1]      the counter's channel
--- ARGV[2]      a fresh random epoch, used only if the counter has no state yet
--- ARGV[3]      seconds an increment id is remembered
--- ARGV[4]      seconds an idle session is remembered
--- ARGV[5]      W, how many outcomes a session keeps
--- ARGV[6], ... triples (by, kind, n): kind '' (bare), 'iK' (the id key KEYS[K])
+-- ARGV[2]      the publish command: PUBLISH, or SPUBLISH on a Redis Cluster, where
+--              the channel lives on the shard of the counter's slot
+-- ARGV[3]      a fresh random epoch, used only if the counter has no state yet
+-- ARGV[4]      seconds an increment id is remembered
+-- ARGV[5]      seconds an idle session is remembered
+-- ARGV[6]      W, how many outcomes a session keeps
+-- ARGV[7], ... triples (by, kind, n): kind '' (bare), 'iK' (the id key KEYS[K])
 --              or 'sK' (number n of the session whose hash is KEYS[K])
 --
 -- Exactly-once with an id: the id key holds the increment's outcome for
@@ -34,8 +36,8 @@
 -- Totals stay strings: Lua numbers are doubles, exact only up to 2^53, while
 -- HINCRBY works on the exact 64-bit integer inside Redis and refuses to
 -- overflow. seq and n are Lua numbers but never come near 2^53.
-local state, channel, fresh_epoch = KEYS[1], ARGV[1], ARGV[2]
-local id_ttl, session_ttl, window = ARGV[3], ARGV[4], tonumber(ARGV[5])
+local state, channel, publish, fresh_epoch = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
+local id_ttl, session_ttl, window = ARGV[4], ARGV[5], tonumber(ARGV[6])
 
 local epoch = redis.call('HGET', state, 'epoch')
 if not epoch then
@@ -91,7 +93,7 @@ local function with_session(key, by, n)
 end
 
 local results = {}
-for i = 6, #ARGV, 3 do
+for i = 7, #ARGV, 3 do
     local by, kind = ARGV[i], ARGV[i + 1]
     if kind == '' then
         results[#results + 1] = (apply(by))
@@ -106,6 +108,6 @@ for i = 6, #ARGV, 3 do
 end
 
 if last then
-    redis.call('PUBLISH', channel, encode_update(last))
+    redis.call(publish, channel, encode_update(last))
 end
 return results

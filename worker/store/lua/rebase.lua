@@ -7,12 +7,13 @@
 --
 -- KEYS[1]  the counter's state hash
 -- ARGV[1]  the counter's channel
--- ARGV[2]  the epoch that went back in time
--- ARGV[3]  a fresh random epoch
+-- ARGV[2]  the publish command: PUBLISH, or SPUBLISH on a Redis Cluster
+-- ARGV[3]  the epoch that went back in time
+-- ARGV[4]  a fresh random epoch
 --
 -- Only the first worker to ask changes the epoch; later calls for the same old
 -- epoch change nothing. Returns the current state as 'EPOCH SEQ TOTAL'.
-local state, channel, old_epoch, fresh_epoch = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
+local state, channel, publish, old_epoch, fresh_epoch = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 
 local fields = redis.call('HMGET', state, 'epoch', 'seq', 'total')
 if fields[1] ~= old_epoch then
@@ -21,5 +22,5 @@ if fields[1] ~= old_epoch then
 end
 redis.call('HSET', state, 'epoch', fresh_epoch)
 local payload = encode_state(fresh_epoch, tonumber(fields[2]), fields[3])
-redis.call('PUBLISH', channel, payload)
+redis.call(publish, channel, payload)
 return payload

@@ -1,0 +1,202 @@
+"""ws-counter on a real Redis Cluster: 3 primaries and 3 replicas on loopback, 2 workers.
+
+Run alone with ``pytest -m redis_cluster``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import connect
+
+from tools.cluster import ClusterOptions, LocalCluster
+from tools.processes import free_port
+from tools.session import new_session_id
+from worker.core.protocol import incr_message
+from worker.core.slots import key_slot
+from worker.store.keys import state_key
+
+from .conftest import seconds
+from .loadrun import BackgroundLoadtest
+
+pytestmark = [pytest.mark.redis_cluster, pytest.mark.slow]
+
+
+def primary_of(cluster: LocalCluster, counter: str) -> int:
+    """The port of the primary that serves ``counter``'s slot now."""
+    assert cluster.redis_cluster is not None
+    slot = key_slot(state_key(counter))
+    for port, ranges in cluster.redis_cluster.primary_ports().items():
+        if any(first <= slot <= last for first, last in ranges):
+            return port
+    raise AssertionError(f"no primary serves slot {slot}")
+
+
+def assert_exact(status: int, report: dict[str, Any] | None, output: str) -> dict[str, Any]:
+    assert report is not None, output
+    assert status == 0 and report["correct"] is True, output
+    assert report["increments_acked"] == report["increments_sent"]
+    assert report["observed_total"] == report["expected_total"]
+    return report
+
+
+def test_300_counters_spread_over_all_primaries_count_exactly(tmp_path: Path) -> None:
+    """300 counters land on all three primaries, and a load test over them is exact per counter."""
+    options = ClusterOptions(workers=2, port=free_port(), redis_cluster=3, log_dir=tmp_path)
+    with LocalCluster(options) as cluster:
+        spread = collections.Counter(primary_of(cluster, f"spread-{n}") for n in range(300))
+        assert len(spread) == 3 and min(spread.values()) >= 50, spread
+        run = BackgroundLoadtest(
+            cluster.url,
+            *("--clients", "300", "--counter", "spread", "--counters", "300"),
+            *("--increments", "5"),
+            json_path=tmp_path / "report.json",
+        )
+        status, report = run.finish()
+    report = assert_exact(status, report, run.output)
+    assert report["increments_acked"] == 1500
+
+
+async def steady_clients(
+    url: str, counters: list[str], going: asyncio.Event, stop: asyncio.Event
+) -> tuple[int, list[dict[str, Any]]]:
+    """One client per counter, an increment every 20 ms each until ``stop``; acks and errors.
+
+    ``going`` is set once every client has its first ack.
+    """
+    acked, problems = 0, []
+    first_acks = asyncio.Semaphore(0)
+
+    async def one(counter: str) -> None:
+        nonlocal acked
+        session = new_session_id()
+        async with connect(f"{url}counters/{counter}") as connection:
+            json.loads(await connection.recv())
+            n = 0
+            while not stop.is_set():
+                n += 1
+                await connection.send(incr_message(1, session=session, n=n))
+                while True:
+                    reply = json.loads(await asyncio.wait_for(connection.recv(), seconds(5)))
+                    if reply["type"] != "total":
+                        break
+                if reply["type"] == "ack":
+                    acked += 1
+                    if n == 1:
+                        first_acks.release()
+                else:
+                    problems.append(reply)
+                    return
+                await asyncio.wait([asyncio.ensure_future(stop.wait())], timeout=0.02)
+
+    async def all_going() -> None:
+        for _ in counters:
+            await first_acks.acquire()
+        going.set()
+
+    waiting = asyncio.create_task(all_going())
+    await asyncio.gather(*(one(counter) for counter in counters))
+    waiting.cancel()
+    return acked, problems
+
+
+def test_a_primary_killed_under_load_fails_over_without_losing_an_acknowledged_increment(
+    tmp_path: Path,
+) -> None:
+    """SIGKILL a primary: its replica takes over, its counters' clients get `unavailable` and
+    go on; with replica acks every acknowledged increment is there; other shards see nothing."""
+    settings = {"REDIS_REPLICA_ACKS": "1", "REDIS_TIMEOUT": "1"}
+    options = ClusterOptions(
+        workers=2, port=free_port(), redis_cluster=3, worker_env=settings, log_dir=tmp_path
+    )
+    with LocalCluster(options) as cluster:
+        assert cluster.redis_cluster is not None
+        doomed = primary_of(cluster, "failover-0")
+        elsewhere = [
+            c for c in (f"calm-{n}" for n in range(40)) if primary_of(cluster, c) != doomed
+        ]
+        run = BackgroundLoadtest(
+            cluster.url,
+            *("--clients", "120", "--counter", "failover", "--counters", "30"),
+            *("--rate", "240", "--duration", "18"),
+            json_path=tmp_path / "report.json",
+        )
+        run.wait_until_acking()
+
+        async def scenario() -> tuple[int, list[dict[str, Any]]]:
+            going, stop = asyncio.Event(), asyncio.Event()
+            calm = asyncio.create_task(
+                steady_clients(cluster.worker_url(0), elsewhere[:6], going, stop)
+            )
+            await asyncio.wait_for(going.wait(), seconds(10))
+            marks = [worker.mark() for worker in cluster.workers]
+            await asyncio.to_thread(cluster.redis_cluster.kill, doomed)  # type: ignore[union-attr]
+            # The workers read the new slot map once the replica took over.
+            for worker, mark in zip(cluster.workers, marks, strict=True):
+                await asyncio.to_thread(
+                    worker.wait_for_line,
+                    lambda line: '"event": "cluster_topology"' in line,
+                    seconds(30),
+                    mark,
+                )
+            # The old primary comes back as a replica, so WAIT can be answered again.
+            await asyncio.to_thread(cluster.redis_cluster.start_node, doomed)  # type: ignore[union-attr]
+            await asyncio.sleep(1.0)  # the calm clients keep going across the whole window
+            stop.set()
+            return await calm
+
+        calm_acked, calm_problems = asyncio.run(scenario())
+        status, report = run.finish()
+    report = assert_exact(status, report, run.output)
+    assert report["error_codes"].get("unavailable", 0) > 0, "the failover window was not hit"
+    assert calm_problems == [], "clients of other shards noticed the failover"
+    assert calm_acked > 0
+
+
+def node_id(cluster: LocalCluster, port: int) -> str:
+    assert cluster.redis_cluster is not None
+    return cluster.redis_cluster.cli("CLUSTER", "MYID", port=port).strip()
+
+
+def migrate_slot(cluster: LocalCluster, slot: int, source: int, target: int) -> None:
+    """Move one slot with its keys from ``source`` to ``target`` the way redis-cli does."""
+    nodes = cluster.redis_cluster
+    assert nodes is not None
+    source_id, target_id = node_id(cluster, source), node_id(cluster, target)
+    nodes.cli("CLUSTER", "SETSLOT", str(slot), "IMPORTING", source_id, port=target)
+    nodes.cli("CLUSTER", "SETSLOT", str(slot), "MIGRATING", target_id, port=source)
+    while keys := nodes.cli("CLUSTER", "GETKEYSINSLOT", str(slot), "100", port=source).split():
+        nodes.cli("MIGRATE", "127.0.0.1", str(target), "", "0", "5000", "KEYS", *keys, port=source)
+    for port in nodes.primary_ports():
+        nodes.cli("CLUSTER", "SETSLOT", str(slot), "NODE", target_id, port=port)
+
+
+def test_a_live_counters_slot_migrates_to_another_primary(tmp_path: Path) -> None:
+    """Migrating a counter's slot under load: clients keep converging, nothing is lost or
+    doubled, and seq never goes backwards."""
+    options = ClusterOptions(workers=2, port=free_port(), redis_cluster=3, log_dir=tmp_path)
+    with LocalCluster(options) as cluster:
+        source = primary_of(cluster, "moving")
+        assert cluster.redis_cluster is not None
+        target = next(port for port in cluster.redis_cluster.primary_ports() if port != source)
+        run = BackgroundLoadtest(
+            cluster.url,
+            *("--clients", "40", "--counter", "moving", "--rate", "200", "--duration", "10"),
+            json_path=tmp_path / "report.json",
+        )
+        run.wait_until_acking()
+        marks = [worker.mark() for worker in cluster.workers]
+        migrate_slot(cluster, key_slot(state_key("moving")), source, target)
+        for worker, mark in zip(cluster.workers, marks, strict=True):
+            worker.wait_for_line(
+                lambda line: '"event": "cluster_topology"' in line, seconds(30), mark
+            )
+        status, report = run.finish()
+        assert primary_of(cluster, "moving") == target
+    # "correct" includes that no client saw seq go down within an epoch.
+    assert_exact(status, report, run.output)

@@ -1,0 +1,105 @@
+"""Where each counter's requests go on a Redis Cluster: the primary that owns its slot.
+
+The topology comes from CLUSTER SLOTS, read from any node that answers (the
+current primaries first, then the seeds). Nothing follows a MOVED or ASK
+reply on its own: the increment that got it is answered ``unavailable`` (Redis
+ran nothing) and ``changed`` is set, so that the subscription side reads the
+topology again, moves its subscriptions and re-announces. Retrying an
+increment is the client's decision, made safe by its session or id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
+from redis.asyncio.connection import BlockingConnectionPool, ConnectionPool
+
+from ..core.slots import Address, Topology, key_slot
+from ..errors import StoreUnavailable
+from .keys import state_key
+
+log = logging.getLogger("ws_counter.store")
+
+# Connections for requests per Redis node (one Redis, or a cluster's primary); each
+# carries one pipelined round trip at a time.
+REQUEST_CONNECTIONS = 32
+
+
+class ClusterRouter:
+    """Connection pools per primary, and the slot map that picks one for a counter."""
+
+    def __init__(
+        self,
+        seeds: tuple[Address, ...],
+        options: dict[str, Any],
+        subscriber_options: dict[str, Any],
+    ) -> None:
+        self._seeds = seeds
+        self._options = options
+        self._subscriber_options = subscriber_options
+        self._pools: dict[tuple[Address, bool], ConnectionPool] = {}
+        self.topology: Topology | None = None
+        # Set when a reply or a lost connection says the slot map may be stale.
+        self.changed = asyncio.Event()
+
+    def pool(self, address: Address, *, subscriber: bool = False) -> ConnectionPool:
+        pool = self._pools.get((address, subscriber))
+        if pool is None:
+            options = self._subscriber_options if subscriber else self._options
+            host, port = address
+            if subscriber:
+                pool = ConnectionPool(host=host, port=port, **options)
+            else:
+                # As on one Redis: a few shared connections per node, waited for.
+                pool = BlockingConnectionPool(
+                    host=host,
+                    port=port,
+                    max_connections=REQUEST_CONNECTIONS,
+                    timeout=options["socket_timeout"],
+                    **options,
+                )
+            self._pools[(address, subscriber)] = pool
+        return pool
+
+    def owner(self, counter: str) -> Address | None:
+        if self.topology is None:
+            return None
+        return self.topology.owner(key_slot(state_key(counter)))
+
+    def pool_for(self, counter: str) -> ConnectionPool:
+        """The pool of the primary that owns ``counter``'s slot; StoreUnavailable if none does."""
+        owner = self.owner(counter)
+        if owner is None:
+            raise StoreUnavailable(f"no Redis Cluster node owns the slot of {counter} now")
+        return self.pool(owner)
+
+    async def refresh(self) -> Topology:
+        """Read the slot map from the first node that answers; StoreUnavailable if none does."""
+        known = sorted(self.topology.primaries) if self.topology else []
+        failures = []
+        for address in dict.fromkeys([*known, *self._seeds]):
+            client = aioredis.Redis(connection_pool=self.pool(address))
+            try:
+                reply = await client.execute_command("CLUSTER", "SLOTS")  # type: ignore[no-untyped-call]
+            except (redis_errors.RedisError, OSError) as exc:
+                failures.append(f"{address[0]}:{address[1]}: {exc}")
+                continue
+            topology = Topology.from_cluster_slots(reply)
+            if topology.owners:
+                if topology != self.topology:
+                    log.info(
+                        "redis cluster topology: %d primaries",
+                        len(topology.primaries),
+                        extra={"event": "cluster_topology"},
+                    )
+                self.topology = topology
+                return topology
+        raise StoreUnavailable("no Redis Cluster node answered: " + "; ".join(failures))
+
+    async def close(self) -> None:
+        for pool in self._pools.values():
+            await pool.aclose()

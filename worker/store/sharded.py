@@ -1,0 +1,251 @@
+"""Sharded pub/sub on a Redis Cluster: one SSUBSCRIBE connection per primary, managed here.
+
+Why not redis-py's cluster pub/sub: its ``get_sharded_message`` polls node
+after node, each with the full timeout, so a quiet shard delays the others;
+here every primary has its own connection and reader task, and a state is
+handled the moment its shard delivers it. (coredis' ShardedPubSub is the
+other library choice; one connection per primary is what both do inside.)
+
+Rules, on top of the ordering rules in ``worker.core.hub``:
+
+* Each primary's connection also subscribes a control channel of its own
+  (a name that hashes into the primary's slots): its confirmation says the
+  shard's subscription is up, whether or not the worker has counters there.
+* A counter's channel is subscribed on the primary that owns its slot. Its
+  confirmation is ``on_subscribed`` and an announcement follows, so the
+  counter's snapshot arrives through the same connection as its updates.
+* When Redis pushes an SUNSUBSCRIBE for a counter still wanted (its slot was
+  migrated), or a shard's connection is lost (a primary failed), each counter
+  affected is ``on_lost`` and the slot map is read again; every counter is
+  then subscribed on its new owner and announced again: the resync rule.
+* ``on_connection`` reports whether the slot map is known and some primary's
+  subscription is up: what readiness means on a cluster, where one shard
+  failing over must not turn away the clients of the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from redis import exceptions as redis_errors
+from redis.asyncio.client import PubSub
+
+from ..core.backoff import backoff_delays
+from ..core.slots import Address, channel_in_slots
+from ..core.state import CounterState
+from ..errors import StoreError
+from ..tasks import TaskSet
+from .keys import CONTROL_CHANNEL, channel_name, counter_of_channel
+from .redis_store import RedisStore
+from .router import ClusterRouter
+from .subscription import BACKOFF_CAP, BACKOFF_FIRST, announce_until_done, decoded
+
+log = logging.getLogger("ws_counter.store")
+
+
+class Shard:
+    """The SSUBSCRIBE connection to one primary and the counters subscribed there."""
+
+    def __init__(self, owner: ShardedSubscription, address: Address, control: str) -> None:
+        self.owner = owner
+        self.address = address
+        self.control = control
+        self.counters: set[str] = set()
+        self.pubsub: PubSub | None = None
+        self.up = False
+        self.task: asyncio.Future[Any] | None = None
+        # SSUBSCRIBE and SUNSUBSCRIBE reach Redis in the order asked for.
+        self.lock = asyncio.Lock()
+
+    def start(self) -> None:
+        self.task = self.owner.tasks.spawn(self.run())
+
+    async def run(self) -> None:
+        owner = self.owner
+        pubsub = self.pubsub = owner.store.new_shard_pubsub(self.address)
+        try:
+            async with self.lock:
+                # One SSUBSCRIBE per channel: a command may name channels of one slot only.
+                for channel in (self.control, *map(channel_name, self.counters)):
+                    await pubsub.ssubscribe(channel)
+            async for message in pubsub.listen():
+                self.dispatch(message)
+        except (redis_errors.RedisError, OSError) as exc:
+            log.warning(
+                "redis shard %s:%s lost: %s",
+                *self.address,
+                exc,
+                extra={"event": "redis_subscription_lost"},
+            )
+        finally:
+            self.up = False
+            self.pubsub = None
+            with contextlib.suppress(redis_errors.RedisError, OSError):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+            owner.shard_ended(self)
+
+    def dispatch(self, message: dict[str, Any]) -> None:
+        kind, channel = message["type"], message["channel"]
+        owner = self.owner
+        if channel == self.control:
+            if kind == "ssubscribe":
+                self.up = True
+                owner.report()
+            elif kind == "sunsubscribe":
+                owner.router.changed.set()
+            return
+        counter = counter_of_channel(channel)
+        if counter is None or counter not in self.counters:
+            return
+        if kind == "smessage":
+            state = decoded(channel, message["data"])
+            if state is not None:
+                owner.on_state(counter, state)
+        elif kind == "ssubscribe":
+            owner.on_subscribed(counter)
+            owner.tasks.spawn(
+                announce_until_done(owner.store, counter, lambda: self.wants(counter))
+            )
+        elif kind == "sunsubscribe":
+            # Redis moved the counter's slot away: not an unsubscribe we asked for.
+            self.counters.discard(counter)
+            owner.on_lost(counter)
+            owner.router.changed.set()
+
+    def wants(self, counter: str) -> bool:
+        return self.up and counter in self.counters
+
+    async def command(self, verb: str, counter: str) -> None:
+        async with self.lock:
+            pubsub = self.pubsub
+            if pubsub is None:
+                return
+            try:
+                await getattr(pubsub, verb)(channel_name(counter))
+            except (redis_errors.RedisError, OSError) as exc:
+                # The reader sees the same failure and the shard is rebuilt.
+                log.debug("pub/sub %s failed: %s", verb, exc)
+
+
+class ShardedSubscription:
+    """The sharded counterpart of ``Subscription``, with the same interface."""
+
+    def __init__(
+        self,
+        store: RedisStore,
+        on_subscribed: Callable[[str], None],
+        on_state: Callable[[str, CounterState], None],
+        on_connection: Callable[[bool], None],
+        on_lost: Callable[[str], None],
+    ) -> None:
+        assert store.router is not None
+        self.store = store
+        self.router: ClusterRouter = store.router
+        self.on_subscribed = on_subscribed
+        self.on_state = on_state
+        self.on_lost = on_lost
+        self._on_connection = on_connection
+        self._counters: set[str] = set()
+        self._shards: dict[Address, Shard] = {}
+        self.tasks = TaskSet()
+        self._up = False
+
+    def add(self, counter: str) -> None:
+        self._counters.add(counter)
+        shard = self._shard_of(counter)
+        if shard is not None and counter not in shard.counters:
+            shard.counters.add(counter)
+            if shard.pubsub is not None:
+                self.tasks.spawn(shard.command("ssubscribe", counter))
+
+    def discard(self, counter: str) -> None:
+        self._counters.discard(counter)
+        for shard in self._shards.values():
+            if counter in shard.counters:
+                shard.counters.discard(counter)
+                self.tasks.spawn(shard.command("sunsubscribe", counter))
+
+    def _shard_of(self, counter: str) -> Shard | None:
+        owner = self.router.owner(counter)
+        return None if owner is None else self._shards.get(owner)
+
+    async def run(self) -> None:
+        """Read the slot map, keep a shard per primary, and rebuild on every change."""
+        delays = backoff_delays(BACKOFF_FIRST, BACKOFF_CAP)
+        while True:
+            self.router.changed.clear()
+            try:
+                await self.router.refresh()
+            except StoreError as exc:
+                log.warning("redis cluster unreachable: %s", exc, extra={"event": "redis_lost"})
+                self.report()
+                await asyncio.sleep(next(delays))
+                continue
+            self._reconcile()
+            await self.router.changed.wait()
+            # A failover or migration is rarely over at its first sign: pause
+            # (growing while it lasts) before reading the slot map again.
+            await asyncio.sleep(next(delays))
+            if all(shard.up for shard in self._shards.values()):
+                delays = backoff_delays(BACKOFF_FIRST, BACKOFF_CAP)
+
+    def _reconcile(self) -> None:
+        """Every counter on the shard of its slot's owner; shards for exactly the primaries."""
+        topology = self.router.topology
+        assert topology is not None
+        for address in list(self._shards):
+            if address not in topology.primaries:
+                self._close_shard(self._shards.pop(address))
+        for address in topology.primaries:
+            if address not in self._shards:
+                control = channel_in_slots(CONTROL_CHANNEL, topology.slots_of(address))
+                self._shards[address] = Shard(self, address, control)
+        for counter in self._counters:
+            wanted = self._shard_of(counter)
+            for shard in self._shards.values():
+                if shard is not wanted and counter in shard.counters:
+                    shard.counters.discard(counter)
+                    self.on_lost(counter)
+                    self.tasks.spawn(shard.command("sunsubscribe", counter))
+            if wanted is not None and counter not in wanted.counters:
+                wanted.counters.add(counter)
+                self.tasks.spawn(wanted.command("ssubscribe", counter))
+        for shard in self._shards.values():
+            if shard.task is None:
+                shard.start()
+        self.report()
+
+    def _close_shard(self, shard: Shard) -> None:
+        for counter in shard.counters:
+            self.on_lost(counter)
+        if shard.task is not None:
+            shard.task.cancel()
+
+    def shard_ended(self, shard: Shard) -> None:
+        """A shard's connection ended: its counters wait for their new subscription."""
+        for counter in shard.counters:
+            self.on_lost(counter)
+        shard.task = None
+        self.report()
+        self.router.changed.set()
+
+    def report(self) -> None:
+        # Ready while the slot map is known and some shard is subscribed: a shard
+        # that fails over is every worker's loss alike, and its counters' clients
+        # wait for it (their subscriptions are per counter), while clients of the
+        # other shards must not be turned away.
+        shards = self._shards.values()
+        up = self.router.topology is not None and (not shards or any(s.up for s in shards))
+        if up != self._up:
+            self._up = up
+            self._on_connection(up)
+
+    async def close(self) -> None:
+        await self.tasks.cancel_all()
+        if self._up:
+            self._up = False
+            self._on_connection(False)
