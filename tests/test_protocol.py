@@ -34,6 +34,14 @@ VALID_MESSAGES = [
     ('{"op": "incr", "by": -2, "id": "a"}', Increment(-2, "a")),
     ('{"op": "incr", "by": 1, "id": "' + "x" * 64 + '"}', Increment(1, "x" * 64)),
     (json.dumps({"op": "incr", "by": INT64_MAX}), Increment(INT64_MAX)),
+    (
+        '{"op": "incr", "by": 5, "session": "Ab_-0123", "n": 1}',
+        Increment(5, session="Ab_-0123", n=1),
+    ),
+    (
+        json.dumps({"op": "incr", "by": 1, "session": "s" * 64, "n": 2**53}),
+        Increment(1, session="s" * 64, n=2**53),
+    ),
     ('{"by": 3, "op": "incr", "extra": true}', Increment(3)),
 ]
 
@@ -68,6 +76,18 @@ INVALID_MESSAGES = [
     ("9" * 30, "out_of_range"),
     ("9" * 5000, "out_of_range"),
     (json.dumps({"op": "incr", "by": INT64_MAX + 1}), "out_of_range"),
+    # Beyond 64 bits a fast JSON parser reads a float; it is still an integer out of range.
+    (json.dumps({"op": "incr", "by": 2**64}), "out_of_range"),
+    (json.dumps({"op": "incr", "by": 10**20, "session": "abcdefgh", "n": 1}), "out_of_range"),
+    (json.dumps({"op": "incr", "by": 1, "session": "abcdefgh", "n": 10**20}), "invalid_n"),
+    (json.dumps({"op": "incr", "by": 1, "session": "short", "n": 1}), "invalid_session"),
+    (json.dumps({"op": "incr", "by": 1, "session": "abcdefgh"}), "invalid_n"),
+    (json.dumps({"op": "incr", "by": 1, "n": 3}), "invalid_session"),
+    (json.dumps({"op": "incr", "by": 1, "session": "abcdefgh", "n": 0}), "invalid_n"),
+    (
+        json.dumps({"op": "incr", "by": 1, "session": "abcdefgh", "n": 1, "id": "x"}),
+        "invalid_message",
+    ),
     ('{"op": "incr", "by": 1, "id": ""}', "invalid_id"),
     ('{"op": "incr", "by": 1, "id": 7}', "invalid_id"),
     ('{"op": "incr", "by": 1, "id": "' + "x" * 65 + '"}', "invalid_id"),
@@ -165,3 +185,20 @@ def test_server_messages_have_the_documented_shapes() -> None:
 def test_missed_updates(since: int | None, seq: int, missed: bool | None) -> None:
     """A resuming client is told whether its last seq is the current one."""
     assert missed_updates(since, CounterState("e", seq, 0)) is missed
+
+
+def test_session_ack_and_error_carry_the_session_and_number() -> None:
+    """A session's ack names its session and n (no id); its errors do too."""
+    increment = Increment(3, session="abcdefgh", n=4)
+    state = CounterState("e", 9, 12)
+    assert json.loads(ack_message(increment, Applied(state))) == {
+        "type": "ack",
+        "session": "abcdefgh",
+        "n": 4,
+        "total": 12,
+        "seq": 9,
+        "epoch": "e",
+    }
+    error = json.loads(error_message("out_of_order", "later", **increment.echo, expected=2))
+    assert (error["session"], error["n"], error["expected"]) == ("abcdefgh", 4, 2)
+    assert "id" not in error

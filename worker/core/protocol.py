@@ -261,9 +261,14 @@ def _loads(text: str) -> Any:
     worker), the standard library where orjson refuses what json accepts (integers beyond
     64 bits, NaN, lone surrogates), so every message gets the answer it always got."""
     try:
-        return orjson.loads(text)
+        document = orjson.loads(text)
     except orjson.JSONDecodeError:
         return json.loads(text)
+    # orjson reads an integer beyond 64 bits as a float; json keeps it an exact
+    # integer, which then gets its out_of_range answer. No valid message has a float.
+    if isinstance(document, dict) and any(isinstance(v, float) for v in document.values()):
+        return json.loads(text)
+    return document
 
 
 def _dumps(document: dict[str, Any]) -> str:
