@@ -163,7 +163,8 @@ def _is_free(port: int) -> bool:
 
 
 def parse_primaries(cluster_nodes: str) -> dict[int, list[tuple[int, int]]]:
-    """CLUSTER NODES output as {port: [(first slot, last slot), ...]} for live primaries.
+    """CLUSTER NODES output as {port: [(first slot, last slot), ...]} for live primaries
+    that serve slots.
 
     A line reads ``id host:port@bus flags primary ping pong epoch link slot...``;
     slots are ``N`` or ``N-M``, and ``[N->-id]``/``[N-<-id]`` mark a migration.
@@ -174,10 +175,13 @@ def parse_primaries(cluster_nodes: str) -> dict[int, list[tuple[int, int]]]:
         if len(fields) < 8 or "master" not in fields[2] or "fail" in fields[2]:
             continue
         port = int(fields[1].split("@")[0].rsplit(":", 1)[1])
-        ranges = owners.setdefault(port, [])
+        ranges = []
         for slot in fields[8:]:
             if slot.startswith("["):
                 continue
             first, _, last = slot.partition("-")
             ranges.append((int(first), int(last or first)))
+        # Right after forming, the future replicas still say master, without slots.
+        if ranges:
+            owners[port] = ranges
     return owners

@@ -1,10 +1,11 @@
 """Sharded pub/sub on a Redis Cluster: one SSUBSCRIBE connection per primary, managed here.
 
 Why not redis-py's cluster pub/sub: its ``get_sharded_message`` polls node
-after node, each with the full timeout, so a quiet shard delays the others;
-here every primary has its own connection and reader task, and a state is
-handled the moment its shard delivers it. (coredis' ShardedPubSub is the
-other library choice; one connection per primary is what both do inside.)
+after node, each with the full timeout, so a quiet shard delays the others
+(``python -m bench.pubsub_choice`` measured a p50 of 6 s with a 1 s timeout,
+and a busy core with none; docs/performance.md). Here every primary has its
+own connection and reader task, and a state is handled the moment its shard
+delivers it: a p50 of 0.5 ms at no CPU while quiet.
 
 Rules, on top of the ordering rules in ``worker.core.hub``:
 
