@@ -85,10 +85,10 @@ async def steady_clients(
                     reply = json.loads(await asyncio.wait_for(connection.recv(), seconds(5)))
                     if reply["type"] != "total":
                         break
+                if n == 1:
+                    first_acks.release()
                 if reply["type"] == "ack":
                     acked += 1
-                    if n == 1:
-                        first_acks.release()
                 else:
                     problems.append(reply)
                     return
@@ -133,7 +133,15 @@ def test_a_primary_killed_under_load_fails_over_without_losing_an_acknowledged_i
             calm = asyncio.create_task(
                 steady_clients(cluster.worker_url(0), elsewhere[:6], going, stop)
             )
-            await asyncio.wait_for(going.wait(), seconds(10))
+            started = asyncio.ensure_future(going.wait())
+            await asyncio.wait(
+                {started, calm}, timeout=seconds(30), return_when=asyncio.FIRST_COMPLETED
+            )
+            started.cancel()
+            if not going.is_set():
+                stop.set()
+                _, problems = await calm
+                raise AssertionError(f"the calm clients did not get going: {problems}")
             marks = [worker.mark() for worker in cluster.workers]
             await asyncio.to_thread(cluster.redis_cluster.kill, doomed)  # type: ignore[union-attr]
             # The workers read the new slot map once the replica took over.

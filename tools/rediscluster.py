@@ -81,10 +81,24 @@ class RedisClusterProcesses:
                 port=None,
                 timeout=120,
             )
+            self.wait_for_replicas()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def wait_for_replicas(self, timeout_ms: int = 60_000) -> None:
+        """Block until every primary's replica has caught up (WAIT on each primary).
+
+        A cluster just formed still syncs its replicas; until then an increment
+        that asks for a replica's acknowledgement cannot get one.
+        """
+        for port in self.primary_ports():
+            confirmed = self.cli(
+                "WAIT", "1", str(timeout_ms), port=port, timeout=timeout_ms / 1000 + 10
+            )
+            if int(confirmed.strip() or 0) < 1:
+                raise ClusterError(f"the replica of 127.0.0.1:{port} did not catch up")
 
     def start_node(self, port: int) -> Child:
         """Start (or restart, on its own files) the node on ``port``."""
