@@ -5,10 +5,9 @@ light load pays no batching delay. While one is in flight, new increments
 queue; when it returns, everything queued goes in the next call, in arrival
 order. Up to 4,096 go in one call: under fan-out load the event loop turns
 only a few times a second (each pass writes to thousands of clients), and one
-call per turn must carry all that arrived meanwhile (a 5,000-client run at
-5,000 increments per second fell behind with 512). One call at a time per
-counter keeps each connection's increments in
-the order it sent them, and every increment still gets its own outcome.
+call per turn should carry all that arrived meanwhile. One call at a time per
+counter keeps each connection's increments in the order it sent them, and
+every increment still gets its own outcome.
 """
 
 from __future__ import annotations

@@ -232,9 +232,9 @@ async def round_trip(pool: ConnectionPool, commands: Sequence[Command]) -> list[
 
 
 def pack(commands: Sequence[Command]) -> bytes:
-    """Commands in RESP, as one buffer: one write, and far less work per argument than
-    redis-py's general packer (a profile of the throughput run put that at a fifth of
-    the worker)."""
+    """Commands in RESP, as one buffer: one write, and less work per argument than
+    redis-py's general packer (its pack_command and encoder were 9% of the worker in a
+    py-spy profile of the throughput run; this function, 4%)."""
     out: list[bytes] = []
     for command in commands:
         out.append(b"*%d\r\n" % len(command))

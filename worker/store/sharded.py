@@ -43,7 +43,7 @@ from ..tasks import TaskSet
 from .keys import CONTROL_CHANNEL, channel_name, counter_of_channel
 from .redis_store import RedisStore
 from .router import ClusterRouter
-from .subscription import BACKOFF_CAP, BACKOFF_FIRST, announce_until_done, decoded
+from .subscription import BACKOFF_CAP, BACKOFF_FIRST, announce_until_done, decoded, log_lost
 
 log = logging.getLogger("ws_counter.store")
 
@@ -76,12 +76,7 @@ class Shard:
             async for message in pubsub.listen():
                 self.dispatch(message)
         except (redis_errors.RedisError, OSError) as exc:
-            log.warning(
-                "redis shard %s:%s lost: %s",
-                *self.address,
-                exc,
-                extra={"event": "redis_subscription_lost"},
-            )
+            log_lost(f"redis shard {self.address[0]}:{self.address[1]}", exc)
         finally:
             self.up = False
             self.pubsub = None

@@ -24,6 +24,11 @@ log = logging.getLogger("ws_counter.store")
 BACKOFF_FIRST, BACKOFF_CAP = 0.05, 2.0
 
 
+def log_lost(what: str, exc: BaseException) -> None:
+    """A pub/sub connection ended by a Redis or socket error (it is made again)."""
+    log.warning("%s lost: %s", what, exc, extra={"event": "redis_subscription_lost"})
+
+
 def decoded(channel: str, payload: str) -> CounterState | None:
     """The state a channel message carries; None (logged) if it is malformed."""
     try:
@@ -103,11 +108,7 @@ class Subscription:
             try:
                 await self._session()
             except (redis_errors.RedisError, OSError) as exc:
-                log.warning(
-                    "redis subscription lost: %s",
-                    exc,
-                    extra={"event": "redis_subscription_lost"},
-                )
+                log_lost("redis subscription", exc)
             finally:
                 await self._drop()
             if self._established:
