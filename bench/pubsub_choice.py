@@ -78,9 +78,7 @@ async def run(nodes: RedisClusterProcesses, poll: float) -> None:
         received = 0
         deadline = time.monotonic() + MESSAGES * INTERVAL + 10
         while received < MESSAGES and time.monotonic() < deadline:
-            message = await pubsub.get_sharded_message(
-                ignore_subscribe_messages=True, timeout=poll
-            )
+            message = await pubsub.get_sharded_message(ignore_subscribe_messages=True, timeout=poll)
             if message and message["type"] == "smessage":
                 number = int(message["data"])
                 histogram.record_value(max(1, int((time.monotonic() - sent[number]) * 1e6)))

@@ -20,9 +20,10 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from tools.session import new_session_id, reply_key
+from tools.loadtest.agent import reply_key
 from worker import runtime
 from worker.core.protocol import incr_message
+from ws_counter_client.rules import new_session_id
 
 
 class Tally:

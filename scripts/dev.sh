@@ -101,8 +101,8 @@ prepare_containers() {
 
 run_tests() {
     say "ruff"
-    "$VENV/bin/ruff" check worker tools tests bench
-    say "mypy --strict (worker, tools, bench)"
+    "$VENV/bin/ruff" check worker ws_counter_client tools tests bench
+    say "mypy --strict (worker, ws_counter_client, tools, bench)"
     "$VENV/bin/mypy"
     say "import contracts (lint-imports)"
     "$VENV/bin/lint-imports"

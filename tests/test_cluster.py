@@ -166,5 +166,5 @@ def test_interactive_client_prints_acks_and_pushed_totals(cluster: LocalCluster)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Number: " in result.stdout
     assert "acknowledged: total 5 (seq 1)" in result.stdout
-    assert "error [invalid_message]" in result.stdout
+    assert "not a whole number" in result.stdout
     assert "acknowledged: total 3 (seq 2)" in result.stdout

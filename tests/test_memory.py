@@ -12,8 +12,8 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from tools.redisserver import REDIS_PERSISTENCE
-from tools.session import new_session_id
 from worker.core.protocol import incr_message
+from ws_counter_client.rules import new_session_id
 
 from .clients import Follower, counter_url, receive, receive_until
 from .conftest import RedisServer, StartWorker, http_get, seconds

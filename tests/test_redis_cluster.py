@@ -16,10 +16,10 @@ from websockets.asyncio.client import connect
 
 from tools.cluster import ClusterOptions, LocalCluster
 from tools.processes import free_port
-from tools.session import new_session_id
 from worker.core.protocol import incr_message
 from worker.core.slots import key_slot
 from worker.store.keys import state_key
+from ws_counter_client.rules import new_session_id
 
 from .conftest import seconds
 from .loadrun import BackgroundLoadtest

@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from tools.session import new_session_id
 from worker.core.protocol import incr_message
 from worker.store.keys import session_key
+from ws_counter_client.rules import new_session_id
 
 from .clients import counter_url, receive, receive_until
 from .conftest import RedisServer, StartWorker, WorkerProcess

@@ -31,6 +31,12 @@ class Metrics:
             ["outcome"],
             registry=registry,
         )
+        self.http_requests = Counter(
+            "ws_counter_http_requests",
+            "Plain HTTP requests (API, probes, page, client module) by response status.",
+            ["status"],
+            registry=registry,
+        )
         increments = Counter(
             "ws_counter_increments",
             "Increments by outcome.",

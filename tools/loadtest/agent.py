@@ -31,8 +31,8 @@ from worker.core.backoff import backoff_delays, nth_delay
 from worker.core.protocol import incr_message
 from worker.limits import raise_open_file_limit
 from worker.tasks import TaskSet
+from ws_counter_client.rules import RESENDABLE, new_session_id
 
-from ..session import RESENDABLE, new_session_id, reply_key
 from .coverage import Coverage
 from .histograms import new_histogram
 from .plan import Share, counter_url
@@ -264,6 +264,13 @@ class LoadClient:
             await self.connection.close()
         if self.task is not None:
             await self.task
+
+
+def reply_key(message: dict[str, Any]) -> str:
+    """Which increment an ack or error answers: its n (session) or its id, as a string."""
+    if "n" in message:
+        return str(message["n"])
+    return str(message.get("id"))
 
 
 def _handshake_failure(exc: BaseException) -> str:

@@ -185,7 +185,7 @@ def parse_client_message(message: str | bytes) -> Increment:
             raise ClientError(ErrorCode.OUT_OF_RANGE, "by must be within the signed 64-bit range")
         return _increment(int(text))
     try:
-        document = _loads(text)
+        document = loads(text)
     except ValueError:
         raise ClientError(
             ErrorCode.INVALID_MESSAGE,
@@ -195,28 +195,28 @@ def parse_client_message(message: str | bytes) -> Increment:
         raise ClientError(
             ErrorCode.INVALID_MESSAGE, 'expected a JSON object {"op": "incr", "by": <integer>}'
         )
-    return _increment_from_object(document)
+    return increment_from_object(document)
 
 
-def _increment_from_object(document: dict[str, Any]) -> Increment:
-    echo = _echo(document)
+def increment_from_object(document: dict[str, Any]) -> Increment:
+    echo = increment_echo(document)
     op = document.get("op")
     if op != "incr":
         raise ClientError(
-            ErrorCode.UNKNOWN_OP, f"unknown op {_short(op)}; the only op is incr", echo
+            ErrorCode.UNKNOWN_OP, f"unknown op {short(op)}; the only op is incr", echo
         )
     if "by" not in document:
         raise ClientError(ErrorCode.MISSING_BY, "incr needs by: an integer", echo)
     by = document["by"]
     # bool is a subclass of int in Python, but true is not a number to add.
     if not isinstance(by, int) or isinstance(by, bool):
-        raise ClientError(ErrorCode.INVALID_BY, f"by must be an integer, not {_short(by)}", echo)
+        raise ClientError(ErrorCode.INVALID_BY, f"by must be an integer, not {short(by)}", echo)
     if not INT64_MIN <= by <= INT64_MAX:
         raise ClientError(ErrorCode.OUT_OF_RANGE, "by must be within the signed 64-bit range", echo)
     return Increment(by, echo.get("id"), echo.get("session"), echo.get("n"))
 
 
-def _echo(document: dict[str, Any]) -> dict[str, Any]:
+def increment_echo(document: dict[str, Any]) -> dict[str, Any]:
     """The increment's id, or its session and n, validated; ClientError if malformed."""
     increment_id = document.get("id")
     if increment_id is not None and (
@@ -251,12 +251,12 @@ def _increment(by: int) -> Increment:
     return Increment(by)
 
 
-def _short(value: object) -> str:
+def short(value: object) -> str:
     text = json.dumps(value) if not isinstance(value, bytes) else repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _loads(text: str) -> Any:
+def loads(text: str) -> Any:
     """orjson where it can (a py-spy profile of the throughput run put the json module at 8%
     of the worker), the standard library where orjson refuses or changes what json accepts
     (integers beyond 64 bits, NaN, lone surrogates), so every message gets its old answer."""
@@ -359,6 +359,15 @@ def failure_message(increment: Increment, failure: BaseException) -> str:
         text = "Redis is unavailable; the increment was not applied"
         return error_message(ErrorCode.UNAVAILABLE, text, **echo)
     return error_message(ErrorCode.UNAVAILABLE, "internal error; not applied", **echo)
+
+
+def failure_code(failure: BaseException) -> str:
+    """The ``code`` of ``failure_message`` for the same failure."""
+    if isinstance(failure, StoreRejected):
+        if failure.code in (ErrorCode.OVERFLOW, ErrorCode.OUT_OF_ORDER):
+            return failure.code
+        return ErrorCode.REJECTED
+    return ErrorCode.UNAVAILABLE
 
 
 def incr_message(

@@ -11,6 +11,7 @@ from typing import Protocol
 from ..batcher import Batcher
 from ..metrics import Metrics
 from ..settings import Settings
+from ..store import RedisStore
 from ..tasks import TaskSet
 
 
@@ -19,6 +20,7 @@ class WorkerContext(Protocol):
     metrics: Metrics
     tasks: TaskSet
     batcher: Batcher
+    store: RedisStore
 
     @property
     def draining(self) -> bool: ...

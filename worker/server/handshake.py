@@ -1,20 +1,21 @@
-"""The HTTP side of a connection: probes, metrics, the page, and who may open a WebSocket."""
+"""Who may open a WebSocket: the route, the worker's admission and the token.
+
+Only WebSocket upgrade requests reach websockets (``front`` sends every other
+request to ``api``), so every request here asks for a WebSocket.
+"""
 
 from __future__ import annotations
 
 import weakref
 
 from websockets.asyncio.server import ServerConnection
-from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 from websockets.typing import Origin
 
 from ..core.auth import OPEN, Grant, authorize, token_from
-from ..core.protocol import CounterRoute, parse_counter_route, split_path
+from ..core.protocol import CounterRoute, parse_counter_route
 from ..errors import Refused
-from ..metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ..settings import Settings
-from . import page
 from .context import WorkerContext
 
 
@@ -32,32 +33,12 @@ class Handshakes:
         return self._grants.pop(connection, OPEN)
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        path, _ = split_path(request.path)
-        probe = self._probe(connection, path)
-        if probe is not None:
-            return probe
         try:
             route = parse_counter_route(request.path)
-            if not asks_for_websocket(request):
-                return _page_response(route.counter)
             self._admit(connection)
             self._grants[connection] = self._authorize(request, route)
         except Refused as exc:
             return connection.respond(exc.status, exc.reason + "\n")
-        return None
-
-    def _probe(self, connection: ServerConnection, path: str) -> Response | None:
-        worker = self.worker
-        if path == "/healthz":
-            return connection.respond(200, "ok\n")
-        if path == "/readyz":
-            if worker.ready:
-                return connection.respond(200, "ready\n")
-            reason = "draining" if worker.draining else "not subscribed to Redis"
-            return connection.respond(503, f"not ready: {reason}\n")
-        if path == "/metrics":
-            body = worker.metrics.render()
-            return _response(body, [("Content-Type", METRICS_CONTENT_TYPE)])
         return None
 
     def _admit(self, connection: ServerConnection) -> None:
@@ -79,15 +60,8 @@ class Handshakes:
     def process_response(
         self, connection: ServerConnection, request: Request, response: Response
     ) -> None:
-        if asks_for_websocket(request):
-            status = response.status_code
-            outcome = "accepted" if status == 101 else str(status)
-            self.worker.metrics.handshakes.labels(outcome).inc()
-
-
-def asks_for_websocket(request: Request) -> bool:
-    """A WebSocket handshake, as opposed to a plain GET of the same path (the page)."""
-    return "websocket" in request.headers.get("Upgrade", "").lower()
+        status = response.status_code
+        self.worker.metrics.handshakes.labels("accepted" if status == 101 else str(status)).inc()
 
 
 def allowed_origins(settings: Settings) -> list[Origin | None] | None:
@@ -95,20 +69,3 @@ def allowed_origins(settings: Settings) -> list[Origin | None] | None:
     if not settings.allowed_origins:
         return None
     return [*(Origin(origin) for origin in settings.allowed_origins), None]
-
-
-def _response(body: bytes, headers: list[tuple[str, str]]) -> Response:
-    all_headers = Headers([*headers, ("Content-Length", str(len(body)))])
-    return Response(200, "OK", all_headers, body)
-
-
-def _page_response(counter: str) -> Response:
-    return _response(
-        page.render(counter),
-        [
-            ("Content-Type", "text/html; charset=utf-8"),
-            ("Cache-Control", "no-store"),
-            ("Content-Security-Policy", page.CONTENT_SECURITY_POLICY),
-            ("X-Content-Type-Options", "nosniff"),
-        ],
-    )

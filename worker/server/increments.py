@@ -5,16 +5,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 
+from ..core.auth import Grant
 from ..core.protocol import (
     ErrorCode,
     Increment,
     ack_message,
     applied_earlier_message,
     error_message,
+    failure_code,
     failure_message,
     parse_client_message,
 )
+from ..core.ratelimit import TokenBucket
 from ..core.state import Applied, AppliedEarlier, Outcome
 from ..errors import ClientError, StoreError, StoreFull
 from .connection import Client
@@ -23,8 +27,16 @@ from .context import WorkerContext
 log = logging.getLogger("ws_counter.worker")
 
 
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What answers one increment: its text, and the error code (None for an ack)."""
+
+    text: str
+    code: str | None = None
+
+
 class Increments:
-    """Answers every frame a client sends with exactly one ack or error."""
+    """Answers every increment, from a WebSocket frame or an HTTP POST, with one ack or error."""
 
     def __init__(self, worker: WorkerContext) -> None:
         self.worker = worker
@@ -34,65 +46,77 @@ class Increments:
         try:
             increment = parse_client_message(message)
         except ClientError as exc:
-            self.metrics.invalid.inc()
-            client.send_text(error_message(exc.code, exc.message, **exc.echo))
+            client.send_text(self.invalid(exc).text)
             return
-        refusal = self._refusal(client, increment)
+        refusal = self.refusal(client.counter, client.grant, client.bucket, increment)
         if refusal is not None:
-            client.send_text(refusal)
+            client.send_text(refusal.text)
             return
-        future = self.worker.batcher.submit(client.counter, increment)
+        future = self.submit(client.counter, increment)
         client.sent_increment()
-        future.add_done_callback(lambda done: self._on_outcome(client, increment, done))
+        future.add_done_callback(lambda done: self._answer(client, increment, done))
 
-    def _refusal(self, client: Client, increment: Increment) -> str | None:
+    def _answer(
+        self, client: Client, increment: Increment, future: asyncio.Future[Outcome]
+    ) -> None:
+        client.settled_increment()
+        if not future.cancelled():
+            client.send_text(self.reply(increment, future).text)
+
+    def invalid(self, exc: ClientError) -> Reply:
+        self.metrics.invalid.inc()
+        return Reply(error_message(exc.code, exc.message, **exc.echo), exc.code)
+
+    def submit(self, counter: str, increment: Increment) -> asyncio.Future[Outcome]:
+        return self.worker.batcher.submit(counter, increment)
+
+    def refusal(
+        self, counter: str, grant: Grant, bucket: TokenBucket | None, increment: Increment
+    ) -> Reply | None:
         """The error for an increment this client may not make now, if any."""
         worker = self.worker
         settings = worker.settings
-        if not client.grant.incr:
+        if not grant.incr:
             self.metrics.forbidden.inc()
-            return error_message(
+            return _error(
                 ErrorCode.FORBIDDEN,
-                f"this token may read counter {client.counter} but not increment it",
-                **increment.echo,
+                f"this token may read counter {counter} but not increment it",
+                increment,
             )
-        if client.bucket is not None and not client.bucket.take(time.monotonic()):
+        if bucket is not None and not bucket.take(time.monotonic()):
             self.metrics.rate_limited.inc()
-            return error_message(
+            return _error(
                 ErrorCode.RATE_LIMITED,
                 f"more than {settings.rate_limit:g} increments per second on this"
                 " connection; not applied, send it again later",
-                **increment.echo,
+                increment,
             )
         if worker.draining or not worker.redis_up:
             self.metrics.failed.inc()
             reason = "worker is shutting down" if worker.draining else "Redis is unavailable"
-            return error_message(
-                ErrorCode.UNAVAILABLE, f"{reason}; the increment was not applied", **increment.echo
+            return _error(
+                ErrorCode.UNAVAILABLE, f"{reason}; the increment was not applied", increment
             )
         return None
 
-    def _on_outcome(
-        self, client: Client, increment: Increment, future: asyncio.Future[Outcome]
-    ) -> None:
-        client.settled_increment()
-        if future.cancelled():
-            return
+    def reply(self, increment: Increment, future: asyncio.Future[Outcome]) -> Reply:
+        """The ack or error for an increment whose outcome is known."""
         exc = future.exception()
         outcome = future.result() if exc is None else exc
         if isinstance(outcome, Applied):
             (self.metrics.duplicate if outcome.duplicate else self.metrics.applied).inc()
-            client.send_text(ack_message(increment, outcome))
-            return
+            return Reply(ack_message(increment, outcome))
         if isinstance(outcome, AppliedEarlier):
             self.metrics.duplicate.inc()
-            client.send_text(
-                applied_earlier_message(increment, self.worker.settings.session_window)
-            )
-            return
+            window = self.worker.settings.session_window
+            return Reply(applied_earlier_message(increment, window))
         self.metrics.failed.inc()
         if isinstance(outcome, StoreFull):
             self.metrics.redis_out_of_memory.inc()
         if not isinstance(outcome, StoreError):
             log.error("unexpected failure of an increment: %r", outcome)
-        client.send_text(failure_message(increment, outcome))
+        return Reply(failure_message(increment, outcome), failure_code(outcome))
+
+
+def _error(code: str, message: str, increment: Increment) -> Reply:
+    return Reply(error_message(code, message, **increment.echo), code)

@@ -11,18 +11,28 @@ from websockets.exceptions import ConnectionClosed
 
 from ..batcher import Batcher
 from ..core.hub import Hub
-from ..core.protocol import CloseCode, parse_counter_route
+from ..core.protocol import CloseCode, ErrorCode, error_message, parse_counter_route
 from ..errors import StoreError
 from ..metrics import Metrics
 from ..settings import Settings
 from ..store import RedisStore, follow
 from ..tasks import TaskSet
+from .api import Api
 from .connection import Client, limit_send_buffer
 from .fanout import Fanout
+from .front import FrontDoor, front_connection_class
 from .handshake import Handshakes, allowed_origins
+from .http import HttpConnection
 from .increments import Increments
 
 log = logging.getLogger("ws_counter.worker")
+
+_LIMIT_BODY = error_message(ErrorCode.UNAVAILABLE, "worker is at its connection limit").encode()
+AT_CONNECTION_LIMIT = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    b"Retry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
+    % (len(_LIMIT_BODY), _LIMIT_BODY)
+)
 
 
 class Worker:
@@ -50,6 +60,11 @@ class Worker:
         self.hub.attach(self.subscription)
         self.handshakes = Handshakes(self)
         self.increments = Increments(self)
+        self.api = Api(self, self.increments)
+        # Plain HTTP connections (the API, probes, the page), kept for the drain.
+        self.http_connections: set[HttpConnection] = set()
+        self._http_gone = asyncio.Event()
+        self._http_gone.set()
         self._was_connected = False
         self._open = 0
 
@@ -74,6 +89,9 @@ class Worker:
             self._handle,
             settings.host,
             settings.port,
+            create_connection=front_connection_class(
+                FrontDoor(self._start_http, settings.open_timeout)
+            ),
             process_request=self.handshakes.process_request,
             process_response=self.handshakes.process_response,
             origins=allowed_origins(settings),
@@ -96,6 +114,29 @@ class Worker:
             self.port,
             extra={"event": "listening", "host": settings.host, "port": self.port},
         )
+
+    def _start_http(self, transport: asyncio.Transport) -> HttpConnection | None:
+        """Take a connection for plain HTTP; at the connection limit, answer 503 and close it."""
+        if self.connection_count() + len(self.http_connections) >= self.settings.max_connections:
+            transport.write(AT_CONNECTION_LIMIT)
+            transport.close()
+            return None
+        connection = HttpConnection(
+            transport,
+            self.api.handle,
+            max_body=self.settings.max_message_bytes,
+            timeout=self.settings.open_timeout,
+            closing=lambda: self.draining,
+            on_closed=self._http_closed,
+        )
+        self.http_connections.add(connection)
+        self._http_gone.clear()
+        return connection
+
+    def _http_closed(self, connection: HttpConnection) -> None:
+        self.http_connections.discard(connection)
+        if not self.http_connections:
+            self._http_gone.set()
 
     def _on_redis_connection(self, up: bool) -> None:
         was_up = self.hub.connected
@@ -163,6 +204,7 @@ class Worker:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.settings.redis_timeout):
                 await self.batcher.wait_idle()
+        await self._close_http()
         if self.server is not None:
             self.server.close(code=CloseCode.SERVICE_RESTART, reason="service restart")
             try:
@@ -171,6 +213,18 @@ class Worker:
             except TimeoutError:
                 log.warning("clients did not close in time", extra={"event": "drain_timeout"})
         await self.close()
+
+    async def _close_http(self) -> None:
+        """Close idle HTTP connections now and the others after their response."""
+        for connection in list(self.http_connections):
+            if connection.idle:
+                connection.close()
+        try:
+            async with asyncio.timeout(self.settings.drain_timeout):
+                await self._http_gone.wait()
+        except TimeoutError:
+            for connection in list(self.http_connections):
+                connection.close()
 
     async def close(self) -> None:
         await self.batcher.close()

@@ -157,6 +157,20 @@ class RedisStore:
         )
         return decode_state(payload)
 
+    async def read(self, counter: str) -> CounterState:
+        """The counter's state as Redis holds it now, for the HTTP API's GET.
+
+        A plain read, so a backend polling a counter adds nothing to its
+        fan-out; only a counter never seen before is created (by ``announce``).
+        """
+        (fields,) = await self._round_trip(
+            counter, ("HMGET", state_key(counter), "epoch", "seq", "total")
+        )
+        epoch, seq, total = fields
+        if epoch is None:
+            return await self.announce(counter)
+        return CounterState(epoch, int(seq), int(total))
+
     async def rebase(self, counter: str, old_epoch: str) -> None:
         """Start a new epoch for a counter that went back in time within ``old_epoch``.
 

@@ -1,0 +1,158 @@
+"""The HTTP API's rules, without I/O: routes, content negotiation, bodies and statuses.
+
+Backends that only add to a counter, or read it, use plain HTTP on the
+worker's port (the contract is in docs/protocol.md, the description in
+``worker/server/web/openapi.json``):
+
+* ``GET /counters/<name>`` with ``Accept: application/json``: the counter's
+  state, ``{"counter", "total", "seq", "epoch"}``. Without it, the same path
+  is the counter page.
+* ``POST /counters/<name>/increments`` with ``{"by": N}``, plus ``"session"``
+  and ``"n"`` or an ``Idempotency-Key`` header: the same ack a WebSocket
+  client gets, applied and published exactly like a WebSocket increment.
+
+Errors are the WebSocket protocol's error objects, with the HTTP status
+``STATUS_OF_CODE`` gives their code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import ClientError, RouteError
+from .protocol import (
+    MAX_ID_LENGTH,
+    ErrorCode,
+    Increment,
+    increment_from_object,
+    is_valid_counter_name,
+    loads,
+    split_path,
+)
+
+JSON = "application/json"
+INCREMENTS_SUFFIX = "/increments"
+# Paths that are not counters.
+CLIENT_SCRIPT_PATH = "/client.js"
+OPENAPI_PATH = "/openapi.json"
+PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+# The HTTP status of each error code. A refusal that nothing applied and that
+# may succeed later is 429 or 503 (send the same request again); one that
+# conflicts with the counter or the session's numbering is 409.
+STATUS_OF_CODE = {
+    ErrorCode.INVALID_MESSAGE: 400,
+    ErrorCode.BINARY_NOT_SUPPORTED: 400,
+    ErrorCode.UNKNOWN_OP: 400,
+    ErrorCode.MISSING_BY: 400,
+    ErrorCode.INVALID_BY: 400,
+    ErrorCode.OUT_OF_RANGE: 400,
+    ErrorCode.INVALID_ID: 400,
+    ErrorCode.INVALID_SESSION: 400,
+    ErrorCode.INVALID_N: 400,
+    ErrorCode.FORBIDDEN: 403,
+    ErrorCode.OUT_OF_ORDER: 409,
+    ErrorCode.OVERFLOW: 409,
+    ErrorCode.REJECTED: 409,
+    ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.UNAVAILABLE: 503,
+}
+# Codes of refusals made before the request's increment was read.
+UNAUTHORIZED = "unauthorized"
+NOT_FOUND = "not_found"
+METHOD_NOT_ALLOWED = "method_not_allowed"
+NOT_ACCEPTABLE = "not_acceptable"
+TOO_LARGE = "too_large"
+UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+BAD_REQUEST = "bad_request"
+CODE_OF_STATUS = {
+    400: BAD_REQUEST,
+    401: UNAUTHORIZED,
+    403: ErrorCode.FORBIDDEN,
+    404: NOT_FOUND,
+    405: METHOD_NOT_ALLOWED,
+    406: NOT_ACCEPTABLE,
+    413: TOO_LARGE,
+    415: UNSUPPORTED_MEDIA_TYPE,
+    503: ErrorCode.UNAVAILABLE,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ApiRoute:
+    """A request target of the HTTP API: a counter's state or its increments."""
+
+    counter: str
+    increments: bool
+
+
+def parse_api_route(target: str) -> ApiRoute | None:
+    """The counter a target names, or None for any other path.
+
+    Raises RouteError(400) for a counter path with an invalid name.
+    """
+    path, _ = split_path(target)
+    if not path.startswith("/counters/"):
+        return None
+    name = path.removeprefix("/counters/")
+    increments = name.endswith(INCREMENTS_SUFFIX)
+    name = name.removesuffix(INCREMENTS_SUFFIX)
+    if not is_valid_counter_name(name):
+        raise RouteError(400, "counter names are 1 to 64 of a-z 0-9 _ -")
+    return ApiRoute(name, increments)
+
+
+def media_type(header: str | None) -> str:
+    """``application/json; charset=utf-8`` -> ``application/json``."""
+    return (header or "").partition(";")[0].strip().lower()
+
+
+def wants_json(accept: str | None) -> bool:
+    """Whether a GET of a counter asks for its state rather than its page.
+
+    JSON when ``application/json`` is acceptable and HTML is not asked for:
+    browsers ask for ``text/html`` and get the page; ``curl`` without a header
+    (``*/*``) gets the page too.
+    """
+    kinds = {media_type(part) for part in (accept or "").split(",")}
+    return JSON in kinds and "text/html" not in kinds
+
+
+def parse_increment_body(body: bytes, idempotency_key: str | None) -> Increment:
+    """The increment a POST asks for, or ClientError.
+
+    The body is ``{"by": N}`` with the optional ``"session"`` and ``"n"`` of a
+    WebSocket increment (``"op": "incr"`` may be given; no other op); an
+    ``Idempotency-Key`` header plays the part of the WebSocket ``id``.
+    """
+    try:
+        document = loads(body.decode())
+    except (UnicodeDecodeError, ValueError):
+        raise ClientError(
+            ErrorCode.INVALID_MESSAGE, 'expected a JSON object {"by": <integer>}'
+        ) from None
+    if not isinstance(document, dict):
+        raise ClientError(ErrorCode.INVALID_MESSAGE, 'expected a JSON object {"by": <integer>}')
+    if "id" in document:
+        raise ClientError(
+            ErrorCode.INVALID_MESSAGE, "over HTTP an increment's id is its Idempotency-Key header"
+        )
+    if idempotency_key is not None:
+        if not 0 < len(idempotency_key) <= MAX_ID_LENGTH:
+            raise ClientError(ErrorCode.INVALID_ID, "Idempotency-Key must be 1 to 64 characters")
+        if "session" in document or "n" in document:
+            raise ClientError(
+                ErrorCode.INVALID_MESSAGE,
+                "give an increment a session and n, or an Idempotency-Key, not both",
+            )
+        document = {**document, "id": idempotency_key}
+    return increment_from_object({"op": "incr", **document})
+
+
+def status_of(code: str) -> int:
+    return STATUS_OF_CODE.get(code, 500)
+
+
+def error_document(code: str, message: str, **echo: Any) -> dict[str, Any]:
+    return {"type": "error", "code": code, "message": message, **echo}

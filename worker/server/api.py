@@ -1,0 +1,211 @@
+"""What every plain HTTP request gets: probes, metrics, the page, the client module and the API.
+
+The API's rules (routes, negotiation, bodies, statuses) are in
+``worker.core.httpapi``; this module carries them out against the worker.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import cache
+from importlib import resources
+
+import orjson
+
+from ..core.auth import OPEN, Grant, authorize, token_from
+from ..core.httpapi import (
+    CLIENT_SCRIPT_PATH,
+    JSON,
+    METHOD_NOT_ALLOWED,
+    NOT_FOUND,
+    OPENAPI_PATH,
+    UNSUPPORTED_MEDIA_TYPE,
+    ApiRoute,
+    error_document,
+    media_type,
+    parse_api_route,
+    parse_increment_body,
+    status_of,
+    wants_json,
+)
+from ..core.httpapi import CODE_OF_STATUS as _CODE_OF_STATUS
+from ..core.protocol import DEFAULT_COUNTER, split_path
+from ..core.ratelimit import TokenBucket
+from ..errors import ClientError, Refused, StoreError
+from ..metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from . import page
+from .context import WorkerContext
+from .http import HttpConnection, HttpRequest, HttpResponse
+from .increments import Increments, Reply
+
+TEXT = "text/plain; charset=utf-8"
+# A refusal that may succeed if sent again: when to try.
+RETRY_AFTER_SECONDS = "1"
+
+
+class Api:
+    """Answers one HTTP request; keeps nothing between requests but each connection's bucket."""
+
+    def __init__(self, worker: WorkerContext, increments: Increments) -> None:
+        self.worker = worker
+        self.increments = increments
+
+    async def handle(self, request: HttpRequest, connection: HttpConnection) -> HttpResponse:
+        response = await self._route(request, connection)
+        self.worker.metrics.http_requests.labels(str(response.status)).inc()
+        return response
+
+    async def _route(self, request: HttpRequest, connection: HttpConnection) -> HttpResponse:
+        path, _ = split_path(request.target)
+        method = request.method
+        fixed = self._fixed(path)
+        if fixed is not None:
+            return fixed if method in ("GET", "HEAD") else _not_allowed("GET, HEAD")
+        try:
+            route = ApiRoute(DEFAULT_COUNTER, False) if path == "/" else parse_api_route(path)
+        except Refused as exc:
+            return _error(exc.status, _CODE_OF_STATUS[exc.status], exc.reason)
+        if route is None:
+            return _error(404, NOT_FOUND, "no such endpoint")
+        if route.increments:
+            if method != "POST":
+                return _not_allowed("POST")
+            return await self._increment(route.counter, request, connection)
+        if method not in ("GET", "HEAD"):
+            return _not_allowed("GET, HEAD")
+        if not wants_json(request.headers.get("accept")):
+            return _page(route.counter)
+        return await self._state(route.counter, request)
+
+    def _fixed(self, path: str) -> HttpResponse | None:
+        """Probes, metrics and the static documents."""
+        worker = self.worker
+        if path == "/healthz":
+            return _text(200, "ok\n")
+        if path == "/readyz":
+            if worker.ready:
+                return _text(200, "ready\n")
+            reason = "draining" if worker.draining else "not subscribed to Redis"
+            return _text(503, f"not ready: {reason}\n")
+        if path == "/metrics":
+            return HttpResponse(
+                200, worker.metrics.render(), [("Content-Type", METRICS_CONTENT_TYPE)]
+            )
+        if path == CLIENT_SCRIPT_PATH:
+            return HttpResponse(
+                200,
+                _static("client.js"),
+                [
+                    ("Content-Type", "text/javascript; charset=utf-8"),
+                    ("Cache-Control", "no-cache"),
+                    ("X-Content-Type-Options", "nosniff"),
+                ],
+            )
+        if path == OPENAPI_PATH:
+            return HttpResponse(200, _static("openapi.json"), [("Content-Type", JSON)])
+        return None
+
+    def _grant(self, request: HttpRequest, counter: str) -> Grant:
+        secret = self.worker.settings.jwt_secret
+        if not secret:
+            return OPEN
+        return authorize(secret, token_from(None, request.headers.get("authorization")), counter)
+
+    async def _state(self, counter: str, request: HttpRequest) -> HttpResponse:
+        try:
+            self._grant(request, counter)
+            state = await self.worker.store.read(counter)
+        except Refused as exc:
+            return _error(exc.status, _CODE_OF_STATUS[exc.status], exc.reason)
+        except StoreError:
+            return _error(503, "unavailable", "Redis is unavailable")
+        document = {
+            "counter": counter,
+            "total": state.total,
+            "seq": state.seq,
+            "epoch": state.epoch,
+        }
+        return _json(200, orjson.dumps(document))
+
+    async def _increment(
+        self, counter: str, request: HttpRequest, connection: HttpConnection
+    ) -> HttpResponse:
+        content_type = media_type(request.headers.get("content-type"))
+        if content_type and content_type != JSON:
+            return _error(415, UNSUPPORTED_MEDIA_TYPE, "send the body as application/json")
+        increments = self.increments
+        try:
+            grant = self._grant(request, counter)
+            increment = parse_increment_body(request.body, request.headers.get("idempotency-key"))
+        except Refused as exc:
+            return _error(exc.status, _CODE_OF_STATUS[exc.status], exc.reason)
+        except ClientError as exc:
+            return _reply(increments.invalid(exc))
+        refusal = increments.refusal(counter, grant, self._bucket(connection), increment)
+        if refusal is not None:
+            return _reply(refusal)
+        # Not cancelled if the client goes away: the increment is applied (or
+        # not) all the same, and a retry with its key gets the same answer.
+        future = increments.submit(counter, increment)
+        await future
+        return _reply(increments.reply(increment, future))
+
+    def _bucket(self, connection: HttpConnection) -> TokenBucket | None:
+        """The connection's rate-limit bucket: the same limit as a WebSocket connection's."""
+        settings = self.worker.settings
+        if settings.rate_limit <= 0:
+            return None
+        if not isinstance(connection.state, TokenBucket):
+            connection.state = TokenBucket(
+                settings.rate_limit, settings.rate_burst, time.monotonic()
+            )
+        return connection.state
+
+
+@cache
+def _static(name: str) -> bytes:
+    return resources.files(__package__).joinpath("web", name).read_bytes()
+
+
+def _text(status: int, text: str) -> HttpResponse:
+    return HttpResponse(status, text.encode(), [("Content-Type", TEXT)])
+
+
+def _json(status: int, body: bytes, headers: list[tuple[str, str]] | None = None) -> HttpResponse:
+    return HttpResponse(status, body, [("Content-Type", JSON), *(headers or [])])
+
+
+def _error(status: int, code: str, message: str) -> HttpResponse:
+    headers = []
+    if status == 401:
+        headers.append(("WWW-Authenticate", "Bearer"))
+    if status in (429, 503):
+        headers.append(("Retry-After", RETRY_AFTER_SECONDS))
+    return _json(status, orjson.dumps(error_document(code, message)), headers)
+
+
+def _reply(reply: Reply) -> HttpResponse:
+    if reply.code is None:
+        return _json(200, reply.text.encode())
+    status = status_of(reply.code)
+    headers = [("Retry-After", RETRY_AFTER_SECONDS)] if status in (429, 503) else []
+    return _json(status, reply.text.encode(), headers)
+
+
+def _not_allowed(allow: str) -> HttpResponse:
+    response = _error(405, METHOD_NOT_ALLOWED, f"this path takes {allow}")
+    response.headers.append(("Allow", allow))
+    return response
+
+
+def _page(counter: str) -> HttpResponse:
+    return HttpResponse(
+        200,
+        page.render(counter),
+        [
+            ("Content-Type", "text/html; charset=utf-8"),
+            ("Cache-Control", "no-store"),
+            ("Content-Security-Policy", page.CONTENT_SECURITY_POLICY),
+            ("X-Content-Type-Options", "nosniff"),
+        ],
+    )

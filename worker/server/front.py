@@ -1,0 +1,131 @@
+"""The first bytes of every connection decide who serves it: websockets or plain HTTP.
+
+websockets' HTTP parser takes only what leads to a WebSocket (it refuses
+request bodies, so a POST cannot reach ``process_request``). The connection
+class websockets creates for each TCP connection therefore reads the request
+head first: a WebSocket upgrade then goes to websockets exactly as if nothing
+had looked at it, anything else to ``worker.server.http``, which answers
+probes, the page, the client module and the HTTP API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar, cast
+
+from websockets.asyncio.server import ServerConnection
+
+from .http import HttpConnection
+
+# h11's limit on a request head; beyond it the HTTP side answers 431.
+MAX_HEAD_BYTES = 16 * 1024
+_END_OF_HEAD = b"\r\n\r\n"
+
+
+class Mode(enum.Enum):
+    SNIFFING = "sniffing"
+    WEBSOCKET = "websocket"
+    HTTP = "http"
+
+
+@dataclass(frozen=True, slots=True)
+class FrontDoor:
+    """What the front needs of its worker, bound once per server.
+
+    ``start_http`` takes a connection for plain HTTP, or answers and closes it
+    (None) when the worker is at its connection limit.
+    """
+
+    start_http: Callable[[asyncio.Transport], HttpConnection | None]
+    open_timeout: float
+
+
+class FrontConnection(ServerConnection):
+    """A websockets server connection that looks at the request head before websockets does."""
+
+    door: ClassVar[FrontDoor]
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._front_transport = cast(asyncio.Transport, transport)
+        self._mode = Mode.SNIFFING
+        self._head = bytearray()
+        self._http: HttpConnection | None = None
+        # A peer that sends no complete head in time is dropped, as websockets
+        # drops a handshake that takes longer than the open timeout.
+        self._sniff_timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
+            self.door.open_timeout, self._front_transport.abort
+        )
+
+    def data_received(self, data: bytes) -> None:
+        if self._mode is Mode.WEBSOCKET:
+            super().data_received(data)
+        elif self._mode is Mode.HTTP:
+            assert self._http is not None
+            self._http.data_received(data)
+        else:
+            self._head += data
+            end = self._head.find(_END_OF_HEAD)
+            if end >= 0:
+                self._choose(is_websocket_upgrade(bytes(self._head[:end])))
+            elif len(self._head) > MAX_HEAD_BYTES:
+                self._choose(websocket=False)
+
+    def _choose(self, websocket: bool) -> None:
+        if self._sniff_timer is not None:
+            self._sniff_timer.cancel()
+            self._sniff_timer = None
+        head, self._head = bytes(self._head), bytearray()
+        transport = self._front_transport
+        if websocket:
+            self._mode = Mode.WEBSOCKET
+            super().connection_made(transport)
+            super().data_received(head)
+            return
+        self._http = self.door.start_http(transport)
+        if self._http is None:
+            return
+        self._mode = Mode.HTTP
+        self._http.data_received(head)
+
+    def eof_received(self) -> None:
+        if self._mode is Mode.WEBSOCKET:
+            super().eof_received()
+        elif self._http is not None:
+            self._http.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._sniff_timer is not None:
+            self._sniff_timer.cancel()
+        if self._mode is Mode.WEBSOCKET:
+            super().connection_lost(exc)
+        elif self._http is not None:
+            self._http.connection_lost()
+
+    def pause_writing(self) -> None:
+        if self._mode is Mode.WEBSOCKET:
+            super().pause_writing()
+        elif self._http is not None:
+            self._http.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._mode is Mode.WEBSOCKET:
+            super().resume_writing()
+        elif self._http is not None:
+            self._http.resume_writing()
+
+
+def front_connection_class(door: FrontDoor) -> type[ServerConnection]:
+    """The connection class for one server: ``FrontConnection`` bound to its worker."""
+    return type("WorkerFrontConnection", (FrontConnection,), {"door": door})
+
+
+def is_websocket_upgrade(head: bytes) -> bool:
+    """Whether a request head carries ``Upgrade: websocket`` (any case, any list position)."""
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"upgrade" and b"websocket" in value.lower():
+            return True
+    return False

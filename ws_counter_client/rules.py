@@ -1,0 +1,148 @@
+"""The client's half of exactly-once, without I/O: numbering, resends and which totals are news.
+
+Every client of ws-counter follows these rules: this library, ``ws-counter
+client``, the load test and (in JavaScript) ``/client.js``.
+
+* A session numbers its increments 1, 2, 3, ... per counter; the worker
+  applies each number once and refuses a gap with ``out_of_order`` and the
+  number it ``expected``. Unacknowledged increments are sent again, in order
+  and unchanged, after a reconnect and after a refusal that applied nothing.
+  So a dropped connection neither loses nor doubles one (docs/guarantees.md).
+* A session the worker no longer knows (idle longer than ``WS_SESSION_TTL``)
+  expects a number below every outstanding one: none of them can ever apply
+  under it, so they move, in order, to a new session.
+* A total is news when it is of a new epoch, or of the same epoch with a
+  higher seq: a total never goes back within an epoch.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from worker.core.protocol import INT64_MAX, INT64_MIN, incr_message
+
+# Refusals after which the same increment may be sent again unchanged: nothing
+# was applied, or (unavailable) nothing is known; the session or id makes a
+# second application impossible either way.
+RESENDABLE = frozenset({"unavailable", "rate_limited", "out_of_order"})
+# The one refusal that uses its number up (Redis ran the step and refused it).
+CONSUMES_NUMBER = frozenset({"overflow"})
+
+T = TypeVar("T")
+
+
+def new_session_id() -> str:
+    """96 random bits as 16 URL-safe characters (the protocol asks for 8 to 64)."""
+    return secrets.token_urlsafe(12)
+
+
+def check_by(by: int) -> int:
+    """``by`` as the protocol takes it; ValueError before anything is numbered or sent."""
+    if not isinstance(by, int) or isinstance(by, bool) or not INT64_MIN <= by <= INT64_MAX:
+        raise ValueError(f"by must be an integer in the signed 64-bit range, not {by!r}")
+    return by
+
+
+@dataclass(slots=True)
+class Outstanding(Generic[T]):
+    """One increment sent and not yet answered; ``ticket`` is the caller's (a future)."""
+
+    by: int
+    frame: str
+    ticket: T
+    resends: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Resend:
+    """Send every outstanding increment from ``start`` on again, in order, after a backoff."""
+
+    start: int
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class Fail:
+    """The increment was refused for good; nothing was applied."""
+
+    item: Outstanding[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Renumbered:
+    """Every outstanding increment moved to a new session; send them all again now."""
+
+    session: str
+
+
+Decision = Resend | Fail | Renumbered | None
+
+
+@dataclass
+class Session(Generic[T]):
+    """A session's outstanding increments by number, in the order they were sent."""
+
+    session: str = field(default_factory=new_session_id)
+    next_n: int = 1
+    outstanding: dict[int, Outstanding[T]] = field(default_factory=dict)
+
+    def add(self, by: int, ticket: T) -> tuple[int, Outstanding[T]]:
+        n = self.next_n
+        self.next_n += 1
+        item = Outstanding(by, incr_message(check_by(by), session=self.session, n=n), ticket)
+        self.outstanding[n] = item
+        return n, item
+
+    def frames(self, start: int = 1) -> list[str]:
+        return [item.frame for n, item in self.outstanding.items() if n >= start]
+
+    def settle(self, session: object, n: object) -> Outstanding[T] | None:
+        """The increment an ack answers, no longer outstanding (None if not ours)."""
+        if session != self.session or not isinstance(n, int):
+            return None
+        return self.outstanding.pop(n, None)
+
+    def refused(self, session: object, n: object, code: str, expected: object) -> Decision:
+        """What to do about an error answering increment ``n`` of ``session``."""
+        if session != self.session or not isinstance(n, int) or n not in self.outstanding:
+            return None
+        item = self.outstanding[n]
+        if code not in RESENDABLE:
+            del self.outstanding[n]
+            if code not in CONSUMES_NUMBER and n == self.next_n - 1:
+                # Refused before it reached Redis: the next increment takes its number.
+                self.next_n = n
+            return Fail(item)
+        item.resends += 1
+        start = n
+        if code == "out_of_order" and isinstance(expected, int):
+            if expected < min(self.outstanding):
+                return self.renumber()
+            start = min((k for k in self.outstanding if k >= expected), default=n)
+        return Resend(start, item.resends)
+
+    def renumber(self) -> Renumbered:
+        """Move every outstanding increment, in order, to a new session numbered from 1."""
+        items = list(self.outstanding.values())
+        self.session, self.next_n, self.outstanding = new_session_id(), 1, {}
+        for item in items:
+            _, moved = self.add(item.by, item.ticket)
+            moved.resends = item.resends
+        return Renumbered(self.session)
+
+
+@dataclass
+class Freshness:
+    """The newest state seen of one counter, and whether another is news."""
+
+    epoch: str | None = None
+    seq: int | None = None
+
+    def is_news(self, epoch: str, seq: int) -> bool:
+        """True (and remembered) for the first state, a new epoch, or a higher seq."""
+        if self.epoch == epoch and self.seq is not None and seq <= self.seq:
+            return False
+        self.epoch, self.seq = epoch, seq
+        return True
