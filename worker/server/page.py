@@ -6,9 +6,10 @@ import html
 from functools import cache
 from importlib import resources
 
-# Everything the page needs is inline; it may only connect back to its own host.
+# Everything the page needs is inline or /client.js from the worker that served
+# it; it may only connect back to its own host.
 CONTENT_SECURITY_POLICY = (
-    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+    "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'unsafe-inline'; "
     "connect-src 'self' ws: wss:; img-src data:; base-uri 'none'; form-action 'none'"
 )
 

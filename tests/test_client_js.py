@@ -1,0 +1,152 @@
+"""The JavaScript client module (/client.js) in Debian's Chromium against a real local cluster.
+
+Each browser page loads the module from the worker that serves it and drives
+it with ``page.evaluate``: two pages on two workers, a reconnect after a
+worker is killed with increments in flight, and the resends of increments the
+rate limit refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, Page
+
+from tools.cluster import LocalCluster
+
+from .browser import chromium
+from .conftest import http_get, seconds
+
+pytestmark = pytest.mark.browser
+
+CLUSTER_WORKERS = 2
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with chromium() as launched:
+        yield launched
+
+
+def module_page(browser: Browser, cluster: LocalCluster, worker: int) -> Page:
+    """A page whose origin is ``worker``, with the module imported as ``window.wsc``."""
+    page = browser.new_page()
+    page.set_default_timeout(seconds(30) * 1000)
+    page.goto(f"http://127.0.0.1:{cluster.worker_ports[worker]}/client.js")
+    page.evaluate("async () => { window.wsc = await import('/client.js'); }")
+    return page
+
+
+def open_client(page: Page, url: str, counter: str, backoff: tuple[int, int] = (100, 1000)) -> None:
+    """``window.client``: a client of ``counter`` at ``url``, statuses in ``window.statuses``."""
+    page.evaluate(
+        """async ([url, counter, backoff]) => {
+            window.statuses = [];
+            window.client = wsc.connect(url, {
+                counter, backoff, onStatus: (status) => statuses.push(status.state),
+            });
+            await client.ready;
+        }""",
+        [url, counter, list(backoff)],
+    )
+
+
+def state(cluster: LocalCluster, counter: str) -> dict[str, Any]:
+    """The counter's state from the HTTP API."""
+    request = urllib.request.Request(
+        cluster.url.replace("ws://", "http://") + f"counters/{counter}",
+        headers={"Accept": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=seconds(10)) as response:
+        document: dict[str, Any] = json.loads(response.read())
+    return document
+
+
+def test_two_pages_see_each_others_increments_exactly(
+    cluster: LocalCluster, browser: Browser, counter_name: str
+) -> None:
+    """An increment beyond 2**53 made in one page arrives exact in a page on another worker."""
+    first = module_page(browser, cluster, 0)
+    second = module_page(browser, cluster, 1)
+    open_client(first, cluster.worker_url(0), counter_name)
+    open_client(second, cluster.worker_url(1), counter_name)
+    ack = first.evaluate(
+        """async () => {
+            const ack = await client.increment(9007199254740993n);
+            return { total: ack.total.toString(), seq: ack.seq.toString(), dup: ack.duplicate };
+        }"""
+    )
+    assert ack == {"total": "9007199254740993", "seq": "1", "dup": False}
+    seen = second.evaluate(
+        """async () => {
+            for await (const total of client.totals()) {
+                if (total.seq === 1n) return [total.total.toString(), total.counter];
+            }
+        }"""
+    )
+    assert seen == ["9007199254740993", counter_name]
+    assert state(cluster, counter_name)["total"] == 9007199254740993
+    for page in (first, second):
+        page.close()
+
+
+def test_increments_in_flight_when_the_worker_dies_are_resent_after_the_reconnect(
+    cluster: LocalCluster, browser: Browser, counter_name: str
+) -> None:
+    """Worker 2 is frozen, three increments go out, it is killed and started again:
+    the module reconnects, resends them and each is applied once."""
+    page = module_page(browser, cluster, 0)
+    open_client(page, cluster.worker_url(1), counter_name)
+    worker = cluster.workers[1]
+    os.kill(worker.pid, signal.SIGSTOP)
+    try:
+        page.evaluate(
+            "() => { window.acks = Promise.all([1n, 2n, 3n].map((by) => client.increment(by))); }"
+        )
+        assert page.evaluate("() => client.inFlight") == 3
+    finally:
+        cluster.stop_worker(1, signal.SIGKILL)
+    cluster.start_worker(1)
+    acks = page.evaluate(
+        "async () => (await acks).map((ack) => [ack.n, ack.seq.toString(), ack.duplicate])"
+    )
+    assert sorted(acks) == [[1, "1", False], [2, "2", False], [3, "3", False]]
+    assert "reconnecting" in page.evaluate("() => statuses")
+    assert (state(cluster, counter_name)["total"], state(cluster, counter_name)["seq"]) == (6, 3)
+    page.close()
+
+
+def test_increments_refused_by_the_rate_limit_are_resent_until_applied(
+    cluster: LocalCluster, browser: Browser, counter_name: str
+) -> None:
+    """300 increments at once on one connection of a worker with the default rate limit
+    (100/s, burst 200): some are refused as rate_limited; the module sends them again,
+    in order, and every one is applied exactly once."""
+    refused_before = _rate_limited(cluster, 0)
+    page = module_page(browser, cluster, 0)
+    open_client(page, cluster.worker_url(0), counter_name)
+    result = page.evaluate(
+        """async () => {
+            const acks = await Promise.all(
+                Array.from({ length: 300 }, () => client.increment(1n)));
+            return [acks.length, new Set(acks.map((ack) => ack.seq)).size,
+                    acks.filter((ack) => ack.duplicate).length];
+        }"""
+    )
+    assert result == [300, 300, 0]
+    assert state(cluster, counter_name)["total"] == 300
+    assert _rate_limited(cluster, 0) > refused_before
+    page.close()
+
+
+def _rate_limited(cluster: LocalCluster, worker: int) -> float:
+    _, body = http_get(f"http://127.0.0.1:{cluster.worker_ports[worker]}/metrics")
+    match = re.search(r'ws_counter_increments_total\{outcome="rate_limited"\} (\S+)', body)
+    return float(match.group(1)) if match else 0.0
