@@ -89,9 +89,10 @@ class Session(Generic[T]):
     outstanding: dict[int, Outstanding[T]] = field(default_factory=dict)
 
     def add(self, by: int, ticket: T) -> tuple[int, Outstanding[T]]:
+        frame = incr_message(check_by(by), session=self.session, n=self.next_n)
         n = self.next_n
         self.next_n += 1
-        item = Outstanding(by, incr_message(check_by(by), session=self.session, n=n), ticket)
+        item = Outstanding(by, frame, ticket)
         self.outstanding[n] = item
         return n, item
 

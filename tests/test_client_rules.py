@@ -1,0 +1,117 @@
+"""The client rules (ws_counter_client.rules) as tables: numbering, refusals, resends, freshness."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ws_counter_client.rules import Fail, Freshness, Renumbered, Resend, Session, check_by
+
+
+def session_with(count: int) -> Session[str]:
+    session: Session[str] = Session(session="abcdefgh")
+    for index in range(count):
+        session.add(index + 1, f"ticket-{index + 1}")
+    return session
+
+
+def test_increments_are_numbered_in_order_with_their_frames() -> None:
+    session = session_with(3)
+    assert list(session.outstanding) == [1, 2, 3]
+    assert [json.loads(f) for f in session.frames(2)] == [
+        {"op": "incr", "by": 2, "session": "abcdefgh", "n": 2},
+        {"op": "incr", "by": 3, "session": "abcdefgh", "n": 3},
+    ]
+
+
+def test_an_ack_settles_only_its_own_session_and_number() -> None:
+    session = session_with(2)
+    assert session.settle("someone-else", 1) is None
+    assert session.settle("abcdefgh", "1") is None
+    settled = session.settle("abcdefgh", 1)
+    assert settled is not None and settled.ticket == "ticket-1"
+    assert list(session.outstanding) == [2]
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        # Nothing applied (or nothing known): send again from that number.
+        (2, "unavailable", None, Resend(2, 1), [1, 2, 3], 4),
+        (3, "rate_limited", None, Resend(3, 1), [1, 2, 3], 4),
+        # A gap: send again from the number the worker expects.
+        (3, "out_of_order", 2, Resend(2, 1), [1, 2, 3], 4),
+        # The expected number was settled already: from the first outstanding after it.
+        (3, "out_of_order", 3, Resend(3, 1), [1, 2, 3], 4),
+        # Refused for good before Redis: gone; the last number is used again.
+        (3, "forbidden", None, "fail", [1, 2], 3),
+        (2, "forbidden", None, "fail", [1, 3], 4),
+        # Redis ran it and refused it: the number is used up.
+        (3, "overflow", None, "fail", [1, 2], 4),
+    ],
+)
+def test_what_a_refusal_leads_to(
+    case: tuple[int, str, int | None, object, list[int], int],
+) -> None:
+    n, code, expected, decision, left, next_n = case
+    session = session_with(3)
+    got = session.refused("abcdefgh", n, code, expected)
+    if decision == "fail":
+        assert isinstance(got, Fail) and got.item.ticket == f"ticket-{n}"
+    else:
+        assert got == decision
+    assert list(session.outstanding) == left
+    assert session.next_n == next_n
+
+
+def test_a_refusal_of_someone_elses_increment_is_ignored() -> None:
+    session = session_with(1)
+    assert session.refused("other-session", 1, "unavailable", None) is None
+    assert session.refused("abcdefgh", 9, "unavailable", None) is None
+
+
+def test_a_forgotten_session_moves_everything_outstanding_to_a_new_one() -> None:
+    """The worker expects a number below every outstanding one (the session expired):
+    none of them can apply under it, so they are renumbered 1.. in a new session."""
+    session = session_with(5)
+    session.settle("abcdefgh", 1)
+    session.settle("abcdefgh", 2)
+    decision = session.refused("abcdefgh", 3, "out_of_order", 1)
+    assert isinstance(decision, Renumbered)
+    assert session.session == decision.session != "abcdefgh"
+    assert [(n, item.by, item.ticket) for n, item in session.outstanding.items()] == [
+        (1, 3, "ticket-3"),
+        (2, 4, "ticket-4"),
+        (3, 5, "ticket-5"),
+    ]
+    assert json.loads(session.frames()[0]) == {
+        "op": "incr",
+        "by": 3,
+        "session": decision.session,
+        "n": 1,
+    }
+    assert session.next_n == 4
+
+
+@pytest.mark.parametrize("by", [2**63, -(2**63) - 1, True, 1.0, "5"])
+def test_by_outside_the_protocol_is_refused_before_numbering(by: object) -> None:
+    session = session_with(0)
+    with pytest.raises(ValueError, match="signed 64-bit"):
+        session.add(by, "ticket")  # type: ignore[arg-type]
+    assert session.next_n == 1
+    assert check_by(2**63 - 1) == 2**63 - 1
+
+
+@pytest.mark.parametrize(
+    ("states", "news"),
+    [
+        ([("e1", 1), ("e1", 2), ("e1", 2), ("e1", 1)], [True, True, False, False]),
+        # A new epoch is news even with a lower seq (a failover lost states).
+        ([("e1", 5), ("e2", 3), ("e2", 4), ("e1", 6)], [True, True, True, True]),
+        ([("e1", 0)], [True]),
+    ],
+)
+def test_which_totals_are_news(states: list[tuple[str, int]], news: list[bool]) -> None:
+    freshness = Freshness()
+    assert [freshness.is_news(epoch, seq) for epoch, seq in states] == news
