@@ -38,7 +38,8 @@ def outside_env(venv_dir: Path) -> dict[str, str]:
 
 
 def test_the_wheel_runs_the_cluster_and_a_load_test_outside_the_checkout(tmp_path: Path) -> None:
-    """A wheel in a fresh virtualenv finds HAProxy's config, the Lua and the page in itself."""
+    """A wheel in a fresh virtualenv finds HAProxy's config, the Lua, the page, the client
+    module and the OpenAPI description in itself, and its client library works."""
     dist, home, venv_dir = tmp_path / "dist", tmp_path / "elsewhere", tmp_path / "venv"
     home.mkdir()
     run([sys.executable, "-m", "build", "--wheel", "--outdir", str(dist), str(ROOT)], ROOT, 300)
@@ -47,7 +48,12 @@ def test_the_wheel_runs_the_cluster_and_a_load_test_outside_the_checkout(tmp_pat
     python = venv_dir / "bin" / "python"
     run([str(python), "-m", "pip", "install", "--quiet", str(wheel)], home, 300)
     where = run(
-        [str(python), "-c", "import worker, tools; print(worker.__file__, tools.__file__)"],
+        [
+            str(python),
+            "-c",
+            "import worker, tools, ws_counter_client as c;"
+            " print(worker.__file__, tools.__file__, c.__file__)",
+        ],
         home,
         30,
     ).stdout
@@ -67,6 +73,24 @@ def test_the_wheel_runs_the_cluster_and_a_load_test_outside_the_checkout(tmp_pat
         assert "not installed" not in output, output
         status, page = http_get(f"http://127.0.0.1:{port}/counters/installed")
         assert status == 200 and "ws-counter · installed" in page
+        status, module = http_get(f"http://127.0.0.1:{port}/client.js")
+        assert status == 200 and "export function connect" in module
+        status, description = http_get(f"http://127.0.0.1:{port}/openapi.json")
+        assert status == 200 and json.loads(description)["openapi"].startswith("3.")
+        library = run(
+            [
+                str(python),
+                "-c",
+                "import asyncio, ws_counter_client as c\n"
+                "async def main():\n"
+                f"    async with c.connect('ws://127.0.0.1:{port}', counter='installed') as k:\n"
+                "        print((await k.increment(7)).total)\n"
+                "asyncio.run(main())",
+            ],
+            home,
+            60,
+        ).stdout
+        assert library.strip() == "7"
         report_path = home / "report.json"
         load = subprocess.run(
             [

@@ -24,7 +24,11 @@ Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 def _add_cluster(subparsers: Subparsers) -> None:
     for name, description in (
         ("cluster", "run Redis, N workers and HAProxy on loopback until Ctrl-C"),
-        ("demo", "bring up the local cluster, run a load test through it, tear it down"),
+        (
+            "demo",
+            "bring up the local cluster, run a load test through it, keep it up for the"
+            " counter page until Ctrl-C",
+        ),
     ):
         parser = subparsers.add_parser(name, help=description, description=description)
         parser.add_argument("--workers", type=int, default=3, help="number of workers (default 3)")
@@ -51,6 +55,12 @@ def _add_cluster(subparsers: Subparsers) -> None:
             parser.add_argument("--clients", type=int, default=300, help="load-test clients")
             parser.add_argument(
                 "--increments", type=int, default=20, help="increments per load-test client"
+            )
+            parser.add_argument(
+                "--exit",
+                action="store_true",
+                help="tear the cluster down after the load test instead of waiting for Ctrl-C"
+                " (for scripts; the exit status is the load test's)",
             )
 
 

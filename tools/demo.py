@@ -100,12 +100,20 @@ def _demo(cluster: LocalCluster, args: argparse.Namespace, console: Console) -> 
     )
     report = run_loadtest(options, console)
     print_summary(report, console)
-    console.print(
-        f"\nOpen http://{cluster.options.host}:{cluster.options.port}/ in a browser while "
-        "`ws-counter cluster` runs to watch the counter live.",
-        highlight=False,
+    status = 0 if report["passed"] else 1
+    if args.exit:
+        return status
+    page = f"http://{cluster.options.host}:{cluster.options.port}/counters/{options.counter}"
+    wait_for_interrupt(
+        lambda: console.print(
+            "\nThe cluster stays up until Ctrl-C: add to the counter in the page, or with"
+            f" `ws-counter client {cluster.url}counters/{options.counter}`.\n"
+            f"Counter page: [bold]{page}[/bold]",
+            highlight=False,
+        )
     )
-    return 0 if report["passed"] else 1
+    console.print("stopping ...")
+    return status
 
 
 def wait_for_interrupt(announce: Callable[[], None] = lambda: None) -> None:
