@@ -20,7 +20,6 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from tools.loadtest.agent import reply_key
 from worker import runtime
 from worker.core.protocol import incr_message
 from ws_counter_client.rules import new_session_id
@@ -206,3 +205,10 @@ def run_writers(plan: WriterPlan, pipe: Connection) -> None:
 async def read_total(url: str) -> int:
     async with connect(url, compression=None) as connection:
         return int(json.loads(await connection.recv())["total"])
+
+
+def reply_key(message: dict[str, Any]) -> str:
+    """Which increment an ack or error answers: its n (session) or its id, as a string."""
+    if "n" in message:
+        return str(message["n"])
+    return str(message.get("id"))

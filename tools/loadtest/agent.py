@@ -31,7 +31,7 @@ from worker.core.backoff import backoff_delays, nth_delay
 from worker.core.protocol import incr_message
 from worker.limits import raise_open_file_limit
 from worker.tasks import TaskSet
-from ws_counter_client.rules import RESENDABLE, new_session_id
+from ws_counter_client.rules import RESENDABLE, Fail, Renumbered, Resend, Session
 
 from .coverage import Coverage
 from .histograms import new_histogram
@@ -48,11 +48,27 @@ BACKOFF_FIRST, BACKOFF_CAP = 0.05, 2.0
 class Pending:
     by: int
     sent_at: float
-    frame: str
+    frame: str = ""
     resends: int = 0
     done: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+
+
+class Ids:
+    """The lean alternative to a session (``--dedup id``): one id per increment,
+    each resent alone; kept to measure what sessions save."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.outstanding: dict[str, Pending] = {}
+        self.sequence = 0
+
+    def add(self, pending: Pending) -> None:
+        self.sequence += 1
+        key = f"{self.prefix}-{self.sequence}"
+        pending.frame = incr_message(pending.by, key)
+        self.outstanding[key] = pending
 
 
 class LoadClient:
@@ -67,10 +83,11 @@ class LoadClient:
         self.total: int | None = None
         self.initial: tuple[str, int, int] | None = None
         self.sends = TaskSet()
-        # Keyed by n (a session) or id, in the order sent: resends keep that order.
-        self.pending: dict[str, Pending] = {}
-        self.session = new_session_id() if agent.share.dedup == "session" else None
-        self.sequence = 0
+        # Outstanding increments in the order sent, numbered by the client
+        # library's rules (a session), or by id; resends keep that order.
+        self.book: Session[Pending] | Ids = (
+            Session() if agent.share.dedup == "session" else Ids(f"{agent.run_id}-{number}")
+        )
         self.resend_from: int | None = None
         self.connected = asyncio.Event()
         self.snapshot = asyncio.Event()
@@ -132,8 +149,8 @@ class LoadClient:
             # Unacknowledged increments go again, in order, unchanged: the server
             # applies each session number (or id) at most once and answers a
             # retry with the original ack.
-            for pending in self.pending.values():
-                await connection.send(pending.frame)
+            for frame in self.frames():
+                await connection.send(frame)
             return connection
         return None
 
@@ -145,7 +162,7 @@ class LoadClient:
         if kind == "total":
             self._on_total(message["epoch"], message["seq"], message["total"], now)
         elif kind == "ack":
-            pending = self.pending.pop(reply_key(message), None)
+            pending = self._settle(message)
             if pending is None:
                 return
             if "seq" not in message:
@@ -158,6 +175,26 @@ class LoadClient:
                 pending.done.set_result(None)
         elif kind == "error":
             self._on_error(message)
+
+    @property
+    def outstanding(self) -> int:
+        return len(self.book.outstanding)
+
+    def pending_futures(self) -> list[asyncio.Future[None]]:
+        if isinstance(self.book, Session):
+            return [item.ticket.done for item in self.book.outstanding.values()]
+        return [pending.done for pending in self.book.outstanding.values()]
+
+    def frames(self, start: int = 1) -> list[str]:
+        if isinstance(self.book, Session):
+            return self.book.frames(start)
+        return [pending.frame for pending in self.book.outstanding.values()]
+
+    def _settle(self, message: dict[str, Any]) -> Pending | None:
+        if isinstance(self.book, Session):
+            item = self.book.settle(message.get("session"), message.get("n"))
+            return None if item is None else item.ticket
+        return self.book.outstanding.pop(str(message.get("id")), None)
 
     def _on_total(self, epoch: str, seq: int, total: int, now: float) -> None:
         coverage = self.agent.coverage[self.counter]
@@ -183,27 +220,45 @@ class LoadClient:
         self.seq, self.total = seq, total
 
     def _on_error(self, message: dict[str, Any]) -> None:
-        key = reply_key(message)
-        pending = self.pending.get(key)
-        code = message.get("code")
-        self.agent.error_codes[str(code)] += 1
+        code = str(message.get("code"))
+        self.agent.error_codes[code] += 1
+        if isinstance(self.book, Ids):
+            self._on_id_error(self.book, message, code)
+            return
+        decision = self.book.refused(
+            message.get("session"), message.get("n"), code, message.get("expected")
+        )
+        if isinstance(decision, Resend) and decision.attempt > MAX_RESENDS:
+            item = self.book.outstanding.pop(decision.start, None)
+            decision = None if item is None else Fail(item)
+        if isinstance(decision, Fail):
+            self._failed(decision.item.ticket, f"n={message.get('n')}", code, message)
+        elif isinstance(decision, Resend):
+            self._resend_session_from(decision.start, decision.attempt)
+        elif isinstance(decision, Renumbered):
+            self._send_in_order_soon(self.frames())
+
+    def _on_id_error(self, book: Ids, message: dict[str, Any], code: str) -> None:
+        key = str(message.get("id"))
+        pending = book.outstanding.get(key)
         if pending is None:
             return
         if code in RESENDABLE and pending.resends < MAX_RESENDS:
             pending.resends += 1
-            if self.session is None:
-                delay = nth_delay(BACKOFF_FIRST, BACKOFF_CAP, pending.resends)
-                asyncio.get_running_loop().call_later(delay, self._resend, [key])
-            else:
-                self._resend_session_from(int(message.get("expected", key)), pending.resends)
+            delay = nth_delay(BACKOFF_FIRST, BACKOFF_CAP, pending.resends)
+            loop = asyncio.get_running_loop()
+            loop.call_later(delay, self._send_in_order_soon, [pending.frame])
             return
-        del self.pending[key]
+        del book.outstanding[key]
+        self._failed(pending, key, code, message)
+
+    def _failed(self, pending: Pending, key: str, code: str, message: dict[str, Any]) -> None:
         self.agent.errors.append(f"increment {key} failed: {code}: {message.get('message')}")
         if not pending.done.done():
             pending.done.set_result(None)
 
     def _resend_session_from(self, n: int, attempt: int) -> None:
-        """Resend, once, every pending number from n on, in order, after a backoff.
+        """Resend, once, every outstanding number from n on, in order, after a backoff.
 
         A refused number leaves a gap that refuses every later one as
         out_of_order, so the refusals of one burst are answered by one resend
@@ -216,17 +271,14 @@ class LoadClient:
             asyncio.get_running_loop().call_later(delay, self._resend_from_scheduled)
 
     def _resend_from_scheduled(self) -> None:
-        start, self.resend_from = self.resend_from or 0, None
-        self._resend([key for key in self.pending if int(key) >= start])
+        start, self.resend_from = self.resend_from or 1, None
+        self._send_in_order_soon(self.frames(start))
 
-    def _resend(self, keys: list[str]) -> None:
+    def _send_in_order_soon(self, frames: list[str]) -> None:
         # Reconnects resend on their own; this covers refusals on a connection
         # that stayed open.
         connection = self.connection
-        if connection is None:
-            return
-        frames = [self.pending[key].frame for key in keys if key in self.pending]
-        if frames:
+        if connection is not None and frames:
             self.sends.spawn(self._send_in_order(connection, frames))
 
     async def _send_in_order(self, connection: ClientConnection, frames: list[str]) -> None:
@@ -244,18 +296,15 @@ class LoadClient:
             await connection.send(frame)
 
     def start_increment(self, by: int) -> Pending:
-        self.sequence += 1
-        if self.session is not None:
-            key = str(self.sequence)
-            frame = incr_message(by, session=self.session, n=self.sequence)
+        pending = Pending(by, time.monotonic())
+        if isinstance(self.book, Session):
+            _, item = self.book.add(by, pending)
+            pending.frame = item.frame
         else:
-            key = f"{self.agent.run_id}-{self.number}-{self.sequence}"
-            frame = incr_message(by, key)
-        pending = Pending(by, time.monotonic(), frame)
-        self.pending[key] = pending
+            self.book.add(pending)
         self.agent.sent += 1
         if self.connection is not None:
-            self._send_soon(self.connection, frame)
+            self._send_soon(self.connection, pending.frame)
         return pending
 
     async def close(self) -> None:
@@ -264,13 +313,6 @@ class LoadClient:
             await self.connection.close()
         if self.task is not None:
             await self.task
-
-
-def reply_key(message: dict[str, Any]) -> str:
-    """Which increment an ack or error answers: its n (session) or its id, as a string."""
-    if "n" in message:
-        return str(message["n"])
-    return str(message.get("id"))
 
 
 def _handshake_failure(exc: BaseException) -> str:
@@ -412,10 +454,10 @@ class Agent:
             )
         else:
             await self._at_rate(live, deadline)
-        pending = [p.done for c in live for p in c.pending.values()]
+        pending = [future for c in live for future in c.pending_futures()]
         if pending:
             await _bounded(asyncio.gather(*pending), min(deadline, time.monotonic() + 30))
-        unacked = sum(len(c.pending) for c in live)
+        unacked = sum(c.outstanding for c in live)
         if unacked:
             self.errors.append(f"{unacked} increments were never acknowledged")
 
