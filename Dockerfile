@@ -16,9 +16,11 @@ RUN python -m venv /opt/venv
 COPY pyproject.toml README.md ./
 COPY worker/__init__.py worker/
 COPY tools/__init__.py tools/
+COPY ws_counter_client/__init__.py ws_counter_client/
 RUN /opt/venv/bin/pip install --no-cache-dir . && /opt/venv/bin/pip uninstall -y ws-counter
 COPY worker/ worker/
 COPY tools/ tools/
+COPY ws_counter_client/ ws_counter_client/
 RUN /opt/venv/bin/pip install --no-cache-dir --no-deps . \
     && /opt/venv/bin/python -m compileall -q /opt/venv/lib
 

@@ -45,9 +45,10 @@ ensure_system() {
     if ! "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null; then apt_install python3-venv; fi
 }
 
-# The browser tests drive Debian's Chromium (Playwright cannot download one here).
+# The browser tests drive Debian's Chromium (Playwright cannot download one here);
+# the README's curl examples are run as written.
 ensure_test_system() {
-    ensure_commands chromium:chromium
+    ensure_commands chromium:chromium curl:curl
 }
 
 ensure_venv() {

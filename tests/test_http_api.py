@@ -333,3 +333,21 @@ def test_keep_alive_serves_many_requests_on_one_connection(base: str, counter_na
         assert response.status == 200
         assert json.loads(response.read())["seq"] == n
     connection.close()
+
+
+def test_a_drain_closes_idle_keep_alive_connections(
+    start_worker: StartWorker, counter_name: str
+) -> None:
+    """SIGTERM: an idle keep-alive connection is closed at once, so the worker exits
+    cleanly long before its drain timeout (60 s here) would end the wait."""
+    worker = start_worker(WS_DRAIN_TIMEOUT="60")
+    connection = http.client.HTTPConnection("127.0.0.1", worker.port, timeout=seconds(10))
+    connection.request("GET", f"/counters/{counter_name}", headers={"Accept": "application/json"})
+    response = connection.getresponse()
+    assert response.status == 200
+    response.read()
+    assert worker.stop() == 0
+    with pytest.raises((ConnectionError, http.client.HTTPException, OSError)):
+        connection.request("GET", "/healthz")
+        connection.getresponse()
+    connection.close()

@@ -1,0 +1,74 @@
+"""The examples in the README and docs/clients.md, run as written against a real cluster.
+
+So that the documentation cannot drift from the product: the README's curl
+lines run with curl, the Python example of docs/clients.md runs with this
+interpreter, only the address changed to the test cluster's.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from tools.cluster import LocalCluster
+
+from .conftest import seconds
+
+ROOT = Path(__file__).parent.parent
+DOCUMENTED = "127.0.0.1:8080"
+
+
+def commands_in(text: str) -> list[list[str]]:
+    """The ``curl`` commands of ``sh`` blocks, continuation lines joined."""
+    commands = []
+    for block in re.findall(r"```sh\n(.*?)```", text, re.DOTALL):
+        for line in block.replace("\\\n", " ").splitlines():
+            if line.strip().startswith("curl "):
+                commands.append(shlex.split(line, comments=True))
+    return commands
+
+
+def test_the_readme_curl_examples_work_as_written(cluster: LocalCluster) -> None:
+    address = cluster.url.removeprefix("ws://").rstrip("/")
+    commands = commands_in((ROOT / "README.md").read_text())
+    assert len(commands) == 2, commands
+    outputs = []
+    for command in commands:
+        argv = [part.replace(DOCUMENTED, address) for part in command]
+        result = subprocess.run(
+            [*argv, "--silent", "--show-error", "--fail-with-body"],
+            capture_output=True,
+            text=True,
+            timeout=seconds(30),
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        outputs.append(json.loads(result.stdout))
+    state, ack = outputs
+    assert set(state) == {"counter", "total", "seq", "epoch"} and state["counter"] == "votes"
+    assert ack["type"] == "ack" and ack["id"] == "signup-8f14e45f"
+    assert (ack["total"], ack["seq"]) == (state["total"] + 5, state["seq"] + 1)
+
+
+def test_the_python_example_in_docs_clients_runs(cluster: LocalCluster) -> None:
+    text = (ROOT / "docs" / "clients.md").read_text()
+    example = re.findall(r"```python\n(.*?)```", text, re.DOTALL)[0]
+    address = cluster.url.removeprefix("ws://").rstrip("/")
+    result = subprocess.run(
+        [sys.executable, "-c", example.replace(DOCUMENTED, address)],
+        capture_output=True,
+        text=True,
+        timeout=seconds(60),
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("now ")
+    before = int(lines[0].split()[1])
+    assert lines[1].startswith(f"acknowledged {before + 5} ")
+    assert lines[2] == "refused: overflow"
+    assert len(lines) == 4
