@@ -22,6 +22,7 @@ from ws_counter_client import (
     Ack,
     ConnectionRefused,
     IncrementRefused,
+    IncrementUnknown,
     Total,
     connect,
 )
@@ -174,3 +175,39 @@ def test_a_handshake_refused_for_good_raises_connection_refused(cluster: LocalCl
     with pytest.raises(ConnectionRefused) as refused:
         asyncio.run(scenario())
     assert refused.value.status == 400
+
+
+def test_a_forgotten_session_ends_outstanding_increments_as_unknown(
+    cluster: LocalCluster, counter_name: str
+) -> None:
+    """The session's key is deleted, as WS_SESSION_TTL would: the next increment is
+    refused out_of_order (expected 1), ends as IncrementUnknown, and is not sent again;
+    the one after it starts a new session and is applied."""
+
+    async def scenario() -> tuple[Ack, str, str, Ack]:
+        async with connect(cluster.url, counter=counter_name) as counter:
+            first = await counter.increment(1)
+            old_session = counter.session
+            deleting = await asyncio.create_subprocess_exec(
+                "redis-cli",
+                "-u",
+                cluster.redis_url,
+                "DEL",
+                f"wsc:{{{counter_name}}}:s:{old_session}",
+                stdout=asyncio.subprocess.DEVNULL,
+            )
+            assert await deleting.wait() == 0
+            try:
+                await counter.increment(10)
+                outcome = "applied"
+            except IncrementUnknown:
+                outcome = "unknown"
+            after = await counter.increment(100)
+            assert counter.session != old_session
+            return first, outcome, old_session, after
+
+    first, outcome, old_session, after = asyncio.run(scenario())
+    assert first.n == 1 and outcome == "unknown"
+    assert after.n == 1 and after.session != old_session
+    final = state(cluster, counter_name)
+    assert (final["total"], final["seq"]) == (101, 2)

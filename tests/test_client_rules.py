@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ws_counter_client.rules import Fail, Freshness, Renumbered, Resend, Session, check_by
+from ws_counter_client.rules import Fail, Forgotten, Freshness, Resend, Session, check_by
 
 
 def session_with(count: int) -> Session[str]:
@@ -71,27 +71,20 @@ def test_a_refusal_of_someone_elses_increment_is_ignored() -> None:
     assert session.refused("abcdefgh", 9, "unavailable", None) is None
 
 
-def test_a_forgotten_session_moves_everything_outstanding_to_a_new_one() -> None:
+def test_a_forgotten_session_ends_what_is_outstanding_and_starts_anew() -> None:
     """The worker expects a number below every outstanding one (the session expired):
-    none of them can apply under it, so they are renumbered 1.. in a new session."""
+    whether they were applied before cannot be told, so none is sent again."""
     session = session_with(5)
     session.settle("abcdefgh", 1)
     session.settle("abcdefgh", 2)
     decision = session.refused("abcdefgh", 3, "out_of_order", 1)
-    assert isinstance(decision, Renumbered)
-    assert session.session == decision.session != "abcdefgh"
-    assert [(n, item.by, item.ticket) for n, item in session.outstanding.items()] == [
-        (1, 3, "ticket-3"),
-        (2, 4, "ticket-4"),
-        (3, 5, "ticket-5"),
-    ]
-    assert json.loads(session.frames()[0]) == {
-        "op": "incr",
-        "by": 3,
-        "session": decision.session,
-        "n": 1,
-    }
-    assert session.next_n == 4
+    assert isinstance(decision, Forgotten)
+    assert [item.ticket for item in decision.items] == ["ticket-3", "ticket-4", "ticket-5"]
+    assert session.outstanding == {} and session.next_n == 1
+    assert session.session != "abcdefgh"
+    n, item = session.add(7, "ticket-6")
+    assert json.loads(item.frame) == {"op": "incr", "by": 7, "session": session.session, "n": 1}
+    assert n == 1
 
 
 @pytest.mark.parametrize("by", [2**63, -(2**63) - 1, True, 1.0, "5"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import socket
 import time
 from collections.abc import Iterator
 from functools import cache
@@ -19,6 +20,7 @@ import jsonschema
 import pytest
 from openapi_spec_validator import validate as validate_openapi
 from websockets.asyncio.client import connect
+from websockets.sync.client import connect as sync_connect
 
 from tools.cluster import LocalCluster
 from tools.processes import free_port
@@ -115,12 +117,12 @@ def test_post_reaches_websocket_clients_on_every_worker(
     """An increment by POST is published like any other: every worker's clients get it."""
 
     async def scenario() -> list[dict[str, Any]]:
-        sockets = [
+        clients = [
             await connect(cluster.worker_url(index) + f"counters/{counter_name}")
             for index in range(CLUSTER_WORKERS)
         ]
-        for socket in sockets:
-            json.loads(await socket.recv())  # the snapshot
+        for client in clients:
+            json.loads(await client.recv())  # the snapshot
         loop = asyncio.get_running_loop()
         status, _, ack = await loop.run_in_executor(
             None,
@@ -129,12 +131,12 @@ def test_post_reaches_websocket_clients_on_every_worker(
         assert status == 200, ack
         conforms(ack, "Ack")
         seen = []
-        for socket in sockets:
+        for client in clients:
             async with asyncio.timeout(seconds(10)):
-                while (message := json.loads(await socket.recv()))["type"] != "total":
+                while (message := json.loads(await client.recv()))["type"] != "total":
                     pass
             seen.append(message)
-            await socket.close()
+            await client.close()
         return seen
 
     seen = asyncio.run(scenario())
@@ -351,3 +353,50 @@ def test_a_drain_closes_idle_keep_alive_connections(
         connection.request("GET", "/healthz")
         connection.getresponse()
     connection.close()
+
+
+def test_a_head_over_16_kib_is_refused_with_431(start_worker: StartWorker) -> None:
+    """Straight to a worker: HAProxy in front refuses such a head itself (400)."""
+    worker = start_worker()
+    with socket.create_connection(("127.0.0.1", worker.port), timeout=seconds(10)) as peer:
+        peer.sendall(
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 20000 + b"\r\n\r\n"
+        )
+        answer = _read_all(peer)
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+
+
+def test_a_request_that_never_completes_is_dropped_after_the_open_timeout(
+    start_worker: StartWorker,
+) -> None:
+    """A peer that sends part of a request head and stops is disconnected once
+    WS_OPEN_TIMEOUT (1 s here) has passed; the socket read below waits for that."""
+    worker = start_worker(WS_OPEN_TIMEOUT="1")
+    with socket.create_connection(("127.0.0.1", worker.port), timeout=seconds(15)) as peer:
+        peer.sendall(b"POST /counters/slow/increments HTTP/1.1\r\nHost: x\r\n")
+        assert _read_all(peer) == b""
+    with socket.create_connection(("127.0.0.1", worker.port), timeout=seconds(15)) as peer:
+        peer.sendall(
+            b"POST /counters/slow/increments HTTP/1.1\r\nHost: x\r\n"
+            b'Content-Type: application/json\r\nContent-Length: 20\r\n\r\n{"by"'
+        )
+        assert _read_all(peer) == b""
+
+
+def _read_all(peer: socket.socket) -> bytes:
+    chunks = []
+    while chunk := peer.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_http_connections_count_toward_the_connection_limit(
+    start_worker: StartWorker, counter_name: str
+) -> None:
+    """WS_MAX_CONNECTIONS=1 and one WebSocket open: a plain HTTP connection gets 503."""
+    worker = start_worker(WS_MAX_CONNECTIONS="1")
+    with sync_connect(f"{worker.url}counters/{counter_name}") as websocket:
+        websocket.recv(timeout=seconds(10))
+        status, found, document = call(worker.http, "GET", f"/counters/{counter_name}")
+    assert (status, document["code"]) == (503, "unavailable")
+    assert found["retry-after"] == "1"

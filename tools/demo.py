@@ -74,15 +74,17 @@ def run_cluster_command(args: argparse.Namespace) -> int:
             )
         with cluster:
             _describe(cluster, console)
+            status = 0
             if args.command == "demo":
-                return _demo(cluster, args, console)
-            wait_for_interrupt(lambda: console.print("Ctrl-C stops everything."))
-            console.print("stopping ...")
+                status = _demo(cluster, args, console)
+            else:
+                wait_for_interrupt(lambda: console.print("Ctrl-C stops everything."))
+                console.print("stopping ...")
     except (ClusterError, ChildFailed) as exc:
         print(f"ws-counter {args.command}: {exc}", file=sys.stderr)
         return 1
     console.print("stopped; nothing left running.")
-    return 0
+    return status
 
 
 def _demo(cluster: LocalCluster, args: argparse.Namespace, console: Console) -> int:

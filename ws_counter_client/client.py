@@ -32,7 +32,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from worker.core.backoff import backoff_delays, nth_delay
 
-from .rules import Fail, Freshness, Renumbered, Resend, Session
+from .rules import Fail, Forgotten, Freshness, Resend, Session
 
 log = logging.getLogger("ws_counter.client")
 
@@ -66,6 +66,11 @@ class IncrementRefused(CounterClientError):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+
+
+class IncrementUnknown(CounterClientError):
+    """What became of the increment cannot be known; it is not sent again, so it counts
+    at most once."""
 
 
 class ClientClosed(CounterClientError):
@@ -362,9 +367,17 @@ class CounterClient:
                 ticket.set_exception(IncrementRefused(code, str(message.get("message"))))
         elif isinstance(decision, Resend):
             self._resend_later(decision.start, decision.attempt)
-        elif isinstance(decision, Renumbered):
-            log.info("session expired; increments moved to session %s", decision.session)
-            self._resend_now(1)
+        elif isinstance(decision, Forgotten):
+            log.warning(
+                "the worker forgot this session; %d increments unknown", len(decision.items)
+            )
+            unknown = IncrementUnknown(
+                "the worker no longer knows this client's session (idle past WS_SESSION_TTL):"
+                " this increment may or may not have been applied before; it is not sent again"
+            )
+            for item in decision.items:
+                if not item.ticket.done():
+                    item.ticket.set_exception(unknown)
 
     def _resend_later(self, start: int, attempt: int) -> None:
         """One resend of every outstanding increment from ``start`` on, after a backoff.

@@ -9,8 +9,9 @@ client``, the load test and (in JavaScript) ``/client.js``.
   and unchanged, after a reconnect and after a refusal that applied nothing.
   So a dropped connection neither loses nor doubles one (docs/guarantees.md).
 * A session the worker no longer knows (idle longer than ``WS_SESSION_TTL``)
-  expects a number below every outstanding one: none of them can ever apply
-  under it, so they move, in order, to a new session.
+  expects a number below every outstanding one. Whether those were applied
+  before it was forgotten cannot be told any more, so they end as unknown
+  (never sent again, so never applied twice) and a new session starts.
 * A total is news when it is of a new epoch, or of the same epoch with a
   higher seq: a total never goes back within an epoch.
 """
@@ -71,13 +72,16 @@ class Fail:
 
 
 @dataclass(frozen=True, slots=True)
-class Renumbered:
-    """Every outstanding increment moved to a new session; send them all again now."""
+class Forgotten:
+    """The worker forgot the session: the outstanding increments' outcomes are unknown.
 
-    session: str
+    They are no longer outstanding; the session starts again under a new id.
+    """
+
+    items: list[Outstanding[Any]]
 
 
-Decision = Resend | Fail | Renumbered | None
+Decision = Resend | Fail | Forgotten | None
 
 
 @dataclass
@@ -120,18 +124,15 @@ class Session(Generic[T]):
         start = n
         if code == "out_of_order" and isinstance(expected, int):
             if expected < min(self.outstanding):
-                return self.renumber()
+                return self.forget()
             start = min((k for k in self.outstanding if k >= expected), default=n)
         return Resend(start, item.resends)
 
-    def renumber(self) -> Renumbered:
-        """Move every outstanding increment, in order, to a new session numbered from 1."""
+    def forget(self) -> Forgotten:
+        """Drop every outstanding increment and start a new session numbered from 1."""
         items = list(self.outstanding.values())
         self.session, self.next_n, self.outstanding = new_session_id(), 1, {}
-        for item in items:
-            _, moved = self.add(item.by, item.ticket)
-            moved.resends = item.resends
-        return Renumbered(self.session)
+        return Forgotten(items)
 
 
 @dataclass

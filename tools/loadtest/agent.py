@@ -31,7 +31,7 @@ from worker.core.backoff import backoff_delays, nth_delay
 from worker.core.protocol import incr_message
 from worker.limits import raise_open_file_limit
 from worker.tasks import TaskSet
-from ws_counter_client.rules import RESENDABLE, Fail, Renumbered, Resend, Session
+from ws_counter_client.rules import RESENDABLE, Fail, Forgotten, Resend, Session
 
 from .coverage import Coverage
 from .histograms import new_histogram
@@ -235,8 +235,9 @@ class LoadClient:
             self._failed(decision.item.ticket, f"n={message.get('n')}", code, message)
         elif isinstance(decision, Resend):
             self._resend_session_from(decision.start, decision.attempt)
-        elif isinstance(decision, Renumbered):
-            self._send_in_order_soon(self.frames())
+        elif isinstance(decision, Forgotten):
+            for item in decision.items:
+                self._failed(item.ticket, "of a forgotten session", code, message)
 
     def _on_id_error(self, book: Ids, message: dict[str, Any], code: str) -> None:
         key = str(message.get("id"))

@@ -18,10 +18,12 @@ from typing import ClassVar, cast
 
 from websockets.asyncio.server import ServerConnection
 
-from .http import HttpConnection
+from ..core.httpapi import BAD_REQUEST
+from .http import HttpConnection, closing_response
 
-# h11's limit on a request head; beyond it the HTTP side answers 431.
+# The largest request head taken (h11's default limit too); beyond it, 431.
 MAX_HEAD_BYTES = 16 * 1024
+HEAD_TOO_LARGE = closing_response(431, BAD_REQUEST, "the request head is larger than 16 KiB")
 _END_OF_HEAD = b"\r\n\r\n"
 
 
@@ -68,10 +70,10 @@ class FrontConnection(ServerConnection):
         else:
             self._head += data
             end = self._head.find(_END_OF_HEAD)
-            if end >= 0:
+            if end > MAX_HEAD_BYTES or (end < 0 and len(self._head) > MAX_HEAD_BYTES):
+                self._refuse_head()
+            elif end >= 0:
                 self._choose(is_websocket_upgrade(bytes(self._head[:end])))
-            elif len(self._head) > MAX_HEAD_BYTES:
-                self._choose(websocket=False)
 
     def _choose(self, websocket: bool) -> None:
         if self._sniff_timer is not None:
@@ -89,6 +91,15 @@ class FrontConnection(ServerConnection):
             return
         self._mode = Mode.HTTP
         self._http.data_received(head)
+
+    def _refuse_head(self) -> None:
+        if self._sniff_timer is not None:
+            self._sniff_timer.cancel()
+            self._sniff_timer = None
+        self._mode = Mode.HTTP
+        self._head = bytearray()
+        self._front_transport.write(HEAD_TOO_LARGE)
+        self._front_transport.close()
 
     def eof_received(self) -> None:
         if self._mode is Mode.WEBSOCKET:

@@ -239,3 +239,13 @@ def _reason(status: int) -> bytes:
         return HTTPStatus(status).phrase.encode()
     except ValueError:
         return b""
+
+
+def closing_response(status: int, code: str, message: str, retry_after: bool = False) -> bytes:
+    """A whole response that ends its connection, for refusals made before any parsing."""
+    body = error_message(code, message).encode()
+    retry = b"Retry-After: 1\r\n" if retry_after else b""
+    return (
+        b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n%sConnection: close\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (status, _reason(status), retry, len(body), body)
+    )

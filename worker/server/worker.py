@@ -11,7 +11,7 @@ from websockets.exceptions import ConnectionClosed
 
 from ..batcher import Batcher
 from ..core.hub import Hub
-from ..core.protocol import CloseCode, ErrorCode, error_message, parse_counter_route
+from ..core.protocol import CloseCode, ErrorCode, parse_counter_route
 from ..errors import StoreError
 from ..metrics import Metrics
 from ..settings import Settings
@@ -22,16 +22,13 @@ from .connection import Client, limit_send_buffer
 from .fanout import Fanout
 from .front import FrontDoor, front_connection_class
 from .handshake import Handshakes, allowed_origins
-from .http import HttpConnection
+from .http import HttpConnection, closing_response
 from .increments import Increments
 
 log = logging.getLogger("ws_counter.worker")
 
-_LIMIT_BODY = error_message(ErrorCode.UNAVAILABLE, "worker is at its connection limit").encode()
-AT_CONNECTION_LIMIT = (
-    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-    b"Retry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
-    % (len(_LIMIT_BODY), _LIMIT_BODY)
+AT_CONNECTION_LIMIT = closing_response(
+    503, ErrorCode.UNAVAILABLE, "worker is at its connection limit", retry_after=True
 )
 
 

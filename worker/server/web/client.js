@@ -10,9 +10,10 @@
 // The rules are those of the Python library (ws_counter_client/rules.py,
 // docs/clients.md): a session numbers its increments 1, 2, 3, ...; after a
 // reconnect or a refusal that applied nothing they are sent again, in order
-// and unchanged, so none is lost or doubled; a session the worker no longer
-// knows moves them to a new one; a total is news if it is of a new epoch or
-// has a higher seq. Totals, seqs and `by` are BigInt: they are exact signed
+// and unchanged, so none is lost or doubled; when the worker no longer knows
+// the session, what was outstanding ends as unknown (never sent again) and a
+// new session starts; a total is news if it is of a new epoch or has a
+// higher seq. Totals, seqs and `by` are BigInt: they are exact signed
 // 64-bit integers, which a JavaScript number cannot hold.
 
 const RESENDABLE = new Set(["unavailable", "rate_limited", "out_of_order"]);
@@ -28,6 +29,13 @@ export class IncrementRefused extends Error {
     this.name = "IncrementRefused";
     this.code = code;
     this.reason = message;
+  }
+}
+
+export class IncrementUnknown extends Error {
+  constructor(message) {
+    super(message);
+    this.name = "IncrementUnknown";
   }
 }
 
@@ -91,7 +99,7 @@ export class Session {
     return item;
   }
 
-  /** {fail: item} | {resend: start, attempt} | {renumbered: id} | null */
+  /** {fail: item} | {resend: start, attempt} | {forgotten: items} | null */
   refused(session, n, code, expected) {
     if (session !== this.id || !this.outstanding.has(n)) return null;
     const item = this.outstanding.get(n);
@@ -105,19 +113,20 @@ export class Session {
     let start = n;
     if (code === "out_of_order" && Number.isInteger(expected)) {
       const numbers = [...this.outstanding.keys()];
-      if (expected < Math.min(...numbers)) return this.renumber();
+      if (expected < Math.min(...numbers)) return this.forget();
       start = Math.min(...numbers.filter((k) => k >= expected));
     }
     return { resend: start, attempt: item.resends };
   }
 
-  renumber() {
+  // The worker forgot the session (idle past WS_SESSION_TTL): whether the
+  // outstanding increments were applied before cannot be told any more.
+  forget() {
     const items = [...this.outstanding.values()];
     this.id = newSessionId();
     this.nextN = 1;
     this.outstanding = new Map();
-    for (const item of items) this.add(item.by, item.ticket)[1].resends = item.resends;
-    return { renumbered: this.id };
+    return { forgotten: items };
   }
 }
 
@@ -315,8 +324,13 @@ export class CounterClient {
       decision.fail.ticket.reject(new IncrementRefused(message.code, message.message));
     } else if (decision.resend !== undefined) {
       this.resendLater(decision.resend, decision.attempt);
-    } else if (decision.renumbered) {
-      this.resendNow(1);
+    } else if (decision.forgotten) {
+      const unknown = new IncrementUnknown("the worker no longer knows this session: the"
+        + " increment may or may not have been applied before; it is not sent again");
+      for (const item of decision.forgotten) {
+        this.freeRoom();
+        item.ticket.reject(unknown);
+      }
     }
   }
 
