@@ -28,18 +28,21 @@ from worker.limits import raise_open_file_limit
 from worker.store.scripts import script
 
 from . import contestants
+from .httpwriters import run_http_writers
 from .measure import fanout, idle_memory, many_counters, redis_memory, throughput
 from .report import render_markdown, render_plot
 
 RESULTS = Path(__file__).parent / "results"
 
 Plan = dict[str, Any]
-MEASUREMENTS = ("idle", "throughput", "memory", "fanout", "cluster")
+MEASUREMENTS = ("idle", "throughput", "http", "memory", "fanout", "cluster")
 FLOOR = "raw-socket floor"
 
 FULL: Plan = {
     "throughput_seconds": 4.0,
     "writers": 50,
+    # Kept-alive HTTP connections, one request at a time each.
+    "http_connections": 200,
     "clients": [1000, 5000],
     "rates": [100, 1000],
     "fanout_seconds": 3.0,
@@ -55,6 +58,7 @@ FULL: Plan = {
 QUICK: Plan = {
     "throughput_seconds": 1.5,
     "writers": 10,
+    "http_connections": 20,
     "clients": [200],
     "rates": [100],
     "fanout_seconds": 1.5,
@@ -237,6 +241,8 @@ def measure_sessions(
     if measured:
         results["throughput"].append({"server": name, "dedup": "session", **asdict(measured)})
         print(f"   throughput with sessions {measured.per_second:,.0f}/s exact={measured.exact}")
+    if name == "ws-counter x1" and "http" in plan["measure"]:
+        measure_http(plan, results, name, server)
     if name != "ws-counter x1" or "memory" not in plan["measure"]:
         return
     clients, increments = plan["memory_clients"], plan["memory_increments"]
@@ -258,6 +264,30 @@ def measure_sessions(
                 f"   Redis memory, {dedup}: {memory.bytes_per_increment:.1f} B per increment,"
                 f" {memory.keys_added} keys added, exact={memory.exact}"
             )
+
+
+def measure_http(
+    plan: Plan, results: dict[str, Any], name: str, server: contestants.Contestant
+) -> None:
+    """Increments by the HTTP API (sessions, kept-alive connections) through the same worker."""
+    measured = attempt(
+        results,
+        name,
+        "HTTP API throughput",
+        lambda: throughput(
+            server,
+            plan["http_connections"],
+            plan["throughput_seconds"],
+            dedup="session",
+            writers=run_http_writers,
+        ),
+    )
+    if measured:
+        results["throughput"].append({"server": name, "dedup": "http", **asdict(measured)})
+        print(
+            f"   HTTP API {measured.per_second:,.0f}/s over {plan['http_connections']} connections"
+            f" exact={measured.exact} (load generator busy {measured.generator_busy:.0%})"
+        )
 
 
 def compare_redis_cluster(plan: Plan, scratch: Path, results: dict[str, Any]) -> None:

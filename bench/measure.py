@@ -118,14 +118,16 @@ def throughput(
     processes: int = 2,
     *,
     dedup: str = "id",
+    writers: Callable[[WriterPlan, Connection], None] = run_writers,
 ) -> Throughput:
-    """Writers as fast as acks come back; the totals must add up."""
+    """Writers as fast as acks come back (``run_writers`` on WebSockets, or
+    ``run_http_writers`` by the HTTP API); the totals must add up."""
     before = asyncio.run(read_total(contestant.url))
     cpu0 = cpu_seconds(contestant.pids)
     plan = WriterPlan(contestant.url, connections // processes, seconds, window, dedup=dedup)
     started = time.monotonic()
     with RssSampler(contestant.pids) as rss:
-        runs = [spawn(run_writers, plan) for _ in range(processes)]
+        runs = [spawn(writers, plan) for _ in range(processes)]
         results = [receive(pipe, seconds + 120) for _, pipe in runs]
     wall = time.monotonic() - started
     cpu = cpu_seconds(contestant.pids) - cpu0

@@ -31,7 +31,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         "",
         "## Increment throughput (writers as fast as acks allow)",
         "",
-        "| server | exactly-once by | acked/s | exact | server CPU s | vs naive | "
+        "| server | exactly-once by (http: HTTP API, sessions) | acked/s | exact | server CPU s | "
+        "vs naive | "
         "RSS growth MiB | load generator busy |",
         "|---|---|---:|---|---:|---:|---:|---:|",
     ]
@@ -47,6 +48,12 @@ def render_markdown(results: dict[str, Any]) -> str:
         sessions = by_server[(server, "session")]["per_second"]
         ids = by_server.get((server, "id"), {}).get("per_second")
         lines.append(f"\n{server}: sessions / ids = {_ratio(sessions, ids)} (same run)")
+        http = by_server.get((server, "http"), {}).get("per_second")
+        if http is not None:
+            lines.append(
+                f"\n{server}: HTTP API (one request at a time per kept-alive connection)"
+                f" / WebSocket sessions = {_ratio(http, sessions)} (same run)"
+            )
     floors = results["floors"]
     if floors:
         lines += [
