@@ -2,6 +2,7 @@
 
     python -m bench.profile throughput        writers as fast as acks allow
     python -m bench.profile fanout 1000 1000  1,000 clients, 1,000 increments per second
+    python -m bench.profile http --writers 200  increments by the HTTP API, as fast as answered
 
 It starts Redis and one worker (rate limit off: the load sends faster than a
 person types), samples the worker with ``py-spy record`` while the load runs,
@@ -20,14 +21,16 @@ import tempfile
 from pathlib import Path
 
 from .contestants import start_redis, ws_counter
+from .httpwriters import run_http_writers
 from .measure import fanout, throughput
+from .writers import run_writers
 
 TOP = 30
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
-    parser.add_argument("load", choices=("throughput", "fanout"))
+    parser.add_argument("load", choices=("throughput", "fanout", "http"))
     parser.add_argument("clients", type=int, nargs="?", default=1000)
     parser.add_argument("rate", type=float, nargs="?", default=1000.0)
     parser.add_argument("--seconds", type=float, default=8.0)
@@ -57,9 +60,16 @@ def main(argv: list[str] | None = None) -> int:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
             )
-            if args.load == "throughput":
-                result = throughput(server, args.writers, args.seconds)
-                print(f"throughput {result.per_second:,.0f}/s exact={result.exact}")
+            if args.load in ("throughput", "http"):
+                http = args.load == "http"
+                result = throughput(
+                    server,
+                    args.writers,
+                    args.seconds,
+                    dedup="session" if http else "id",
+                    writers=run_http_writers if http else run_writers,
+                )
+                print(f"{args.load} {result.per_second:,.0f}/s exact={result.exact}")
             else:
                 one = fanout(server, args.clients, args.rate, args.seconds)
                 frames = one.frames_per_cpu_second
