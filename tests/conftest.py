@@ -16,12 +16,16 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from playwright.sync_api import Browser
 
 from tools.cluster import ClusterOptions, LocalCluster, is_worker_ready, worker_argv, worker_env
 from tools.processes import Child, free_port
 from tools.redisserver import READY_TIMEOUT, REDIS_OPTIONS, start_redis_server
+
+from .browser import chromium
 
 UNIT = float(os.environ.get("WS_TEST_TIME_SCALE", "1"))
 ARTIFACTS = Path(os.environ.get("WS_TEST_ARTIFACTS", Path(__file__).parent.parent / "artifacts"))
@@ -107,6 +111,17 @@ def _is_listening(line: str) -> bool:
     return '"event": "listening"' in line
 
 
+def counter_state(cluster: LocalCluster, counter: str) -> dict[str, Any]:
+    """A counter's state from the HTTP API, through the cluster's front."""
+    request = urllib.request.Request(
+        cluster.url.replace("ws://", "http://") + f"counters/{counter}",
+        headers={"Accept": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=seconds(10)) as response:
+        document: dict[str, Any] = json.loads(response.read())
+    return document
+
+
 def http_get(url: str, timeout: float = 5.0) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(url, timeout=seconds(timeout)) as response:
@@ -162,6 +177,13 @@ def counter_name(request: pytest.FixtureRequest) -> str:
     name = request.node.name.lower()
     cleaned = "".join(ch if ch.isalnum() else "-" for ch in name)
     return ("t-" + cleaned)[:64].rstrip("-")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium, headless (tests/browser.py), shared by a module's tests."""
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture(scope="module")

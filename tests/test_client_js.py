@@ -8,31 +8,20 @@ rate limit refused.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
-import urllib.request
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page
 
 from tools.cluster import LocalCluster
 
-from .browser import chromium
-from .conftest import http_get, seconds
+from .conftest import counter_state, http_get, seconds
 
 pytestmark = pytest.mark.browser
 
 CLUSTER_WORKERS = 2
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
 
 
 def module_page(browser: Browser, cluster: LocalCluster, worker: int) -> Page:
@@ -58,17 +47,6 @@ def open_client(page: Page, url: str, counter: str, backoff: tuple[int, int] = (
     )
 
 
-def state(cluster: LocalCluster, counter: str) -> dict[str, Any]:
-    """The counter's state from the HTTP API."""
-    request = urllib.request.Request(
-        cluster.url.replace("ws://", "http://") + f"counters/{counter}",
-        headers={"Accept": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=seconds(10)) as response:
-        document: dict[str, Any] = json.loads(response.read())
-    return document
-
-
 def test_two_pages_see_each_others_increments_exactly(
     cluster: LocalCluster, browser: Browser, counter_name: str
 ) -> None:
@@ -92,7 +70,7 @@ def test_two_pages_see_each_others_increments_exactly(
         }"""
     )
     assert seen == ["9007199254740993", counter_name]
-    assert state(cluster, counter_name)["total"] == 9007199254740993
+    assert counter_state(cluster, counter_name)["total"] == 9007199254740993
     for page in (first, second):
         page.close()
 
@@ -119,7 +97,10 @@ def test_increments_in_flight_when_the_worker_dies_are_resent_after_the_reconnec
     )
     assert sorted(acks) == [[1, "1", False], [2, "2", False], [3, "3", False]]
     assert "reconnecting" in page.evaluate("() => statuses")
-    assert (state(cluster, counter_name)["total"], state(cluster, counter_name)["seq"]) == (6, 3)
+    assert (
+        counter_state(cluster, counter_name)["total"],
+        counter_state(cluster, counter_name)["seq"],
+    ) == (6, 3)
     page.close()
 
 
@@ -141,7 +122,7 @@ def test_increments_refused_by_the_rate_limit_are_resent_until_applied(
         }"""
     )
     assert result == [300, 300, 0]
-    assert state(cluster, counter_name)["total"] == 300
+    assert counter_state(cluster, counter_name)["total"] == 300
     assert _rate_limited(cluster, 0) > refused_before
     page.close()
 

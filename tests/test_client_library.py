@@ -7,12 +7,9 @@ types.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import signal
-import urllib.request
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
@@ -27,7 +24,7 @@ from ws_counter_client import (
     connect,
 )
 
-from .conftest import http_get, seconds
+from .conftest import counter_state, http_get, seconds
 
 WORKERS = 2
 
@@ -37,16 +34,6 @@ def cluster() -> Iterator[LocalCluster]:
     options = ClusterOptions(workers=WORKERS, port=free_port(), worker_env={"WS_RATE_LIMIT": "0"})
     with LocalCluster(options) as running:
         yield running
-
-
-def state(cluster: LocalCluster, counter: str) -> dict[str, Any]:
-    request = urllib.request.Request(
-        cluster.url.replace("ws://", "http://") + f"counters/{counter}",
-        headers={"Accept": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=seconds(10)) as response:
-        document: dict[str, Any] = json.loads(response.read())
-    return document
 
 
 def connections_of(cluster: LocalCluster, worker: int) -> float:
@@ -143,7 +130,7 @@ def test_the_library_reconnects_and_resends_across_a_worker_killed_mid_flight(
         f"acks marked duplicate: {sum(ack.duplicate for ack in acks)}"
     )
     assert len({ack.seq for ack in acks}) == 600, "two increments share a seq"
-    final = state(cluster, counter_name)
+    final = counter_state(cluster, counter_name)
     assert (final["total"], final["seq"]) == (expected, 600)
 
 
@@ -209,5 +196,5 @@ def test_a_forgotten_session_ends_outstanding_increments_as_unknown(
     first, outcome, old_session, after = asyncio.run(scenario())
     assert first.n == 1 and outcome == "unknown"
     assert after.n == 1 and after.session != old_session
-    final = state(cluster, counter_name)
+    final = counter_state(cluster, counter_name)
     assert (final["total"], final["seq"]) == (101, 2)

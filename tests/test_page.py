@@ -8,25 +8,16 @@ artifacts.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from tools.cluster import LocalCluster
 
-from .browser import chromium
 from .conftest import ARTIFACTS, http_get, seconds
 
 pytestmark = pytest.mark.browser
 
 CLUSTER_WORKERS = 2
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
 
 
 def open_page(browser: Browser, url: str, width: int = 800) -> Page:

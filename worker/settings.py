@@ -205,7 +205,8 @@ class Settings:
         "WS_MAX_MESSAGE_BYTES",
         "--max-message-bytes",
         _positive_int,
-        "largest client frame accepted; larger ones close the connection with 1009",
+        "largest client frame accepted (larger ones close the connection with 1009), and"
+        " largest HTTP API request body (larger ones get 413)",
         metavar="BYTES",
     )
     max_connections: int = setting(
@@ -213,7 +214,7 @@ class Settings:
         "WS_MAX_CONNECTIONS",
         "--max-connections",
         _positive_int,
-        "WebSocket connections per worker; handshakes beyond it get HTTP 503",
+        "connections per worker, WebSocket and plain HTTP together; beyond it, HTTP 503",
         metavar="N",
     )
     max_pending_increments: int = setting(
@@ -229,7 +230,8 @@ class Settings:
         "WS_OPEN_TIMEOUT",
         "--open-timeout",
         _seconds,
-        "seconds a client has to complete the opening handshake",
+        "seconds a client has to complete the opening handshake, or to send an HTTP request"
+        " whole; idle keep-alive HTTP connections are closed after it",
         metavar="SECONDS",
     )
     ping_interval: float = setting(
@@ -347,8 +349,8 @@ class Settings:
         "WS_RATE_LIMIT",
         "--rate-limit",
         _non_negative("number"),
-        "increments per second one connection may send on average (0: no limit);"
-        " beyond it increments get a rate_limited error",
+        "increments per second one connection (WebSocket or kept-alive HTTP) may send on"
+        " average (0: no limit); beyond it increments get a rate_limited error (HTTP 429)",
         metavar="PER_SECOND",
     )
     rate_burst: int = setting(
