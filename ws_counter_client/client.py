@@ -305,8 +305,8 @@ class CounterClient:
             finally:
                 stopped.cancel()
                 reading.cancel()
-            if reading.done() and not reading.cancelled() and reading.exception() is not None:
-                raise reading.exception()  # type: ignore[misc]
+            if reading.done() and not reading.cancelled():
+                reading.result()  # the reason the connection ended, raised here
         finally:
             self._connection = None
 

@@ -15,6 +15,7 @@ import orjson
 from ..core.auth import OPEN, Grant, authorize, token_from
 from ..core.httpapi import (
     CLIENT_SCRIPT_PATH,
+    CODE_OF_STATUS,
     JSON,
     METHOD_NOT_ALLOWED,
     NOT_FOUND,
@@ -28,8 +29,7 @@ from ..core.httpapi import (
     status_of,
     wants_json,
 )
-from ..core.httpapi import CODE_OF_STATUS as _CODE_OF_STATUS
-from ..core.protocol import DEFAULT_COUNTER, split_path
+from ..core.protocol import DEFAULT_COUNTER, ErrorCode, split_path
 from ..core.ratelimit import TokenBucket
 from ..errors import ClientError, Refused, StoreError
 from ..metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -64,7 +64,7 @@ class Api:
         try:
             route = ApiRoute(DEFAULT_COUNTER, False) if path == "/" else parse_api_route(path)
         except Refused as exc:
-            return _error(exc.status, _CODE_OF_STATUS[exc.status], exc.reason)
+            return _refused(exc)
         if route is None:
             return _error(404, NOT_FOUND, "no such endpoint")
         if route.increments:
@@ -116,9 +116,9 @@ class Api:
             self._grant(request, counter)
             state = await self.worker.store.read(counter)
         except Refused as exc:
-            return _error(exc.status, _CODE_OF_STATUS[exc.status], exc.reason)
+            return _refused(exc)
         except StoreError:
-            return _error(503, "unavailable", "Redis is unavailable")
+            return _error(503, ErrorCode.UNAVAILABLE, "Redis is unavailable")
         document = {
             "counter": counter,
             "total": state.total,
@@ -138,7 +138,7 @@ class Api:
             grant = self._grant(request, counter)
             increment = parse_increment_body(request.body, request.headers.get("idempotency-key"))
         except Refused as exc:
-            return _error(exc.status, _CODE_OF_STATUS[exc.status], exc.reason)
+            return _refused(exc)
         except ClientError as exc:
             return _reply(increments.invalid(exc))
         refusal = increments.refusal(counter, grant, self._bucket(connection), increment)
@@ -176,20 +176,27 @@ def _json(status: int, body: bytes, headers: list[tuple[str, str]] | None = None
 
 
 def _error(status: int, code: str, message: str) -> HttpResponse:
-    headers = []
-    if status == 401:
-        headers.append(("WWW-Authenticate", "Bearer"))
-    if status in (429, 503):
-        headers.append(("Retry-After", RETRY_AFTER_SECONDS))
-    return _json(status, orjson.dumps(error_document(code, message)), headers)
+    return _json(status, orjson.dumps(error_document(code, message)), _error_headers(status))
+
+
+def _refused(exc: Refused) -> HttpResponse:
+    return _error(exc.status, CODE_OF_STATUS[exc.status], exc.reason)
 
 
 def _reply(reply: Reply) -> HttpResponse:
+    """An increment's ack (200) or error, the same text a WebSocket client gets."""
     if reply.code is None:
         return _json(200, reply.text.encode())
     status = status_of(reply.code)
-    headers = [("Retry-After", RETRY_AFTER_SECONDS)] if status in (429, 503) else []
-    return _json(status, reply.text.encode(), headers)
+    return _json(status, reply.text.encode(), _error_headers(status))
+
+
+def _error_headers(status: int) -> list[tuple[str, str]]:
+    if status == 401:
+        return [("WWW-Authenticate", "Bearer")]
+    if status in (429, 503):
+        return [("Retry-After", RETRY_AFTER_SECONDS)]
+    return []
 
 
 def _not_allowed(allow: str) -> HttpResponse:
