@@ -19,12 +19,20 @@ LAG_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 
 
 
 class Metrics:
-    def __init__(self, connections: Callable[[], float]) -> None:
+    def __init__(
+        self, connections: Callable[[], float], http_connections: Callable[[], float]
+    ) -> None:
         self.registry = registry = CollectorRegistry(auto_describe=True)
         self.connections = Gauge(
             "ws_counter_connections", "Open WebSocket connections.", registry=registry
         )
         self.connections.set_function(connections)
+        self.http_connections = Gauge(
+            "ws_counter_http_connections",
+            "Open plain HTTP connections (the HTTP API, probes, the page).",
+            registry=registry,
+        )
+        self.http_connections.set_function(http_connections)
         self.handshakes = Counter(
             "ws_counter_handshakes",
             "WebSocket handshakes by outcome: accepted, or the HTTP status of the refusal.",

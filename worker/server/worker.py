@@ -39,7 +39,9 @@ class Worker:
         self.port: int | None = None
         self.draining = False
         self.tasks = TaskSet()
-        self.metrics = Metrics(self.connection_count)
+        # Plain HTTP connections (the API, probes, the page), kept for the drain.
+        self.http_connections: set[HttpConnection] = set()
+        self.metrics = Metrics(self.connection_count, lambda: len(self.http_connections))
         self.store = RedisStore(settings)
         self.hub: Hub[Client] = Hub(
             Fanout(self.metrics).deliver,
@@ -58,8 +60,6 @@ class Worker:
         self.handshakes = Handshakes(self)
         self.increments = Increments(self)
         self.api = Api(self, self.increments)
-        # Plain HTTP connections (the API, probes, the page), kept for the drain.
-        self.http_connections: set[HttpConnection] = set()
         self._http_gone = asyncio.Event()
         self._http_gone.set()
         self._was_connected = False
