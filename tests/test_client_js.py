@@ -16,8 +16,10 @@ import pytest
 from playwright.sync_api import Browser, Page
 
 from tools.cluster import LocalCluster
+from ws_counter_client.rules import Freshness
 
 from .conftest import counter_state, http_get, seconds
+from .test_client_rules import REFUSALS, outcome, session_with
 
 pytestmark = pytest.mark.browser
 
@@ -131,3 +133,43 @@ def _rate_limited(cluster: LocalCluster, worker: int) -> float:
     _, body = http_get(f"http://127.0.0.1:{cluster.worker_ports[worker]}/metrics")
     match = re.search(r'ws_counter_increments_total\{outcome="rate_limited"\} (\S+)', body)
     return float(match.group(1)) if match else 0.0
+
+
+JS_OUTCOME = """([cases, settled]) => cases.map(([n, code, expected]) => {
+    const session = new wsc.Session();
+    session.id = "abcdefgh";
+    for (const by of [1, 2, 3]) session.add(by, "ticket-" + by);
+    for (const k of settled) session.settle("abcdefgh", k);
+    const got = session.refused("abcdefgh", n, code, expected ?? undefined);
+    const kind = got.fail ? ["fail", got.fail.ticket]
+        : got.resend !== undefined ? ["resend", got.resend, got.attempt] : ["Forgotten"];
+    return [...kind, [...session.outstanding.keys()], session.nextN];
+})"""
+
+
+def test_the_module_follows_the_same_rules_as_the_python_library(
+    cluster: LocalCluster, browser: Browser
+) -> None:
+    """Every refusal of the rules' table, and a forgotten session, decided by both."""
+    page = module_page(browser, cluster, 0)
+    cases = [[n, code, expected] for n, code, expected, *_ in REFUSALS]
+    python = []
+    for n, code, expected in cases:
+        session = session_with(3)
+        python.append(outcome(session, n, code, expected))
+    assert page.evaluate(JS_OUTCOME, [cases, []]) == python
+    forgotten = session_with(3)
+    forgotten.settle("abcdefgh", 1)
+    forgotten.settle("abcdefgh", 2)
+    assert page.evaluate(JS_OUTCOME, [[[3, "out_of_order", 1]], [1, 2]]) == [
+        outcome(forgotten, 3, "out_of_order", 1)
+    ]
+    freshness = [["e1", 1], ["e1", 2], ["e1", 2], ["e1", 1], ["e2", 1], ["e1", 9]]
+    news = page.evaluate(
+        "(states) => { const f = new wsc.Freshness();"
+        " return states.map(([epoch, seq]) => f.isNews(epoch, BigInt(seq))); }",
+        freshness,
+    )
+    python_freshness = Freshness()
+    assert news == [python_freshness.is_news(epoch, seq) for epoch, seq in freshness]
+    page.close()

@@ -34,23 +34,37 @@ def test_an_ack_settles_only_its_own_session_and_number() -> None:
     assert list(session.outstanding) == [2]
 
 
-@pytest.mark.parametrize(
-    "case",
-    [
-        # Nothing applied (or nothing known): send again from that number.
-        (2, "unavailable", None, Resend(2, 1), [1, 2, 3], 4),
-        (3, "rate_limited", None, Resend(3, 1), [1, 2, 3], 4),
-        # A gap: send again from the number the worker expects.
-        (3, "out_of_order", 2, Resend(2, 1), [1, 2, 3], 4),
-        # The expected number was settled already: from the first outstanding after it.
-        (3, "out_of_order", 3, Resend(3, 1), [1, 2, 3], 4),
-        # Refused for good before Redis: gone; the last number is used again.
-        (3, "forbidden", None, "fail", [1, 2], 3),
-        (2, "forbidden", None, "fail", [1, 3], 4),
-        # Redis ran it and refused it: the number is used up.
-        (3, "overflow", None, "fail", [1, 2], 4),
-    ],
-)
+# (n refused of 1..3 outstanding, code, expected, decision, outstanding after, next n after)
+REFUSALS: list[tuple[int, str, int | None, object, list[int], int]] = [
+    # Nothing applied (or nothing known): send again from that number.
+    (2, "unavailable", None, Resend(2, 1), [1, 2, 3], 4),
+    (3, "rate_limited", None, Resend(3, 1), [1, 2, 3], 4),
+    # A gap: send again from the number the worker expects.
+    (3, "out_of_order", 2, Resend(2, 1), [1, 2, 3], 4),
+    # The expected number was settled already: from the first outstanding after it.
+    (3, "out_of_order", 3, Resend(3, 1), [1, 2, 3], 4),
+    # Refused for good before Redis: gone; the last number is used again.
+    (3, "forbidden", None, "fail", [1, 2], 3),
+    (2, "forbidden", None, "fail", [1, 3], 4),
+    # Redis ran it and refused it: the number is used up.
+    (3, "overflow", None, "fail", [1, 2], 4),
+]
+
+
+def outcome(session: Session[str], n: int, code: str, expected: int | None) -> list[object]:
+    """A refusal's decision in a form the JavaScript module's can be compared with."""
+    got = session.refused(session.session, n, code, expected)
+    kind = (
+        ["fail", got.item.ticket]
+        if isinstance(got, Fail)
+        else ["resend", got.start, got.attempt]
+        if isinstance(got, Resend)
+        else [type(got).__name__]
+    )
+    return [*kind, list(session.outstanding), session.next_n]
+
+
+@pytest.mark.parametrize("case", REFUSALS)
 def test_what_a_refusal_leads_to(
     case: tuple[int, str, int | None, object, list[int], int],
 ) -> None:
