@@ -4,6 +4,7 @@ documented errors or close codes, and the total moves only by acknowledged incre
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 from typing import Any
 
@@ -104,3 +105,78 @@ async def _reply(client: Any) -> dict[str, Any]:
         message = await receive(client)
         if message["type"] in ("ack", "error"):
             return message
+
+
+# The statuses the HTTP API documents for an increment (docs/protocol.md).
+DOCUMENTED_STATUSES = {200, 400, 409, 413, 415}
+headers = st.fixed_dictionaries(
+    {},
+    optional={
+        "Content-Type": st.sampled_from(
+            ["application/json", "text/plain", "", "application/json; charset=utf-8"]
+        ),
+        "Idempotency-Key": st.text(
+            alphabet=st.characters(min_codepoint=33, max_codepoint=126), max_size=70
+        ),
+    },
+)
+bodies = st.one_of(
+    increments.map(json.dumps).map(str.encode),
+    # Bodies the API takes, to see totals move among the refusals.
+    integers.map(lambda by: json.dumps({"by": by}).encode()),
+    st.builds(
+        lambda by, session, n: json.dumps({"by": by, "session": session, "n": n}).encode(),
+        integers,
+        st.sampled_from(["fuzz-session", "x", "fuzz-session-2"]) | json_values,
+        st.integers(-2, 4) | json_values,
+    ),
+    text.map(str.encode),
+    st.binary(max_size=700),
+    st.binary(min_size=MAX_MESSAGE_BYTES - 4, max_size=MAX_MESSAGE_BYTES + 40),
+)
+
+
+def test_arbitrary_http_increments_never_break_the_worker_or_the_total(
+    start_worker: StartWorker, counter_name: str
+) -> None:
+    """Arbitrary bodies and headers POSTed on one kept-alive connection: every answer
+    is a documented status with a JSON body, and only 200s move the total."""
+    worker = start_worker(WS_MAX_MESSAGE_BYTES=str(MAX_MESSAGE_BYTES), WS_RATE_LIMIT="0")
+    path = f"/counters/{counter_name}/increments"
+    acknowledged: dict[str, int] = {"total": 0, "seq": 0}
+    seen: dict[int, int] = {}
+
+    @settings(
+        max_examples=150,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    )
+    @given(bodies, headers)
+    def throw(body: bytes, sent_headers: dict[str, str]) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", worker.port, timeout=10)
+        try:
+            connection.request("POST", path, body=body, headers=sent_headers)
+            response = connection.getresponse()
+            document = json.loads(response.read())
+        finally:
+            connection.close()
+        assert response.status in DOCUMENTED_STATUSES, (response.status, document)
+        seen[response.status] = seen.get(response.status, 0) + 1
+        if response.status == 200:
+            assert document["type"] == "ack"
+            # A duplicate's ack carries its first application's state: the newest seq counts.
+            if document.get("seq", 0) > acknowledged["seq"]:
+                acknowledged.update(total=document["total"], seq=document["seq"])
+        else:
+            assert document["type"] == "error" and document["message"]
+        if response.status == 413:
+            assert len(body) > MAX_MESSAGE_BYTES
+
+    throw()
+    print(f"statuses seen: {sorted(seen.items())}")
+    assert seen.get(200) and seen.get(400), seen
+    assert http_get(worker.http + "/healthz")[0] == 200
+    connection = http.client.HTTPConnection("127.0.0.1", worker.port, timeout=10)
+    connection.request("GET", f"/counters/{counter_name}", headers={"Accept": "application/json"})
+    assert json.loads(connection.getresponse().read())["total"] == acknowledged["total"]
+    connection.close()
