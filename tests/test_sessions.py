@@ -35,9 +35,13 @@ async def send(connection: ClientConnection, by: int, session: str, n: int) -> d
     return await receive_until(connection, is_reply)
 
 
-async def read_total(worker: WorkerProcess, counter: str) -> int:
+async def read_state(worker: WorkerProcess, counter: str) -> dict[str, Any]:
     async with connect(counter_url(worker, counter)) as connection:
-        total: int = (await receive(connection))["total"]
+        return await receive(connection)
+
+
+async def read_total(worker: WorkerProcess, counter: str) -> int:
+    total: int = (await read_state(worker, counter))["total"]
     return total
 
 
@@ -179,9 +183,14 @@ def test_resend_after_a_worker_dies_mid_flight_neither_loses_nor_doubles(
                 assert reply["type"] == "ack", reply
                 acked[n] = reply
         assert sorted(acked) == sorted(numbers)
-        assert await read_total(survivor, counter_name) == sum(numbers.values())
-        seqs = sorted(a["seq"] for a in acked.values() if "seq" in a)
-        assert seqs == list(range(1, len(numbers) + 1)), "each number applied once, gap-free"
+        # Every application moves seq by one: 3,000 applications and the right total
+        # mean each number was applied exactly once.
+        final = await read_state(survivor, counter_name)
+        assert (final["seq"], final["total"]) == (len(numbers), sum(numbers.values()))
+        # Acks lost with the worker may be more than the window (4) holds: the
+        # resends of those are answered "applied earlier", without a seq.
+        seqs = [a["seq"] for a in acked.values() if "seq" in a]
+        assert len(seqs) == len(set(seqs)), "two numbers acknowledged with one seq"
 
     asyncio.run(scenario())
 
