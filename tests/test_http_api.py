@@ -400,3 +400,21 @@ def test_http_connections_count_toward_the_connection_limit(
         status, found, document = call(worker.http, "GET", f"/counters/{counter_name}")
     assert (status, document["code"]) == (503, "unavailable")
     assert found["retry-after"] == "1"
+
+
+def test_a_client_that_half_closes_after_its_request_still_gets_the_answer(
+    start_worker: StartWorker, counter_name: str
+) -> None:
+    """Straight to a worker (HAProxy in front would keep its own side open)."""
+    worker = start_worker()
+    body = b'{"by": 4}'
+    with socket.create_connection(("127.0.0.1", worker.port), timeout=seconds(10)) as peer:
+        peer.sendall(
+            b"POST /counters/%s/increments HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+            % (counter_name.encode(), len(body), body)
+        )
+        peer.shutdown(socket.SHUT_WR)
+        answer = _read_all(peer)
+    assert answer.startswith(b"HTTP/1.1 200 "), answer
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["total"] == 4

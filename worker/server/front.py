@@ -101,11 +101,15 @@ class FrontConnection(ServerConnection):
         self._front_transport.write(HEAD_TOO_LARGE)
         self._front_transport.close()
 
-    def eof_received(self) -> None:
+    def eof_received(self) -> bool | None:  # type: ignore[override]
+        # websockets types this None; asyncio lets a protocol return True to keep
+        # the transport open, which a half-closed HTTP client needs for its answer.
         if self._mode is Mode.WEBSOCKET:
             super().eof_received()
-        elif self._http is not None:
-            self._http.eof_received()
+            return None
+        if self._http is not None:
+            return self._http.eof_received()
+        return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._sniff_timer is not None:

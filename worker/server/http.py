@@ -85,9 +85,11 @@ class HttpConnection:
         self._h11.receive_data(data)
         self._read_events()
 
-    def eof_received(self) -> None:
+    def eof_received(self) -> bool:
+        """The peer will send no more; what it asked for is still answered."""
         self._h11.receive_data(b"")
         self._read_events()
+        return True
 
     def connection_lost(self) -> None:
         self._closed = True
