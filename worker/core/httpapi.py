@@ -18,7 +18,6 @@ Errors are the WebSocket protocol's error objects, with the HTTP status
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from ..errors import ClientError, RouteError
 from .protocol import (
@@ -36,7 +35,7 @@ INCREMENTS_SUFFIX = "/increments"
 # Paths that are not counters.
 CLIENT_SCRIPT_PATH = "/client.js"
 OPENAPI_PATH = "/openapi.json"
-PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+FIXED_PATHS = frozenset({"/healthz", "/readyz", "/metrics", CLIENT_SCRIPT_PATH, OPENAPI_PATH})
 
 # The HTTP status of each error code. A refusal that nothing applied and that
 # may succeed later is 429 or 503 (send the same request again); one that
@@ -62,19 +61,15 @@ STATUS_OF_CODE = {
 UNAUTHORIZED = "unauthorized"
 NOT_FOUND = "not_found"
 METHOD_NOT_ALLOWED = "method_not_allowed"
-NOT_ACCEPTABLE = "not_acceptable"
 TOO_LARGE = "too_large"
 UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
 BAD_REQUEST = "bad_request"
+# The code of each status a Refused (route, token, admission) carries.
 CODE_OF_STATUS = {
     400: BAD_REQUEST,
     401: UNAUTHORIZED,
     403: ErrorCode.FORBIDDEN,
     404: NOT_FOUND,
-    405: METHOD_NOT_ALLOWED,
-    406: NOT_ACCEPTABLE,
-    413: TOO_LARGE,
-    415: UNSUPPORTED_MEDIA_TYPE,
     503: ErrorCode.UNAVAILABLE,
 }
 
@@ -152,7 +147,3 @@ def parse_increment_body(body: bytes, idempotency_key: str | None) -> Increment:
 
 def status_of(code: str) -> int:
     return STATUS_OF_CODE.get(code, 500)
-
-
-def error_document(code: str, message: str, **echo: Any) -> dict[str, Any]:
-    return {"type": "error", "code": code, "message": message, **echo}

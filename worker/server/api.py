@@ -6,7 +6,6 @@ The API's rules (routes, negotiation, bodies, statuses) are in
 
 from __future__ import annotations
 
-import time
 from functools import cache
 from importlib import resources
 
@@ -16,21 +15,20 @@ from ..core.auth import OPEN, Grant, authorize, token_from
 from ..core.httpapi import (
     CLIENT_SCRIPT_PATH,
     CODE_OF_STATUS,
+    FIXED_PATHS,
     JSON,
     METHOD_NOT_ALLOWED,
     NOT_FOUND,
     OPENAPI_PATH,
     UNSUPPORTED_MEDIA_TYPE,
     ApiRoute,
-    error_document,
     media_type,
     parse_api_route,
     parse_increment_body,
     status_of,
     wants_json,
 )
-from ..core.protocol import DEFAULT_COUNTER, ErrorCode, split_path
-from ..core.ratelimit import TokenBucket
+from ..core.protocol import DEFAULT_COUNTER, ErrorCode, error_message, split_path
 from ..errors import ClientError, Refused, StoreError
 from ..metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from . import page
@@ -44,7 +42,7 @@ RETRY_AFTER_SECONDS = "1"
 
 
 class Api:
-    """Answers one HTTP request; keeps nothing between requests but each connection's bucket."""
+    """Answers one HTTP request; keeps nothing between requests."""
 
     def __init__(self, worker: WorkerContext, increments: Increments) -> None:
         self.worker = worker
@@ -58,9 +56,8 @@ class Api:
     async def _route(self, request: HttpRequest, connection: HttpConnection) -> HttpResponse:
         path, _ = split_path(request.target)
         method = request.method
-        fixed = self._fixed(path)
-        if fixed is not None:
-            return fixed if method in ("GET", "HEAD") else _not_allowed("GET, HEAD")
+        if path in FIXED_PATHS:
+            return self._fixed(path) if method in ("GET", "HEAD") else _not_allowed("GET, HEAD")
         try:
             route = ApiRoute(DEFAULT_COUNTER, False) if path == "/" else parse_api_route(path)
         except Refused as exc:
@@ -77,8 +74,8 @@ class Api:
             return _page(route.counter)
         return await self._state(route.counter, request)
 
-    def _fixed(self, path: str) -> HttpResponse | None:
-        """Probes, metrics and the static documents."""
+    def _fixed(self, path: str) -> HttpResponse:
+        """Probes, metrics and the static documents (FIXED_PATHS)."""
         worker = self.worker
         if path == "/healthz":
             return _text(200, "ok\n")
@@ -101,9 +98,8 @@ class Api:
                     ("X-Content-Type-Options", "nosniff"),
                 ],
             )
-        if path == OPENAPI_PATH:
-            return HttpResponse(200, _static("openapi.json"), [("Content-Type", JSON)])
-        return None
+        assert path == OPENAPI_PATH
+        return HttpResponse(200, _static("openapi.json"), [("Content-Type", JSON)])
 
     def _grant(self, request: HttpRequest, counter: str) -> Grant:
         secret = self.worker.settings.jwt_secret
@@ -141,7 +137,7 @@ class Api:
             return _refused(exc)
         except ClientError as exc:
             return _reply(increments.invalid(exc))
-        refusal = increments.refusal(counter, grant, self._bucket(connection), increment)
+        refusal = increments.refusal(counter, grant, connection.bucket, increment)
         if refusal is not None:
             return _reply(refusal)
         # Not cancelled if the client goes away: the increment is applied (or
@@ -149,18 +145,6 @@ class Api:
         future = increments.submit(counter, increment)
         await future
         return _reply(increments.reply(increment, future))
-
-    def _bucket(self, connection: HttpConnection) -> TokenBucket | None:
-        """The connection's rate-limit bucket: the same limit as a WebSocket connection's."""
-        settings = self.worker.settings
-        if settings.rate_limit <= 0:
-            return None
-        if not isinstance(connection.state, TokenBucket):
-            connection.state = TokenBucket(
-                settings.rate_limit, settings.rate_burst, time.monotonic()
-            )
-        return connection.state
-
 
 @cache
 def _static(name: str) -> bytes:
@@ -176,7 +160,7 @@ def _json(status: int, body: bytes, headers: list[tuple[str, str]] | None = None
 
 
 def _error(status: int, code: str, message: str) -> HttpResponse:
-    return _json(status, orjson.dumps(error_document(code, message)), _error_headers(status))
+    return _json(status, error_message(code, message).encode(), _error_headers(status))
 
 
 def _refused(exc: Refused) -> HttpResponse:

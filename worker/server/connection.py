@@ -22,6 +22,7 @@ from ..core.flow import Flow, Offer
 from ..core.protocol import CloseCode, CounterRoute, missed_updates, total_message
 from ..core.ratelimit import TokenBucket
 from ..core.state import CounterState
+from ..settings import Settings
 from .context import WorkerContext
 
 log = logging.getLogger("ws_counter.worker")
@@ -60,11 +61,7 @@ class Client:
         self.since = route.since
         self.grant = grant
         settings = worker.settings
-        self.bucket = (
-            TokenBucket(settings.rate_limit, settings.rate_burst, time.monotonic())
-            if settings.rate_limit > 0
-            else None
-        )
+        self.bucket = rate_limit_bucket(settings)
         self.flow: Flow[str] = Flow(settings.max_pending_increments)
         # Without extensions a server frame is the same bytes for every
         # connection, so one serialized frame can be written to all of them.
@@ -166,6 +163,13 @@ class Client:
                 await self.connection.close(CloseCode.POLICY_VIOLATION, "slow consumer")
         except TimeoutError:
             self.connection.transport.abort()
+
+
+def rate_limit_bucket(settings: Settings) -> TokenBucket | None:
+    """One connection's rate limit, WebSocket or kept-alive HTTP (None: no limit)."""
+    if settings.rate_limit <= 0:
+        return None
+    return TokenBucket(settings.rate_limit, settings.rate_burst, time.monotonic())
 
 
 def limit_send_buffer(connection: ServerConnection, size: int) -> None:

@@ -11,7 +11,6 @@ probes, the page, the client module and the HTTP API.
 from __future__ import annotations
 
 import asyncio
-import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, cast
@@ -25,12 +24,6 @@ from .http import HttpConnection, closing_response
 MAX_HEAD_BYTES = 16 * 1024
 HEAD_TOO_LARGE = closing_response(431, BAD_REQUEST, "the request head is larger than 16 KiB")
 _END_OF_HEAD = b"\r\n\r\n"
-
-
-class Mode(enum.Enum):
-    SNIFFING = "sniffing"
-    WEBSOCKET = "websocket"
-    HTTP = "http"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,9 +45,10 @@ class FrontConnection(ServerConnection):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._front_transport = cast(asyncio.Transport, transport)
-        self._mode = Mode.SNIFFING
-        self._head = bytearray()
+        # Until the head decides: neither websockets (_websocket) nor HTTP (_http).
+        self._websocket = False
         self._http: HttpConnection | None = None
+        self._head = bytearray()
         # A peer that sends no complete head in time is dropped, as websockets
         # drops a handshake that takes longer than the open timeout.
         self._sniff_timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
@@ -62,49 +56,45 @@ class FrontConnection(ServerConnection):
         )
 
     def data_received(self, data: bytes) -> None:
-        if self._mode is Mode.WEBSOCKET:
+        if self._websocket:
             super().data_received(data)
-        elif self._mode is Mode.HTTP:
-            assert self._http is not None
+        elif self._http is not None:
             self._http.data_received(data)
         else:
             self._head += data
             end = self._head.find(_END_OF_HEAD)
             if end > MAX_HEAD_BYTES or (end < 0 and len(self._head) > MAX_HEAD_BYTES):
-                self._refuse_head()
+                self._stop_sniffing()
+                self._front_transport.write(HEAD_TOO_LARGE)
+                self._front_transport.close()
             elif end >= 0:
                 self._choose(is_websocket_upgrade(bytes(self._head[:end])))
 
     def _choose(self, websocket: bool) -> None:
+        head = self._stop_sniffing()
+        transport = self._front_transport
+        if websocket:
+            self._websocket = True
+            super().connection_made(transport)
+            super().data_received(head)
+            return
+        # None: refused at the connection limit (answered and closed).
+        self._http = self.door.start_http(transport)
+        if self._http is not None:
+            self._http.data_received(head)
+
+    def _stop_sniffing(self) -> bytes:
+        """End the head's timer; the bytes read so far."""
         if self._sniff_timer is not None:
             self._sniff_timer.cancel()
             self._sniff_timer = None
         head, self._head = bytes(self._head), bytearray()
-        transport = self._front_transport
-        if websocket:
-            self._mode = Mode.WEBSOCKET
-            super().connection_made(transport)
-            super().data_received(head)
-            return
-        self._http = self.door.start_http(transport)
-        if self._http is None:
-            return
-        self._mode = Mode.HTTP
-        self._http.data_received(head)
-
-    def _refuse_head(self) -> None:
-        if self._sniff_timer is not None:
-            self._sniff_timer.cancel()
-            self._sniff_timer = None
-        self._mode = Mode.HTTP
-        self._head = bytearray()
-        self._front_transport.write(HEAD_TOO_LARGE)
-        self._front_transport.close()
+        return head
 
     def eof_received(self) -> bool | None:  # type: ignore[override]
         # websockets types this None; asyncio lets a protocol return True to keep
         # the transport open, which a half-closed HTTP client needs for its answer.
-        if self._mode is Mode.WEBSOCKET:
+        if self._websocket:
             super().eof_received()
             return None
         if self._http is not None:
@@ -112,21 +102,20 @@ class FrontConnection(ServerConnection):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._sniff_timer is not None:
-            self._sniff_timer.cancel()
-        if self._mode is Mode.WEBSOCKET:
+        self._stop_sniffing()
+        if self._websocket:
             super().connection_lost(exc)
         elif self._http is not None:
             self._http.connection_lost()
 
     def pause_writing(self) -> None:
-        if self._mode is Mode.WEBSOCKET:
+        if self._websocket:
             super().pause_writing()
         elif self._http is not None:
             self._http.pause_writing()
 
     def resume_writing(self) -> None:
-        if self._mode is Mode.WEBSOCKET:
+        if self._websocket:
             super().resume_writing()
         elif self._http is not None:
             self._http.resume_writing()

@@ -21,8 +21,9 @@ from http import HTTPStatus
 
 import h11
 
-from ..core.httpapi import BAD_REQUEST, JSON, TOO_LARGE
+from ..core.httpapi import BAD_REQUEST, TOO_LARGE
 from ..core.protocol import error_message
+from ..core.ratelimit import TokenBucket
 
 log = logging.getLogger("ws_counter.worker")
 
@@ -56,10 +57,13 @@ class HttpConnection:
         *,
         max_body: int,
         timeout: float,
+        bucket: TokenBucket | None,
         closing: Callable[[], bool],
         on_closed: Callable[[HttpConnection], None],
     ) -> None:
         self.transport = transport
+        # The connection's rate limit, as a WebSocket connection has one.
+        self.bucket = bucket
         self._handler = handler
         self._max_body = max_body
         self._timeout = timeout
@@ -73,8 +77,6 @@ class HttpConnection:
         self._closed = False
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
-        # Per-connection state of the handler (its rate-limit bucket).
-        self.state: object = None
         self._arm_timer()
 
     @property
@@ -133,7 +135,6 @@ class HttpConnection:
 
     def _on_request(self, request: h11.Request) -> None:
         self._request = request
-        self._body.clear()
         length = _header(list(request.headers), b"content-length")
         if length is not None and length.isdigit() and int(length) > self._max_body:
             self._refuse(413, f"the body is larger than {self._max_body} bytes")
@@ -205,13 +206,7 @@ class HttpConnection:
         self._request = None
         if self._h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
             code = TOO_LARGE if status == 413 else BAD_REQUEST
-            self._send(
-                HttpResponse(
-                    status,
-                    error_message(code, reason).encode(),
-                    [("Content-Type", JSON), ("Connection", "close")],
-                )
-            )
+            self.transport.write(closing_response(status, code, reason))
         self.close()
 
     def _arm_timer(self) -> None:

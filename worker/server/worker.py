@@ -18,7 +18,7 @@ from ..settings import Settings
 from ..store import RedisStore, follow
 from ..tasks import TaskSet
 from .api import Api
-from .connection import Client, limit_send_buffer
+from .connection import Client, limit_send_buffer, rate_limit_bucket
 from .fanout import Fanout
 from .front import FrontDoor, front_connection_class
 from .handshake import Handshakes, allowed_origins
@@ -123,6 +123,7 @@ class Worker:
             self.api.handle,
             max_body=self.settings.max_message_bytes,
             timeout=self.settings.open_timeout,
+            bucket=rate_limit_bucket(self.settings),
             closing=lambda: self.draining,
             on_closed=self._http_closed,
         )
