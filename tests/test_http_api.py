@@ -20,6 +20,7 @@ import jsonschema
 import pytest
 from openapi_spec_validator import validate as validate_openapi
 from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as sync_connect
 
 from tools.cluster import LocalCluster
@@ -418,3 +419,19 @@ def test_a_client_that_half_closes_after_its_request_still_gets_the_answer(
         answer = _read_all(peer)
     assert answer.startswith(b"HTTP/1.1 200 "), answer
     assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["total"] == 4
+
+
+def test_a_kept_alive_http_connection_counts_against_websocket_handshakes(
+    start_worker: StartWorker, counter_name: str
+) -> None:
+    """WS_MAX_CONNECTIONS=1 and one HTTP connection kept alive: a handshake gets 503."""
+    worker = start_worker(WS_MAX_CONNECTIONS="1")
+    kept = http.client.HTTPConnection("127.0.0.1", worker.port, timeout=seconds(10))
+    kept.request("GET", f"/counters/{counter_name}", headers={"Accept": "application/json"})
+    response = kept.getresponse()
+    response.read()
+    assert response.status == 200
+    with pytest.raises(InvalidStatus) as refused:
+        sync_connect(f"{worker.url}counters/{counter_name}", open_timeout=seconds(10))
+    kept.close()
+    assert refused.value.response.status_code == 503

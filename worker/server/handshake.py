@@ -47,7 +47,7 @@ class Handshakes:
             raise Refused(503, "worker is shutting down")
         if not worker.redis_up:
             raise Refused(503, "Redis is unavailable")
-        if worker.connection_count() >= worker.settings.max_connections:
+        if worker.at_connection_limit:
             raise Refused(503, "worker is at its connection limit")
 
     def _authorize(self, request: Request, route: CounterRoute) -> Grant:

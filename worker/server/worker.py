@@ -73,6 +73,11 @@ class Worker:
     def ready(self) -> bool:
         return self.hub.connected and not self.draining
 
+    @property
+    def at_connection_limit(self) -> bool:
+        """WebSocket and plain HTTP connections together fill WS_MAX_CONNECTIONS."""
+        return self._open + len(self.http_connections) >= self.settings.max_connections
+
     def connection_count(self) -> int:
         """Open WebSocket connections: kept as a count, because websockets' own
         ``Server.connections`` builds a set of them on every call (a profile of a
@@ -114,7 +119,7 @@ class Worker:
 
     def _start_http(self, transport: asyncio.Transport) -> HttpConnection | None:
         """Take a connection for plain HTTP; at the connection limit, answer 503 and close it."""
-        if self.connection_count() + len(self.http_connections) >= self.settings.max_connections:
+        if self.at_connection_limit:
             transport.write(AT_CONNECTION_LIMIT)
             transport.close()
             return None
