@@ -6,7 +6,15 @@ import json
 
 import pytest
 
-from ws_counter_client.rules import Fail, Forgotten, Freshness, Resend, Session, check_by
+from ws_counter_client.rules import (
+    Fail,
+    Forgotten,
+    Freshness,
+    Resend,
+    ResendFrom,
+    Session,
+    check_by,
+)
 
 
 def session_with(count: int) -> Session[str]:
@@ -99,6 +107,14 @@ def test_a_forgotten_session_ends_what_is_outstanding_and_starts_anew() -> None:
     n, item = session.add(7, "ticket-6")
     assert json.loads(item.frame) == {"op": "incr", "by": 7, "session": session.session, "n": 1}
     assert n == 1
+
+
+def test_a_burst_of_refusals_is_answered_by_one_resend_from_the_lowest() -> None:
+    resend = ResendFrom()
+    assert [resend.ask(5), resend.ask(3), resend.ask(7)] == [True, False, False]
+    assert resend.take() == 3
+    assert resend.start is None
+    assert resend.ask(9) is True and resend.take() == 9
 
 
 @pytest.mark.parametrize("by", [2**63, -(2**63) - 1, True, 1.0, "5"])

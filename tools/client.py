@@ -15,7 +15,6 @@ from typing import TextIO
 
 from websockets.exceptions import InvalidURI
 
-from worker.core.protocol import INT64_MAX, INT64_MIN
 from ws_counter_client import (
     Ack,
     CounterClient,
@@ -24,6 +23,7 @@ from ws_counter_client import (
     Total,
     connect,
 )
+from ws_counter_client.rules import check_by
 
 # Seconds the last increments get to be acknowledged after the end of input.
 EOF_GRACE = 5.0
@@ -42,11 +42,11 @@ def describe_total(total: Total) -> str:
 
 
 def parse_number(line: str) -> int | None:
+    """A typed whole number the protocol takes, or None."""
     try:
-        value = int(line.strip())
+        return check_by(int(line.strip()))
     except ValueError:
         return None
-    return value if INT64_MIN <= value <= INT64_MAX else None
 
 
 class InteractiveClient:

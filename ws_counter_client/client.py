@@ -32,7 +32,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from worker.core.backoff import backoff_delays, nth_delay
 
-from .rules import Fail, Forgotten, Freshness, Resend, Session
+from .rules import Fail, Forgotten, Freshness, Resend, ResendFrom, Session
 
 log = logging.getLogger("ws_counter.client")
 
@@ -172,7 +172,7 @@ class CounterClient:
         self._failure: CounterClientError | None = None
         self._connection: ClientConnection | None = None
         self._resend: asyncio.TimerHandle | None = None
-        self._resend_start: int | None = None
+        self._resend_from = ResendFrom()
         self._runner: asyncio.Task[None] | None = None
         self._sends: set[asyncio.Task[None]] = set()
 
@@ -296,8 +296,7 @@ class CounterClient:
         self._on_connection(True, "connected")
         try:
             # Unacknowledged increments go again, in order, unchanged.
-            for frame in self._session.frames():
-                await connection.send(frame)
+            await _send_all(connection, self._session.frames())
             stopped = asyncio.create_task(self._stopped.wait())
             reading = asyncio.create_task(self._read(connection))
             try:
@@ -380,19 +379,14 @@ class CounterClient:
                     item.ticket.set_exception(unknown)
 
     def _resend_later(self, start: int, attempt: int) -> None:
-        """One resend of every outstanding increment from ``start`` on, after a backoff.
-
-        The refusals of one burst (one refused number makes every later one
-        out_of_order) are answered by one resend from the lowest.
-        """
-        self._resend_start = start if self._resend_start is None else min(self._resend_start, start)
-        if self._resend is None:
+        """One resend of every outstanding increment from the lowest refused, after a backoff."""
+        if self._resend_from.ask(start):
             delay = nth_delay(*self._backoff, attempt)
             self._resend = asyncio.get_running_loop().call_later(delay, self._resend_due)
 
     def _resend_due(self) -> None:
-        start, self._resend_start, self._resend = self._resend_start or 1, None, None
-        self._resend_now(start)
+        self._resend = None
+        self._resend_now(self._resend_from.take())
 
     def _resend_now(self, start: int) -> None:
         # On a lost connection the reconnect sends them all anyway.

@@ -136,6 +136,28 @@ class Session(Generic[T]):
 
 
 @dataclass
+class ResendFrom:
+    """The refusals of one burst, answered by one resend from the lowest number refused.
+
+    A refused number leaves a gap that makes every later one out_of_order, so a
+    burst of refusals asks for many resends; one, from the lowest, answers them all.
+    """
+
+    start: int | None = None
+
+    def ask(self, start: int) -> bool:
+        """Ask for a resend from ``start``; True when none was pending (arm a timer)."""
+        first = self.start is None
+        self.start = start if self.start is None else min(self.start, start)
+        return first
+
+    def take(self) -> int:
+        """The number to resend from, now that the timer fired; nothing is pending after."""
+        start, self.start = self.start or 1, None
+        return start
+
+
+@dataclass
 class Freshness:
     """The newest state seen of one counter, and whether another is news."""
 

@@ -31,7 +31,7 @@ from worker.core.backoff import backoff_delays, nth_delay
 from worker.core.protocol import incr_message
 from worker.limits import raise_open_file_limit
 from worker.tasks import TaskSet
-from ws_counter_client.rules import RESENDABLE, Fail, Forgotten, Resend, Session
+from ws_counter_client.rules import RESENDABLE, Fail, Forgotten, Resend, ResendFrom, Session
 
 from .coverage import Coverage
 from .histograms import new_histogram
@@ -88,7 +88,7 @@ class LoadClient:
         self.book: Session[Pending] | Ids = (
             Session() if agent.share.dedup == "session" else Ids(f"{agent.run_id}-{number}")
         )
-        self.resend_from: int | None = None
+        self.resend_from = ResendFrom()
         self.connected = asyncio.Event()
         self.snapshot = asyncio.Event()
         self.finishing = False
@@ -259,21 +259,13 @@ class LoadClient:
             pending.done.set_result(None)
 
     def _resend_session_from(self, n: int, attempt: int) -> None:
-        """Resend, once, every outstanding number from n on, in order, after a backoff.
-
-        A refused number leaves a gap that refuses every later one as
-        out_of_order, so the refusals of one burst are answered by one resend
-        from the lowest number refused.
-        """
-        scheduled = self.resend_from is not None
-        self.resend_from = n if self.resend_from is None else min(self.resend_from, n)
-        if not scheduled:
+        """Resend every outstanding number from the lowest refused, once per burst."""
+        if self.resend_from.ask(n):
             delay = nth_delay(BACKOFF_FIRST, BACKOFF_CAP, attempt)
             asyncio.get_running_loop().call_later(delay, self._resend_from_scheduled)
 
     def _resend_from_scheduled(self) -> None:
-        start, self.resend_from = self.resend_from or 1, None
-        self._send_in_order_soon(self.frames(start))
+        self._send_in_order_soon(self.frames(self.resend_from.take()))
 
     def _send_in_order_soon(self, frames: list[str]) -> None:
         # Reconnects resend on their own; this covers refusals on a connection
