@@ -331,43 +331,35 @@ def missed_updates(since: int | None, state: CounterState) -> bool | None:
     return since != state.seq
 
 
-def failure_message(increment: Increment, failure: BaseException) -> str:
-    """The error message for an increment that was not (or not knowingly) applied."""
+def failure_message(increment: Increment, failure: BaseException) -> tuple[str, str]:
+    """The code and the error message for an increment that was not (or not knowingly)
+    applied."""
     echo = increment.echo
     if isinstance(failure, StoreRejected):
         if failure.code == ErrorCode.OVERFLOW:
             text = "the total would leave the signed 64-bit range; not applied"
-            return error_message(ErrorCode.OVERFLOW, text, **echo)
+            return failure.code, error_message(failure.code, text, **echo)
         if failure.code == ErrorCode.OUT_OF_ORDER:
             text = (
                 f"this session expected n={failure.expected}; nothing applied: send the"
                 " session's increments in order, from the expected one"
             )
-            return error_message(ErrorCode.OUT_OF_ORDER, text, expected=failure.expected, **echo)
-        return error_message(ErrorCode.REJECTED, failure.message, **echo)
+            message = error_message(failure.code, text, expected=failure.expected, **echo)
+            return failure.code, message
+        return ErrorCode.REJECTED, error_message(ErrorCode.REJECTED, failure.message, **echo)
     if isinstance(failure, OutcomeUnknown):
         again = "the same session and n" if increment.session is not None else "the same id"
         text = (
             "lost contact with Redis while applying: the increment may or may not have been"
             f" applied; retry with {again} to apply it exactly once"
         )
-        return error_message(ErrorCode.UNAVAILABLE, text, **echo)
-    if isinstance(failure, StoreFull):
+    elif isinstance(failure, StoreFull):
         text = "Redis is out of memory and refuses writes; the increment was not applied"
-        return error_message(ErrorCode.UNAVAILABLE, text, **echo)
-    if isinstance(failure, StoreUnavailable):
+    elif isinstance(failure, StoreUnavailable):
         text = "Redis is unavailable; the increment was not applied"
-        return error_message(ErrorCode.UNAVAILABLE, text, **echo)
-    return error_message(ErrorCode.UNAVAILABLE, "internal error; not applied", **echo)
-
-
-def failure_code(failure: BaseException) -> str:
-    """The ``code`` of ``failure_message`` for the same failure."""
-    if isinstance(failure, StoreRejected):
-        if failure.code in (ErrorCode.OVERFLOW, ErrorCode.OUT_OF_ORDER):
-            return failure.code
-        return ErrorCode.REJECTED
-    return ErrorCode.UNAVAILABLE
+    else:
+        text = "internal error; not applied"
+    return ErrorCode.UNAVAILABLE, error_message(ErrorCode.UNAVAILABLE, text, **echo)
 
 
 def incr_message(

@@ -14,7 +14,6 @@ from ..core.protocol import (
     ack_message,
     applied_earlier_message,
     error_message,
-    failure_code,
     failure_message,
     parse_client_message,
 )
@@ -115,7 +114,8 @@ class Increments:
             self.metrics.redis_out_of_memory.inc()
         if not isinstance(outcome, StoreError):
             log.error("unexpected failure of an increment: %r", outcome)
-        return Reply(failure_message(increment, outcome), failure_code(outcome))
+        code, text = failure_message(increment, outcome)
+        return Reply(text, code)
 
 
 def _error(code: str, message: str, increment: Increment) -> Reply:
