@@ -101,8 +101,9 @@ prepare_containers() {
 }
 
 run_tests() {
-    say "ruff"
+    say "ruff (lint and format)"
     "$VENV/bin/ruff" check worker ws_counter_client tools tests bench
+    "$VENV/bin/ruff" format --check worker ws_counter_client tools tests bench
     say "mypy --strict (worker, ws_counter_client, tools, bench)"
     "$VENV/bin/mypy"
     say "import contracts (lint-imports)"

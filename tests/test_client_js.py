@@ -8,7 +8,6 @@ rate limit refused.
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 
@@ -85,7 +84,7 @@ def test_increments_in_flight_when_the_worker_dies_are_resent_after_the_reconnec
     page = module_page(browser, cluster, 0)
     open_client(page, cluster.worker_url(1), counter_name)
     worker = cluster.workers[1]
-    os.kill(worker.pid, signal.SIGSTOP)
+    worker.send_signal(signal.SIGSTOP)
     try:
         page.evaluate(
             "() => { window.acks = Promise.all([1n, 2n, 3n].map((by) => client.increment(by))); }"

@@ -8,7 +8,6 @@ on a condition for a matching line (or the child's exit), never by polling.
 from __future__ import annotations
 
 import collections
-import os
 import signal
 import socket
 import subprocess
@@ -157,8 +156,11 @@ class Child:
         self._process.stdin.flush()
 
     def send_signal(self, signum: int) -> None:
-        if self._process is not None and self._process.poll() is None:
-            os.kill(self._process.pid, signum)
+        # Popen's own send_signal, not os.kill after poll(): the output thread reaps
+        # the child as it exits, and poll() answers "running" while that thread
+        # holds the wait; Popen's send_signal ignores a child gone meanwhile.
+        if self._process is not None:
+            self._process.send_signal(signum)
 
     def wait(self, timeout: float) -> int | None:
         if self._process is None:

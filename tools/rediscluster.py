@@ -12,10 +12,10 @@ import shutil
 import signal
 import socket
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
-from .processes import Child
+from .processes import Child, ChildFailed
 from .redisserver import (
     READY_TIMEOUT,
     REDIS_OPTIONS,
@@ -59,7 +59,7 @@ class RedisClusterProcesses:
         self.options = options
         self.log_dir = log_dir
         self.echo = echo
-        self.ports = [free_cluster_port() for _ in range(primaries * 2)]
+        self.ports = free_cluster_ports(primaries * 2)
         self.nodes: dict[int, Child] = {}
 
     @property
@@ -69,8 +69,8 @@ class RedisClusterProcesses:
 
     def start(self) -> RedisClusterProcesses:
         try:
-            for port in self.ports:
-                self.start_node(port)
+            for index in range(len(self.ports)):
+                self.start_node_on_a_free_port(index)
             self.cli(
                 "--cluster",
                 "create",
@@ -86,6 +86,19 @@ class RedisClusterProcesses:
             self.stop()
             raise
         return self
+
+    def start_node_on_a_free_port(self, index: int, attempts: int = 5) -> Child:
+        """Start node ``index``; if another process took its port since it was picked,
+        pick another (before the cluster is formed no one knows the node's address)."""
+        for _ in range(attempts - 1):
+            try:
+                return self.start_node(self.ports[index])
+            except ChildFailed as failure:
+                if "Address already in use" not in str(failure):
+                    raise
+            taken = {*self.ports, *(port + BUS_OFFSET for port in self.ports)}
+            self.ports[index] = free_cluster_ports(1, taken)[0]
+        return self.start_node(self.ports[index])
 
     def wait_for_replicas(self, timeout_ms: int = 60_000) -> None:
         """Block until every primary's replica has caught up (WAIT on each primary).
@@ -152,19 +165,40 @@ class RedisClusterProcesses:
         self.stop()
 
 
-# A cluster node also listens on its port + 10000 (the cluster bus), so its port
-# must leave room for that: at most 55535.
+# A cluster node also listens on its port + 10000 (the cluster bus). Both ports
+# are picked below the kernel's range for outgoing connections' local ports, so
+# no connection of the load running beside the cluster can take one, neither
+# between the pick and the start nor while a killed node waits to be restarted.
 BUS_OFFSET = 10000
-HIGHEST_NODE_PORT = 65535 - BUS_OFFSET
+LOWEST_NODE_PORT = 10000
 
 
-def free_cluster_port(attempts: int = 200) -> int:
-    """A free port whose cluster-bus port (+10000) is free too."""
+def free_cluster_ports(count: int, taken: Collection[int] = (), attempts: int = 1000) -> list[int]:
+    """``count`` node ports, free now with their bus ports, none of them equal to
+    another's node or bus port or to one in ``taken``."""
+    # (A kernel handing out ports from lower down leaves a narrower range.)
+    highest = max(first_ephemeral_port() - 1 - BUS_OFFSET, LOWEST_NODE_PORT + 1000)
+    chosen: list[int] = []
+    used = set(taken)
     for _ in range(attempts):
-        port = random.randint(20000, HIGHEST_NODE_PORT)
-        if all(_is_free(candidate) for candidate in (port, port + BUS_OFFSET)):
-            return port
-    raise ClusterError("found no free port pair for a Redis Cluster node")
+        if len(chosen) == count:
+            return chosen
+        port = random.randint(LOWEST_NODE_PORT, highest)
+        pair = (port, port + BUS_OFFSET)
+        if not used.intersection(pair) and all(_is_free(candidate) for candidate in pair):
+            chosen.append(port)
+            used.update(pair)
+    if len(chosen) == count:
+        return chosen
+    raise ClusterError("found no free port pairs for Redis Cluster nodes")
+
+
+def first_ephemeral_port(path: Path = Path("/proc/sys/net/ipv4/ip_local_port_range")) -> int:
+    """The lowest local port the kernel hands to outgoing connections (Linux' default 32768)."""
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def _is_free(port: int) -> bool:

@@ -146,6 +146,7 @@ class Api:
         await future
         return _reply(increments.reply(increment, future))
 
+
 @cache
 def _static(name: str) -> bytes:
     return resources.files(__package__).joinpath("web", name).read_bytes()
