@@ -7,14 +7,8 @@ import socket
 import time
 from pathlib import Path
 
-from tools.processes import Child
-from tools.rediscluster import (
-    BUS_OFFSET,
-    LOWEST_NODE_PORT,
-    RedisClusterProcesses,
-    first_ephemeral_port,
-    free_cluster_ports,
-)
+from tools.processes import LOWEST_PICKED_PORT, Child, first_ephemeral_port, free_port
+from tools.rediscluster import BUS_OFFSET, RedisClusterProcesses, free_cluster_ports
 
 
 def test_signalling_a_child_as_it_exits_is_not_an_error() -> None:
@@ -31,13 +25,20 @@ def test_signalling_a_child_as_it_exits_is_not_an_error() -> None:
         assert child.stop() == 0
 
 
-def test_cluster_ports_leave_room_for_every_bus_port_and_for_outgoing_connections() -> None:
-    taken = {LOWEST_NODE_PORT + 1}
+def test_picked_ports_lie_below_the_range_of_outgoing_connections() -> None:
+    """A stopped worker or node is started again on its port while load runs beside it:
+    no outgoing connection may have taken that port as its local port meanwhile."""
+    ports = [free_port() for _ in range(50)]
+    assert all(LOWEST_PICKED_PORT <= port < first_ephemeral_port() for port in ports)
+
+
+def test_cluster_ports_leave_room_for_every_bus_port() -> None:
+    taken = {LOWEST_PICKED_PORT + 1}
     ports = free_cluster_ports(12, taken)
     pairs = [port for node in ports for port in (node, node + BUS_OFFSET)]
     assert len(set(pairs)) == len(pairs) == 24
     assert not taken & set(pairs)
-    assert all(LOWEST_NODE_PORT <= port < first_ephemeral_port() for port in pairs)
+    assert all(LOWEST_PICKED_PORT <= port < first_ephemeral_port() for port in pairs)
 
 
 def test_first_ephemeral_port_reads_the_kernel_range_or_assumes_linux_default(

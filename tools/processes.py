@@ -8,12 +8,13 @@ on a condition for a matching line (or the child's exit), never by polling.
 from __future__ import annotations
 
 import collections
+import random
 import signal
 import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -22,12 +23,60 @@ class ChildFailed(RuntimeError):
     """A child exited or did not become ready in time; the message quotes its last output."""
 
 
+# Ports the launcher picks lie below the kernel's range for the local ports of
+# outgoing connections: no connection of the load running beside a cluster can
+# take one, neither between the pick and the start nor while a stopped process
+# waits to be started again on the same port.
+LOWEST_PICKED_PORT = 10000
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port that is free now (the kernel picks it; another process could take it later)."""
+    """A port that is free now (another process could take it later, but no
+    outgoing connection will)."""
+    return free_ports(1, host=host)[0]
+
+
+def free_ports(
+    count: int,
+    taken: Collection[int] = (),
+    *,
+    offsets: Sequence[int] = (0,),
+    host: str = "127.0.0.1",
+    attempts: int = 1000,
+) -> list[int]:
+    """``count`` ports, each free now together with ``port + offset`` for every offset,
+    none of these equal to another's or to one in ``taken``."""
+    highest = max(first_ephemeral_port() - 1 - max(offsets), LOWEST_PICKED_PORT + 1000)
+    chosen: list[int] = []
+    used = set(taken)
+    for _ in range(attempts):
+        if len(chosen) == count:
+            break
+        port = random.randint(LOWEST_PICKED_PORT, highest)
+        group = [port + offset for offset in offsets]
+        if not used.intersection(group) and all(_is_free(host, each) for each in group):
+            chosen.append(port)
+            used.update(group)
+    if len(chosen) < count:
+        raise RuntimeError(f"found {len(chosen)} of {count} free ports")
+    return chosen
+
+
+def first_ephemeral_port(path: Path = Path("/proc/sys/net/ipv4/ip_local_port_range")) -> int:
+    """The lowest local port the kernel hands to outgoing connections (Linux' default 32768)."""
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _is_free(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 class Child:

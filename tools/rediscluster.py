@@ -7,15 +7,13 @@ primaries and N replicas (``redis-cli --cluster create ... --cluster-replicas
 
 from __future__ import annotations
 
-import random
 import shutil
 import signal
-import socket
 import subprocess
 from collections.abc import Callable, Collection
 from pathlib import Path
 
-from .processes import Child, ChildFailed
+from .processes import Child, ChildFailed, free_ports
 from .redisserver import (
     READY_TIMEOUT,
     REDIS_OPTIONS,
@@ -165,49 +163,13 @@ class RedisClusterProcesses:
         self.stop()
 
 
-# A cluster node also listens on its port + 10000 (the cluster bus). Both ports
-# are picked below the kernel's range for outgoing connections' local ports, so
-# no connection of the load running beside the cluster can take one, neither
-# between the pick and the start nor while a killed node waits to be restarted.
+# A cluster node also listens on its port + 10000 (the cluster bus).
 BUS_OFFSET = 10000
-LOWEST_NODE_PORT = 10000
 
 
-def free_cluster_ports(count: int, taken: Collection[int] = (), attempts: int = 1000) -> list[int]:
-    """``count`` node ports, free now with their bus ports, none of them equal to
-    another's node or bus port or to one in ``taken``."""
-    # (A kernel handing out ports from lower down leaves a narrower range.)
-    highest = max(first_ephemeral_port() - 1 - BUS_OFFSET, LOWEST_NODE_PORT + 1000)
-    chosen: list[int] = []
-    used = set(taken)
-    for _ in range(attempts):
-        if len(chosen) == count:
-            return chosen
-        port = random.randint(LOWEST_NODE_PORT, highest)
-        pair = (port, port + BUS_OFFSET)
-        if not used.intersection(pair) and all(_is_free(candidate) for candidate in pair):
-            chosen.append(port)
-            used.update(pair)
-    if len(chosen) == count:
-        return chosen
-    raise ClusterError("found no free port pairs for Redis Cluster nodes")
-
-
-def first_ephemeral_port(path: Path = Path("/proc/sys/net/ipv4/ip_local_port_range")) -> int:
-    """The lowest local port the kernel hands to outgoing connections (Linux' default 32768)."""
-    try:
-        return int(path.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
-
-
-def _is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+def free_cluster_ports(count: int, taken: Collection[int] = ()) -> list[int]:
+    """``count`` node ports, each free now with its bus port, all distinct."""
+    return free_ports(count, taken, offsets=(0, BUS_OFFSET))
 
 
 def parse_primaries(cluster_nodes: str) -> dict[int, list[tuple[int, int]]]:
