@@ -31,6 +31,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from worker.core.backoff import backoff_delays, nth_delay
+from worker.core.protocol import DEFAULT_COUNTER
 
 from .rules import Fail, Forgotten, Freshness, Resend, ResendFrom, Session
 
@@ -127,7 +128,7 @@ def connect(
     connect and disconnect.
     """
     return CounterClient(
-        counter_url(url, counter, token),
+        counter_url(url, counter, token=token),
         open_timeout=open_timeout,
         backoff=backoff,
         max_in_flight=max_in_flight,
@@ -135,14 +136,33 @@ def connect(
     )
 
 
-def counter_url(url: str, counter: str | None, token: str | None = None) -> str:
-    """``ws://host:port`` + counter -> ``ws://host:port/counters/<counter>[?token=...]``."""
+def counter_url(url: str, counter: str | None = None, **query: str | int | None) -> str:
+    """``url`` pointed at ``counter`` on the same service, with ``query`` added.
+
+    A path in front of ``/counters/`` (a proxy's prefix) is kept; a URL that
+    already names the counter (or the service's root, for ``default``) is kept
+    as given; without ``counter`` the path is left alone. Parameters that are
+    None are left out: ``counter_url("ws://h:8080", "votes", token=None, since=7)``
+    is ``ws://h:8080/counters/votes?since=7``.
+    """
     parts = urlsplit(url)
-    path = parts.path if counter is None else f"/counters/{counter}"
-    query = parts.query
-    if token is not None:
-        query = "&".join(filter(None, [query, urlencode({"token": token})]))
-    return urlunsplit((parts.scheme, parts.netloc, path or "/", query, ""))
+    path = parts.path or "/"
+    prefix = parts.path.rstrip("/")
+    names_it = prefix.endswith(f"/counters/{counter}") or (
+        counter == DEFAULT_COUNTER and prefix == ""
+    )
+    if counter is not None and not names_it:
+        path = f"{prefix.partition('/counters/')[0]}/counters/{counter}"
+    added = urlencode({name: value for name, value in query.items() if value is not None})
+    return urlunsplit(
+        (parts.scheme, parts.netloc, path, "&".join(filter(None, [parts.query, added])), "")
+    )
+
+
+def counter_of_url(url: str) -> str:
+    """The counter a URL names: what follows ``/counters/``, else ``default``."""
+    _, found, name = urlsplit(url).path.partition("/counters/")
+    return name.rstrip("/") if found and name.rstrip("/") else DEFAULT_COUNTER
 
 
 class CounterClient:
@@ -158,6 +178,8 @@ class CounterClient:
         on_connection: Callable[[bool, str], None] | None,
     ) -> None:
         self.url = url
+        # Acks carry no counter name; the totals they hold are this counter's.
+        self.counter = counter_of_url(url)
         self._open_timeout = open_timeout
         self._backoff = backoff
         self._on_connection = on_connection or (lambda up, detail: None)
@@ -296,7 +318,7 @@ class CounterClient:
         self._on_connection(True, "connected")
         try:
             # Unacknowledged increments go again, in order, unchanged.
-            await _send_all(connection, self._session.frames())
+            await send_in_order(connection, self._session.frames())
             stopped = asyncio.create_task(self._stopped.wait())
             reading = asyncio.create_task(self._read(connection))
             try:
@@ -327,7 +349,7 @@ class CounterClient:
         if not self._freshness.is_news(epoch, seq):
             return
         self._latest = Total(
-            message.get("counter") or self._counter_name(),
+            message.get("counter") or self.counter,
             message["total"],
             seq,
             epoch,
@@ -392,21 +414,12 @@ class CounterClient:
         # On a lost connection the reconnect sends them all anyway.
         connection = self._connection
         if connection is not None:
-            task = asyncio.create_task(_send_all(connection, self._session.frames(start)))
+            task = asyncio.create_task(send_in_order(connection, self._session.frames(start)))
             self._sends.add(task)
             task.add_done_callback(self._sends.discard)
 
     def _resume_url(self) -> str:
-        seq = self._freshness.seq
-        if seq is None:
-            return self.url
-        parts = urlsplit(self.url)
-        query = "&".join(filter(None, [parts.query, urlencode({"since": seq})]))
-        return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
-
-    def _counter_name(self) -> str:
-        path = urlsplit(self.url).path
-        return path.removeprefix("/counters/") if path.startswith("/counters/") else "default"
+        return counter_url(self.url, since=self._freshness.seq)
 
     def _stop(self, failure: CounterClientError | None) -> None:
         if self._stopped.is_set():
@@ -429,7 +442,9 @@ class CounterClient:
             raise ClientClosed("the client is closed")
 
 
-async def _send_all(connection: ClientConnection, frames: list[str]) -> None:
+async def send_in_order(connection: ClientConnection, frames: list[str]) -> None:
+    """Send ``frames`` one after another; a closed connection ends it quietly (the
+    reconnect sends again whatever is still unacknowledged)."""
     with contextlib.suppress(ConnectionClosed):
         for frame in frames:
             await connection.send(frame)

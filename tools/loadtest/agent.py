@@ -31,11 +31,12 @@ from worker.core.backoff import backoff_delays, nth_delay
 from worker.core.protocol import incr_message
 from worker.limits import raise_open_file_limit
 from worker.tasks import TaskSet
+from ws_counter_client.client import counter_url, send_in_order
 from ws_counter_client.rules import RESENDABLE, Fail, Forgotten, Resend, ResendFrom, Session
 
 from .coverage import Coverage
 from .histograms import new_histogram
-from .plan import Share, counter_url
+from .plan import Share
 
 MAX_RECONNECTS = 30
 MAX_RESENDS = 30
@@ -272,12 +273,7 @@ class LoadClient:
         # that stayed open.
         connection = self.connection
         if connection is not None and frames:
-            self.sends.spawn(self._send_in_order(connection, frames))
-
-    async def _send_in_order(self, connection: ClientConnection, frames: list[str]) -> None:
-        with contextlib.suppress(ConnectionClosed):
-            for frame in frames:
-                await connection.send(frame)
+            self.sends.spawn(send_in_order(connection, frames))
 
     def _send_soon(self, connection: ClientConnection, frame: str) -> None:
         self.sends.spawn(self._send(connection, frame))

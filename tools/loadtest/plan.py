@@ -7,7 +7,7 @@ import re
 import socket
 from dataclasses import asdict, dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from worker.core.protocol import is_valid_counter_name
 
@@ -110,19 +110,6 @@ def counter_names(options: LoadOptions) -> list[str]:
     if options.counters == 1:
         return [options.counter]
     return [f"{options.counter}-{index}" for index in range(options.counters)]
-
-
-def counter_url(base_url: str, counter: str) -> str:
-    """The WebSocket URL of a counter on the same service as ``base_url``."""
-    parts = urlsplit(base_url)
-    prefix = parts.path.rstrip("/")
-    if prefix.endswith("/counters/" + counter) or (counter == "default" and prefix == ""):
-        path = parts.path or "/"
-    else:
-        if "/counters/" in prefix:
-            prefix = prefix[: prefix.index("/counters/")]
-        path = f"{prefix}/counters/{counter}"
-    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
 
 
 def split(options: LoadOptions) -> list[Share]:
