@@ -18,7 +18,7 @@ from tools.cluster import LocalCluster
 from ws_counter_client.rules import Freshness
 
 from .conftest import counter_state, http_get, seconds
-from .test_client_rules import REFUSALS, outcome, session_with
+from .test_client_rules import COUNTER_URLS, COUNTERS_OF_URLS, REFUSALS, outcome, session_with
 
 pytestmark = pytest.mark.browser
 
@@ -149,7 +149,8 @@ JS_OUTCOME = """([cases, settled]) => cases.map(([n, code, expected]) => {
 def test_the_module_follows_the_same_rules_as_the_python_library(
     cluster: LocalCluster, browser: Browser
 ) -> None:
-    """Every refusal of the rules' table, and a forgotten session, decided by both."""
+    """Every refusal of the rules' table, a forgotten session, freshness and the
+    counters' URLs, decided by both."""
     page = module_page(browser, cluster, 0)
     cases = [[n, code, expected] for n, code, expected, *_ in REFUSALS]
     python = []
@@ -171,4 +172,19 @@ def test_the_module_follows_the_same_rules_as_the_python_library(
     )
     python_freshness = Freshness()
     assert news == [python_freshness.is_news(epoch, seq) for epoch, seq in freshness]
+    # The module's URLs take a token only (no other query parameter).
+    urls = [
+        (url, counter, query.get("token"), expected)
+        for url, counter, query, expected in COUNTER_URLS
+        if set(query) <= {"token"}
+    ]
+    assert len(urls) >= 8
+    assert page.evaluate(
+        "(cases) => cases.map(([url, counter, token]) => wsc.counterUrl(url, counter, token))",
+        urls,
+    ) == [expected for *_, expected in urls]
+    assert page.evaluate(
+        "(urls) => urls.map((url) => wsc.counterOfUrl(url))",
+        [url for url, _ in COUNTERS_OF_URLS],
+    ) == [counter for _, counter in COUNTERS_OF_URLS]
     page.close()

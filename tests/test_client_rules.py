@@ -142,40 +142,40 @@ def test_which_totals_are_news(states: list[tuple[str, int]], news: list[bool]) 
     assert [freshness.is_news(epoch, seq) for epoch, seq in states] == news
 
 
-@pytest.mark.parametrize(
-    ("url", "counter", "query", "expected"),
-    [
-        ("ws://h:8080", "votes", {}, "ws://h:8080/counters/votes"),
-        ("ws://h:8080/", None, {}, "ws://h:8080/"),
-        # The root already names the default counter; a URL naming the counter is kept.
-        ("ws://h:8080/", "default", {}, "ws://h:8080/"),
-        ("ws://h/counters/votes", "votes", {}, "ws://h/counters/votes"),
-        # Another counter on the same service, behind a proxy's path prefix or not.
-        ("ws://h/counters/a", "b", {}, "ws://h/counters/b"),
-        ("ws://h/ws/", "votes", {}, "ws://h/ws/counters/votes"),
-        ("ws://h/ws/counters/a", "b", {}, "ws://h/ws/counters/b"),
-        # Parameters are added to those the URL has; None leaves one out.
-        ("ws://h/counters/v", None, {"since": 7}, "ws://h/counters/v?since=7"),
-        ("ws://h/counters/v?token=t", None, {"since": 7}, "ws://h/counters/v?token=t&since=7"),
-        ("ws://h", "v", {"token": None}, "ws://h/counters/v"),
-        ("ws://h", "v", {"token": "a b&c"}, "ws://h/counters/v?token=a+b%26c"),
-    ],
-)
+# (url, counter, query, the URL connected to): the library, the load test and
+# (with token only) the JavaScript module build counters' URLs by this table.
+COUNTER_URLS: list[tuple[str, str | None, dict[str, str | int | None], str]] = [
+    ("ws://h:8080", "votes", {}, "ws://h:8080/counters/votes"),
+    ("ws://h:8080/", None, {}, "ws://h:8080/"),
+    # The root already names the default counter; a URL naming the counter is kept.
+    ("ws://h:8080/", "default", {}, "ws://h:8080/"),
+    ("ws://h/counters/votes", "votes", {}, "ws://h/counters/votes"),
+    # Another counter on the same service, behind a proxy's path prefix or not.
+    ("ws://h/counters/a", "b", {}, "ws://h/counters/b"),
+    ("ws://h/ws/", "votes", {}, "ws://h/ws/counters/votes"),
+    ("ws://h/ws/counters/a", "b", {}, "ws://h/ws/counters/b"),
+    # Parameters are added to those the URL has; None leaves one out.
+    ("ws://h/counters/v", None, {"since": 7}, "ws://h/counters/v?since=7"),
+    ("ws://h/counters/v?token=t", None, {"since": 7}, "ws://h/counters/v?token=t&since=7"),
+    ("ws://h", "v", {"token": None}, "ws://h/counters/v"),
+    ("ws://h", "v", {"token": "a b&c"}, "ws://h/counters/v?token=a+b%26c"),
+]
+COUNTERS_OF_URLS = [
+    ("ws://h/counters/votes", "votes"),
+    ("ws://h/ws/counters/votes/?since=3", "votes"),
+    ("ws://h/", "default"),
+    ("ws://h", "default"),
+    ("ws://h/counters/", "default"),
+]
+
+
+@pytest.mark.parametrize(("url", "counter", "query", "expected"), COUNTER_URLS)
 def test_counter_urls(
     url: str, counter: str | None, query: dict[str, str | int | None], expected: str
 ) -> None:
     assert counter_url(url, counter, **query) == expected
 
 
-@pytest.mark.parametrize(
-    ("url", "counter"),
-    [
-        ("ws://h/counters/votes", "votes"),
-        ("ws://h/ws/counters/votes/?since=3", "votes"),
-        ("ws://h/", "default"),
-        ("ws://h", "default"),
-        ("ws://h/counters/", "default"),
-    ],
-)
+@pytest.mark.parametrize(("url", "counter"), COUNTERS_OF_URLS)
 def test_the_counter_a_url_names(url: str, counter: str) -> None:
     assert counter_of_url(url) == counter

@@ -151,12 +151,28 @@ export function nthDelay(first, cap, attempt) {
   return ceiling / 2 + Math.random() * (ceiling / 2);
 }
 
-/** ws://host:port + counter -> ws://host:port/counters/<counter>[?token=...] */
+/**
+ * url pointed at counter on the same service, with ?token= when given. A path
+ * in front of /counters/ (a proxy's prefix) is kept; a URL that already names
+ * the counter (or the root, for "default") is kept as given.
+ */
 export function counterUrl(url, counter, token) {
   const target = new URL(url);
-  if (counter !== undefined && counter !== null) target.pathname = "/counters/" + counter;
+  const prefix = target.pathname.replace(/\/+$/, "");
+  const namesIt = prefix.endsWith("/counters/" + counter) || (counter === "default" && prefix === "");
+  if (counter !== undefined && counter !== null && !namesIt) {
+    target.pathname = prefix.split("/counters/")[0] + "/counters/" + counter;
+  }
   if (token) target.searchParams.set("token", token);
   return target.toString();
+}
+
+/** The counter a URL names: what follows /counters/, else "default". */
+export function counterOfUrl(url) {
+  const path = new URL(url).pathname;
+  const at = path.indexOf("/counters/");
+  const name = at < 0 ? "" : path.slice(at + "/counters/".length).replace(/\/+$/, "");
+  return name || "default";
 }
 
 /**
@@ -173,6 +189,8 @@ export function connect(url, options = {}) {
 export class CounterClient {
   constructor(url, options = {}) {
     this.url = url;
+    // Acks carry no counter name; the totals they hold are this counter's.
+    this.counter = counterOfUrl(url);
     this.backoff = options.backoff ?? [500, 15000];
     this.maxInFlight = options.maxInFlight ?? 64;
     this.onStatus = options.onStatus ?? (() => {});
@@ -289,7 +307,7 @@ export class CounterClient {
   see(message) {
     if (!this.freshness.isNews(message.epoch, message.seq)) return;
     this.latest = {
-      counter: message.counter ?? this.counterName(),
+      counter: message.counter ?? this.counter,
       total: message.total,
       seq: message.seq,
       epoch: message.epoch,
@@ -362,10 +380,5 @@ export class CounterClient {
     this.waiters.clear();
     for (const resolve of waiters) resolve();
     if (this.closed) for (const resolve of this.roomWaiters.splice(0)) resolve();
-  }
-
-  counterName() {
-    const path = new URL(this.url).pathname;
-    return path.startsWith("/counters/") ? path.slice("/counters/".length) : "default";
   }
 }
