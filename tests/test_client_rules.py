@@ -7,16 +7,17 @@ import json
 
 import pytest
 
-from ws_counter_client.client import counter_of_url, counter_url
 from ws_counter_client.rules import (
     Fail,
     Forgotten,
     Freshness,
+    Ids,
     Resend,
     ResendFrom,
     Session,
     check_by,
 )
+from ws_counter_client.urls import counter_of_url, counter_url
 
 
 def session_with(count: int) -> Session[str]:
@@ -35,24 +36,44 @@ def test_increments_are_numbered_in_order_with_their_frames() -> None:
     ]
 
 
+def answer(n: object, session: str = "abcdefgh", **more: object) -> dict[str, object]:
+    return {"session": session, "n": n, **more}
+
+
 def test_an_ack_settles_only_its_own_session_and_number() -> None:
     session = session_with(2)
-    assert session.settle("someone-else", 1) is None
-    assert session.settle("abcdefgh", "1") is None
-    settled = session.settle("abcdefgh", 1)
+    assert session.settle(answer(1, "someone-else")) is None
+    assert session.settle(answer("1")) is None
+    settled = session.settle(answer(1))
     assert settled is not None and settled.ticket == "ticket-1"
     assert list(session.outstanding) == [2]
+
+
+def test_ids_settle_and_refuse_by_id() -> None:
+    """The lean id book keeps the session's interface: settle by id, resend alone, fail alone."""
+    ids: Ids[str] = Ids(prefix="p")
+    for by in (1, 2, 3):
+        ids.add(by, f"ticket-{by}")
+    assert ids.settle({"id": "p-9"}) is None
+    decision = ids.refused({"id": "p-2"}, "rate_limited")
+    assert isinstance(decision, Resend) and (decision.start, decision.attempt) == (2, 1)
+    assert ids.frames(decision.start) == ['{"op":"incr","by":2,"id":"p-2"}', ids.frames(3)[0]]
+    failed = ids.refused({"id": "p-3"}, "forbidden")
+    assert isinstance(failed, Fail) and failed.item.ticket == "ticket-3"
+    settled = ids.settle({"id": "p-1"})
+    assert settled is not None and settled.ticket == "ticket-1"
+    assert list(ids.outstanding) == [2]
 
 
 # (n refused of 1..3 outstanding, code, expected, decision, outstanding after, next n after)
 REFUSALS: list[tuple[int, str, int | None, object, list[int], int]] = [
     # Nothing applied (or nothing known): send again from that number.
-    (2, "unavailable", None, Resend(2, 1), [1, 2, 3], 4),
-    (3, "rate_limited", None, Resend(3, 1), [1, 2, 3], 4),
+    (2, "unavailable", None, ("resend", 2, 1), [1, 2, 3], 4),
+    (3, "rate_limited", None, ("resend", 3, 1), [1, 2, 3], 4),
     # A gap: send again from the number the worker expects.
-    (3, "out_of_order", 2, Resend(2, 1), [1, 2, 3], 4),
+    (3, "out_of_order", 2, ("resend", 2, 1), [1, 2, 3], 4),
     # The expected number was settled already: from the first outstanding after it.
-    (3, "out_of_order", 3, Resend(3, 1), [1, 2, 3], 4),
+    (3, "out_of_order", 3, ("resend", 3, 1), [1, 2, 3], 4),
     # Refused for good before Redis: gone; the last number is used again.
     (3, "forbidden", None, "fail", [1, 2], 3),
     (2, "forbidden", None, "fail", [1, 3], 4),
@@ -63,7 +84,7 @@ REFUSALS: list[tuple[int, str, int | None, object, list[int], int]] = [
 
 def outcome(session: Session[str], n: int, code: str, expected: int | None) -> list[object]:
     """A refusal's decision in a form the JavaScript module's can be compared with."""
-    got = session.refused(session.session, n, code, expected)
+    got = session.refused(answer(n, session.session, expected=expected), code)
     kind = (
         ["fail", got.item.ticket]
         if isinstance(got, Fail)
@@ -80,35 +101,35 @@ def test_what_a_refusal_leads_to(
 ) -> None:
     n, code, expected, decision, left, next_n = case
     session = session_with(3)
-    got = session.refused("abcdefgh", n, code, expected)
+    got = session.refused(answer(n, expected=expected), code)
     if decision == "fail":
         assert isinstance(got, Fail) and got.item.ticket == f"ticket-{n}"
     else:
-        assert got == decision
+        assert isinstance(got, Resend) and ("resend", got.start, got.attempt) == decision
     assert list(session.outstanding) == left
     assert session.next_n == next_n
 
 
 def test_a_refusal_of_someone_elses_increment_is_ignored() -> None:
     session = session_with(1)
-    assert session.refused("other-session", 1, "unavailable", None) is None
-    assert session.refused("abcdefgh", 9, "unavailable", None) is None
+    assert session.refused(answer(1, "other-session"), "unavailable") is None
+    assert session.refused(answer(9), "unavailable") is None
 
 
 def test_a_forgotten_session_ends_what_is_outstanding_and_starts_anew() -> None:
     """The worker expects a number below every outstanding one (the session expired):
     whether they were applied before cannot be told, so none is sent again."""
     session = session_with(5)
-    session.settle("abcdefgh", 1)
-    session.settle("abcdefgh", 2)
-    decision = session.refused("abcdefgh", 3, "out_of_order", 1)
+    session.settle(answer(1))
+    session.settle(answer(2))
+    decision = session.refused(answer(3, expected=1), "out_of_order")
     assert isinstance(decision, Forgotten)
     assert [item.ticket for item in decision.items] == ["ticket-3", "ticket-4", "ticket-5"]
     assert session.outstanding == {} and session.next_n == 1
     assert session.session != "abcdefgh"
-    n, item = session.add(7, "ticket-6")
+    item = session.add(7, "ticket-6")
     assert json.loads(item.frame) == {"op": "incr", "by": 7, "session": session.session, "n": 1}
-    assert n == 1
+    assert item.position == 1
 
 
 def test_a_burst_of_refusals_is_answered_by_one_resend_from_the_lowest() -> None:

@@ -9,24 +9,25 @@
         async for total in votes.totals():
             print(total.total, total.seq)
 
-``client`` holds the asyncio client; ``rules`` the numbering, resend and
-ordering rules every ws-counter client follows (docs/clients.md).
+``core`` is the client as a state machine without I/O (events in, actions
+out); ``rules`` numbers increments and decides refusals; ``client`` is the
+asyncio adapter over both. docs/clients.md has the rules every ws-counter
+client follows.
 """
 
 from __future__ import annotations
 
-from .client import (
+from .client import CounterClient, connect
+from .results import (
     Ack,
     ClientClosed,
     ConnectionRefused,
-    CounterClient,
     CounterClientError,
     IncrementRefused,
     IncrementUnknown,
     Total,
-    connect,
-    counter_url,
 )
+from .urls import counter_url
 
 __all__ = [
     "Ack",

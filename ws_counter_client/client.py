@@ -7,106 +7,82 @@
         async for total in votes.totals():
             print(total.total)
 
-The client reconnects with capped, jittered exponential backoff, resumes with
-the last seq it saw (``?since=``), sends unacknowledged increments again in
-order (``rules.Session``), and yields only totals that are news
-(``rules.Freshness``). Handshake refusals that cannot pass on a retry (400,
-401, 403, 404) end it with ``ConnectionRefused``.
+This module only moves frames and time: every decision (numbering, resends,
+backoff, which totals are news, when to give up) is ``core.ClientCore``'s.
+The client reconnects with capped, jittered backoff, resumes with the last
+seq it saw (``?since=``), and ends with ``ConnectionRefused`` on a handshake
+refusal a retry cannot change (400, 401, 403, 404).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from worker.core.backoff import backoff_delays, nth_delay
-from worker.core.protocol import DEFAULT_COUNTER
+from .core import (
+    Action,
+    Arm,
+    ClientCore,
+    CloseAsked,
+    Connected,
+    IncrementAsked,
+    Lost,
+    Note,
+    Policy,
+    Received,
+    Reconnect,
+    Regress,
+    Reject,
+    Resolve,
+    Send,
+    Show,
+    Stop,
+    Timer,
+    TimerFired,
+)
+from .results import (
+    Ack,
+    ClientClosed,
+    ConnectionRefused,
+    CounterClientError,
+    IncrementRefused,
+    IncrementUnknown,
+    Total,
+)
+from .rules import Session
+from .urls import counter_of_url, counter_url
 
-from .rules import Fail, Forgotten, Freshness, Resend, ResendFrom, Session
+__all__ = [
+    "Ack",
+    "ClientClosed",
+    "ConnectionRefused",
+    "CounterClient",
+    "CounterClientError",
+    "IncrementRefused",
+    "IncrementUnknown",
+    "Total",
+    "connect",
+    "counter_url",
+]
 
 log = logging.getLogger("ws_counter.client")
 
-# Handshake statuses a retry cannot change.
-PERMANENT_STATUSES = frozenset({400, 401, 403, 404})
-# The server keeps the outcomes of a session's last 64 increments
-# (WS_SESSION_WINDOW) and reads at most 64 unacknowledged ones per connection
-# (WS_MAX_PENDING_INCREMENTS): more in flight would gain nothing.
+# The worker keeps the outcomes of a session's last 64 increments
+# (WS_SESSION_WINDOW) and reads at most 64 unacknowledged ones per connection.
 DEFAULT_MAX_IN_FLIGHT = 64
 # Seconds ``close()`` gives unacknowledged increments before it closes.
 CLOSE_GRACE = 5.0
-
-
-class CounterClientError(Exception):
-    """Base class of the client's errors."""
-
-
-class ConnectionRefused(CounterClientError):
-    """The worker refused the handshake with a status a retry cannot change."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(f"HTTP {status}: {reason}")
-        self.status = status
-        self.reason = reason
-
-
-class IncrementRefused(CounterClientError):
-    """The worker refused an increment for good; it was not applied."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-
-
-class IncrementUnknown(CounterClientError):
-    """What became of the increment cannot be known; it is not sent again, so it counts
-    at most once."""
-
-
-class ClientClosed(CounterClientError):
-    """The client was closed before the increment was acknowledged: it may or may not apply."""
-
-
-@dataclass(frozen=True, slots=True)
-class Total:
-    """A counter's state: ``seq`` counts increments within ``epoch``.
-
-    ``missed`` is true on the first total after a resume that skipped updates.
-    """
-
-    counter: str
-    total: int
-    seq: int
-    epoch: str
-    missed: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Ack:
-    """An increment applied exactly once.
-
-    ``total``, ``seq`` and ``epoch`` are the state right after it, or None when
-    it was applied so long ago that the worker no longer keeps its outcome.
-    ``duplicate``: this answer is to a resend of an increment applied before.
-    """
-
-    session: str
-    n: int
-    total: int | None
-    seq: int | None
-    epoch: str | None
-    duplicate: bool = False
+# Frames are small; anything larger is not ws-counter's.
+MAX_FRAME_BYTES = 2**16
 
 
 def connect(
@@ -130,39 +106,36 @@ def connect(
     return CounterClient(
         counter_url(url, counter, token=token),
         open_timeout=open_timeout,
-        backoff=backoff,
-        max_in_flight=max_in_flight,
+        policy=Policy(backoff=backoff, max_in_flight=max_in_flight),
         on_connection=on_connection,
     )
 
 
-def counter_url(url: str, counter: str | None = None, **query: str | int | None) -> str:
-    """``url`` pointed at ``counter`` on the same service, with ``query`` added.
+class Outbox:
+    """Frames for one connection, written in the order given, by one task at a time.
 
-    A path in front of ``/counters/`` (a proxy's prefix) is kept; a URL that
-    already names the counter (or the service's root, for ``default``) is kept
-    as given; without ``counter`` the path is left alone. Parameters that are
-    None are left out: ``counter_url("ws://h:8080", "votes", token=None, since=7)``
-    is ``ws://h:8080/counters/votes?since=7``.
+    A connection that closes drops what is left: the core sends every
+    unacknowledged increment again on the next connection.
     """
-    parts = urlsplit(url)
-    path = parts.path or "/"
-    prefix = parts.path.rstrip("/")
-    names_it = prefix.endswith(f"/counters/{counter}") or (
-        counter == DEFAULT_COUNTER and prefix == ""
-    )
-    if counter is not None and not names_it:
-        path = f"{prefix.partition('/counters/')[0]}/counters/{counter}"
-    added = urlencode({name: value for name, value in query.items() if value is not None})
-    return urlunsplit(
-        (parts.scheme, parts.netloc, path, "&".join(filter(None, [parts.query, added])), "")
-    )
 
+    def __init__(self, connection: ClientConnection) -> None:
+        self.connection = connection
+        self._frames: deque[str] = deque()
+        self._writer: asyncio.Task[None] | None = None
 
-def counter_of_url(url: str) -> str:
-    """The counter a URL names: what follows ``/counters/``, else ``default``."""
-    _, found, name = urlsplit(url).path.partition("/counters/")
-    return name.rstrip("/") if found and name.rstrip("/") else DEFAULT_COUNTER
+    def push(self, frames: Iterable[str]) -> None:
+        self._frames.extend(frames)
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write())
+
+    async def _write(self) -> None:
+        try:
+            while self._frames:
+                await self.connection.send(self._frames.popleft())
+        except ConnectionClosed:
+            self._frames.clear()
+        finally:
+            self._writer = None
 
 
 class CounterClient:
@@ -173,30 +146,24 @@ class CounterClient:
         url: str,
         *,
         open_timeout: float,
-        backoff: tuple[float, float],
-        max_in_flight: int,
+        policy: Policy,
         on_connection: Callable[[bool, str], None] | None,
     ) -> None:
         self.url = url
-        # Acks carry no counter name; the totals they hold are this counter's.
         self.counter = counter_of_url(url)
         self._open_timeout = open_timeout
-        self._backoff = backoff
         self._on_connection = on_connection or (lambda up, detail: None)
-        self._session: Session[asyncio.Future[Ack]] = Session()
-        self._room = asyncio.Semaphore(max_in_flight)
-        self._freshness = Freshness()
+        self._core: ClientCore[asyncio.Future[Ack]] = ClientCore(self.counter, Session(), policy)
         self._latest: Total | None = None
         self._version = 0
         self._news = asyncio.Event()
         self._first = asyncio.Event()
         self._stopped = asyncio.Event()
         self._failure: CounterClientError | None = None
-        self._connection: ClientConnection | None = None
-        self._resend: asyncio.TimerHandle | None = None
-        self._resend_from = ResendFrom()
+        self._outbox: Outbox | None = None
+        self._timers: dict[Timer, asyncio.TimerHandle] = {}
+        self._reconnect_after = 0.0
         self._runner: asyncio.Task[None] | None = None
-        self._sends: set[asyncio.Task[None]] = set()
 
     # The application's side.
 
@@ -221,36 +188,33 @@ class CounterClient:
 
     @property
     def session(self) -> str:
-        return self._session.session
+        book = self._core.book
+        assert isinstance(book, Session)
+        return book.session
 
     @property
     def connected(self) -> bool:
-        return self._connection is not None
+        return self._core.connected
 
     @property
     def in_flight(self) -> int:
-        return len(self._session.outstanding)
+        return len(self._core.tickets())
 
     async def increment(self, by: int) -> Ack:
         """Add ``by``; returns once it is applied, exactly once.
 
         Waits while ``max_in_flight`` increments are unacknowledged. A
         connection lost meanwhile is made again and the increment sent again
-        unchanged. Raises IncrementRefused if the worker refuses it for good
-        (nothing applied), ConnectionRefused if the client could not go on,
-        ClientClosed if the client was closed first. Cancelling the wait does
-        not take the increment back.
+        unchanged. Raises ValueError for a ``by`` outside the signed 64-bit
+        range, IncrementRefused if the worker refuses it for good (nothing
+        applied), ConnectionRefused if the client could not go on,
+        ClientClosed if the client was closed first. Cancelling the wait
+        does not take the increment back.
         """
         self._raise_failure()
-        async with self._room:
-            self._raise_failure()
-            future: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
-            _, item = self._session.add(by, future)
-            connection = self._connection
-            if connection is not None:
-                with contextlib.suppress(ConnectionClosed):
-                    await connection.send(item.frame)
-            return await asyncio.shield(future)
+        future: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
+        self._apply(self._core.handle(IncrementAsked(by, future)))
+        return await asyncio.shield(future)
 
     async def totals(self) -> AsyncIterator[Total]:
         """The counter's totals as they change: the newest first, never a backlog.
@@ -271,169 +235,91 @@ class CounterClient:
 
     async def close(self, *, wait: bool = True) -> None:
         """Close; with ``wait``, first give unacknowledged increments CLOSE_GRACE seconds."""
-        if wait and self._session.outstanding and self._failure is None:
-            futures = [item.ticket for item in self._session.outstanding.values()]
-            await asyncio.wait(futures, timeout=CLOSE_GRACE)
-        self._stop(None)
+        tickets = self._core.tickets()
+        if wait and tickets and not self._stopped.is_set():
+            await asyncio.wait(tickets, timeout=CLOSE_GRACE)
+        self._apply(self._core.handle(CloseAsked()))
         if self._runner is not None:
             await self._runner
 
     # The connection's side.
 
     async def _run(self) -> None:
-        delays = backoff_delays(*self._backoff)
-        try:
-            while not self._stopped.is_set():
-                try:
-                    async with ws_connect(
-                        self._resume_url(),
-                        open_timeout=self._open_timeout,
-                        compression=None,
-                        max_size=2**16,
-                    ) as connection:
-                        delays = backoff_delays(*self._backoff)
-                        await self._converse(connection)
-                    detail = "closed"
-                except InvalidStatus as exc:
-                    status = exc.response.status_code
-                    if status in PERMANENT_STATUSES:
-                        reason = exc.response.body.decode(errors="replace").strip()
-                        self._stop(ConnectionRefused(status, reason))
-                        return
-                    detail = f"HTTP {status}"
-                except (OSError, InvalidHandshake, ConnectionClosed, TimeoutError) as exc:
-                    detail = _describe(exc)
-                if self._stopped.is_set():
-                    return
-                delay = next(delays)
-                self._on_connection(False, f"{detail}; reconnecting in {delay:.1f}s")
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):
-                        await self._stopped.wait()
-        finally:
-            self._connection = None
+        while not self._stopped.is_set():
+            lost = await self._connection()
+            self._apply(self._core.handle(lost))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._reconnect_after):
+                    await self._stopped.wait()
 
-    async def _converse(self, connection: ClientConnection) -> None:
-        self._connection = connection
-        self._on_connection(True, "connected")
+    async def _connection(self) -> Lost:
+        """One connection, from the handshake until it ends; how it ended."""
+        url = counter_url(self.url, since=self._core.since)
         try:
-            # Unacknowledged increments go again, in order, unchanged.
-            await send_in_order(connection, self._session.frames())
-            stopped = asyncio.create_task(self._stopped.wait())
-            reading = asyncio.create_task(self._read(connection))
-            try:
-                await asyncio.wait({stopped, reading}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                stopped.cancel()
-                reading.cancel()
-            if reading.done() and not reading.cancelled():
-                reading.result()  # the reason the connection ended, raised here
+            async with ws_connect(
+                url, open_timeout=self._open_timeout, compression=None, max_size=MAX_FRAME_BYTES
+            ) as connection:
+                self._outbox = Outbox(connection)
+                self._on_connection(True, "connected")
+                self._apply(self._core.handle(Connected()))
+                await _first_of(self._read(connection), self._stopped.wait())
+            return Lost("closed")
+        except InvalidStatus as exc:
+            response = exc.response
+            reason = response.body.decode(errors="replace").strip()
+            return Lost(f"HTTP {response.status_code}", response.status_code, reason)
+        except (OSError, InvalidHandshake, ConnectionClosed, TimeoutError) as exc:
+            return Lost(_describe(exc))
         finally:
-            self._connection = None
+            self._outbox = None
 
     async def _read(self, connection: ClientConnection) -> None:
-        async for raw in connection:
-            self._on_message(json.loads(raw))
+        async for frame in connection:
+            text = frame if isinstance(frame, str) else frame.decode(errors="replace")
+            self._apply(self._core.handle(Received(text)))
 
-    def _on_message(self, message: dict[str, Any]) -> None:
-        kind = message.get("type")
-        if kind == "total":
-            self._see(message)
-        elif kind == "ack":
-            self._on_ack(message)
-        elif kind == "error":
-            self._on_error(message)
+    def _apply(self, actions: list[Action]) -> None:
+        for action in actions:
+            match action:
+                case Send(frames):
+                    if self._outbox is not None:
+                        self._outbox.push(frames)
+                case Resolve(ticket, ack):
+                    if not ticket.done():
+                        ticket.set_result(ack)
+                case Reject(ticket, error):
+                    _reject(ticket, error)
+                case Show(total):
+                    self._show(total)
+                case Arm(timer, delay):
+                    loop = asyncio.get_running_loop()
+                    self._timers[timer] = loop.call_later(delay, self._fire, timer)
+                case Reconnect(delay, detail):
+                    self._reconnect_after = delay
+                    self._on_connection(False, f"{detail}; reconnecting in {delay:.1f}s")
+                case Stop(error):
+                    self._stop(error)
+                case Regress(total):
+                    log.warning("a total went back within its epoch: %s", total)
+                case Note(code, message):
+                    log.debug("the worker said %s: %s", code, message)
 
-    def _see(self, message: dict[str, Any]) -> None:
-        epoch, seq = message["epoch"], message["seq"]
-        if not self._freshness.is_news(epoch, seq):
-            return
-        self._latest = Total(
-            message.get("counter") or self.counter,
-            message["total"],
-            seq,
-            epoch,
-            bool(message.get("missed")),
-        )
+    def _fire(self, timer: Timer) -> None:
+        self._timers.pop(timer, None)
+        self._apply(self._core.handle(TimerFired(timer)))
+
+    def _show(self, total: Total) -> None:
+        self._latest = total
         self._version += 1
         self._news.set()
         self._news = asyncio.Event()
         self._first.set()
 
-    def _on_ack(self, message: dict[str, Any]) -> None:
-        item = self._session.settle(message.get("session"), message.get("n"))
-        if item is None:
-            return
-        if "seq" in message:
-            self._see(message)
-        ack = Ack(
-            message["session"],
-            message["n"],
-            message.get("total"),
-            message.get("seq"),
-            message.get("epoch"),
-            bool(message.get("duplicate")),
-        )
-        if not item.ticket.done():
-            item.ticket.set_result(ack)
-
-    def _on_error(self, message: dict[str, Any]) -> None:
-        code = str(message.get("code"))
-        decision = self._session.refused(
-            message.get("session"), message.get("n"), code, message.get("expected")
-        )
-        if isinstance(decision, Fail):
-            ticket = decision.item.ticket
-            if not ticket.done():
-                ticket.set_exception(IncrementRefused(code, str(message.get("message"))))
-        elif isinstance(decision, Resend):
-            self._resend_later(decision.start, decision.attempt)
-        elif isinstance(decision, Forgotten):
-            log.warning(
-                "the worker forgot this session; %d increments unknown", len(decision.items)
-            )
-            unknown = IncrementUnknown(
-                "the worker no longer knows this client's session (idle past WS_SESSION_TTL):"
-                " this increment may or may not have been applied before; it is not sent again"
-            )
-            for item in decision.items:
-                if not item.ticket.done():
-                    item.ticket.set_exception(unknown)
-
-    def _resend_later(self, start: int, attempt: int) -> None:
-        """One resend of every outstanding increment from the lowest refused, after a backoff."""
-        if self._resend_from.ask(start):
-            delay = nth_delay(*self._backoff, attempt)
-            self._resend = asyncio.get_running_loop().call_later(delay, self._resend_due)
-
-    def _resend_due(self) -> None:
-        self._resend = None
-        self._resend_now(self._resend_from.take())
-
-    def _resend_now(self, start: int) -> None:
-        # On a lost connection the reconnect sends them all anyway.
-        connection = self._connection
-        if connection is not None:
-            task = asyncio.create_task(send_in_order(connection, self._session.frames(start)))
-            self._sends.add(task)
-            task.add_done_callback(self._sends.discard)
-
-    def _resume_url(self) -> str:
-        return counter_url(self.url, since=self._freshness.seq)
-
     def _stop(self, failure: CounterClientError | None) -> None:
-        if self._stopped.is_set():
-            return
         self._failure = failure
         self._stopped.set()
-        if self._resend is not None:
-            self._resend.cancel()
-        error = failure or ClientClosed("the client closed before this increment was acknowledged")
-        for item in self._session.outstanding.values():
-            if not item.ticket.done():
-                item.ticket.set_exception(error)
-                # Retrieved here, so an increment nobody awaits is not logged as lost.
-                item.ticket.exception()
+        for handle in self._timers.values():
+            handle.cancel()
 
     def _raise_failure(self) -> None:
         if self._failure is not None:
@@ -442,12 +328,11 @@ class CounterClient:
             raise ClientClosed("the client is closed")
 
 
-async def send_in_order(connection: ClientConnection, frames: list[str]) -> None:
-    """Send ``frames`` one after another; a closed connection ends it quietly (the
-    reconnect sends again whatever is still unacknowledged)."""
-    with contextlib.suppress(ConnectionClosed):
-        for frame in frames:
-            await connection.send(frame)
+def _reject(ticket: asyncio.Future[Any], error: CounterClientError) -> None:
+    if not ticket.done():
+        ticket.set_exception(error)
+        # Retrieved here, so an increment nobody awaits is not logged as lost.
+        ticket.exception()
 
 
 async def _first_of(*waits: Any) -> None:
@@ -457,6 +342,10 @@ async def _first_of(*waits: Any) -> None:
     finally:
         for task in tasks:
             task.cancel()
+    for task in tasks:
+        failure = task.exception() if task.done() and not task.cancelled() else None
+        if failure is not None:
+            raise failure
 
 
 def _describe(exc: BaseException) -> str:

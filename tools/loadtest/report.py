@@ -17,6 +17,7 @@ from hdrh.histogram import HdrHistogram
 
 from .histograms import new_histogram
 from .plan import LoadOptions
+from .tally import AgentResult
 
 PERCENTILES = (50.0, 95.0, 99.0)
 CDF_POINTS = (0, 1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 97, 99, 99.5, 99.9, 100)
@@ -38,14 +39,20 @@ def judge_counter(
     acks: dict[int, int],
     verified: tuple[str, int, int] | None,
     finals: list[tuple[str | None, int | None, int | None]],
+    *,
+    earlier: list[int] | None = None,
 ) -> CounterVerdict:
     """Check one counter: the final total is the start plus every acknowledged increment.
 
     ``initial_states`` are the (epoch, seq, total) snapshots clients got before
     the first increment; ``acks`` maps each acknowledged seq to its ``by``;
     ``verified`` is the state read on a fresh connection at the end; ``finals``
-    are the states each client last saw.
+    are the states each client last saw. ``earlier`` holds the ``by`` of
+    increments acknowledged without a seq (applied earlier, their outcome no
+    longer kept): they count in the total, and exactly that many seqs after
+    the start must be missing from ``acks``.
     """
+    earlier = earlier or []
     errors: list[str] = []
     distinct = sorted(set(initial_states), key=lambda state: state[1])
     if not distinct:
@@ -56,13 +63,14 @@ def judge_counter(
             "was something else writing to the counter?"
         )
     epoch, seq0, total0 = distinct[0]
-    expected = total0 + sum(acks.values())
-    expected_seqs = range(seq0 + 1, seq0 + len(acks) + 1)
-    if set(acks) != set(expected_seqs):
-        missing = len(set(expected_seqs) - set(acks))
+    expected = total0 + sum(acks.values()) + sum(earlier)
+    applied = len(acks) + len(earlier)
+    expected_seqs = range(seq0 + 1, seq0 + applied + 1)
+    missing = len(set(expected_seqs) - set(acks))
+    if not set(acks) <= set(expected_seqs) or missing != len(earlier):
         errors.append(
             f"{counter}: acknowledged seqs are not gap-free from {seq0 + 1}: "
-            f"{missing} missing of {len(acks)}"
+            f"{missing} missing of {len(acks)}, {len(earlier)} acknowledged without a seq"
         )
     observed: int | None = None
     notes: list[str] = []
@@ -82,15 +90,15 @@ def judge_counter(
                 f"increments is {expected} (off by {observed - expected})"
                 + (f"; {changed}: history was lost" if final_epoch != epoch else "")
             )
-        if final_seq != seq0 + len(acks):
+        if final_seq != seq0 + applied:
             errors.append(
-                f"{counter}: final seq {final_seq} but {len(acks)} increments were "
+                f"{counter}: final seq {final_seq} but {applied} increments were "
                 f"acknowledged after seq {seq0}"
             )
         behind = sum(1 for state in finals if tuple(state) != tuple(verified))
         if behind:
             errors.append(f"{counter}: {behind} clients did not end at the final state")
-    return CounterVerdict(counter, expected, observed, len(acks), errors, notes)
+    return CounterVerdict(counter, expected, observed, applied, errors, notes)
 
 
 def fanout_latencies(
@@ -137,39 +145,43 @@ def merge_histograms(encoded: list[bytes]) -> HdrHistogram:
 
 
 def build_report(
-    options: LoadOptions, results: list[dict[str, Any]], elapsed: float, run_id: str
+    options: LoadOptions, results: list[AgentResult], elapsed: float, run_id: str
 ) -> dict[str, Any]:
-    connect = merge_histograms([r["connect_us"] for r in results])
-    ack = merge_histograms([r["ack_us"] for r in results])
+    connect = merge_histograms([r.connect_us for r in results])
+    ack = merge_histograms([r.ack_us for r in results])
     fanout = new_histogram()
-    errors = [error for r in results for error in r["errors"]]
-    counters = sorted({counter for r in results for counter in r["reached"]})
+    errors = [error for r in results for error in r.errors]
+    counters = sorted({counter for r in results for counter in r.reached})
     verdicts = []
     unreached_total = 0
     for counter in counters:
         acks: dict[int, tuple[int, float]] = {}
         for r in results:
-            acks.update(r["acks"].get(counter, {}))
-        verified: list[tuple[str, int, int]] = [
-            tuple(r["verified"][counter]) for r in results if counter in r["verified"]
-        ]
+            acks.update(r.acks.get(counter, {}))
+        verified = [r.verified[counter] for r in results if counter in r.verified]
         verdict = judge_counter(
             counter,
-            [tuple(s[1:]) for r in results for s in r["initial_states"] if s[0] == counter],
+            [
+                (e, seq, total)
+                for r in results
+                for c, e, seq, total in r.initial_states
+                if c == counter
+            ],
             {seq: by for seq, (by, _) in acks.items()},
             max(verified, key=lambda state: state[1]) if verified else None,
-            [tuple(f[1:]) for r in results for f in r["final"] if f[0] == counter],
+            [(e, seq, total) for r in results for c, e, seq, total in r.final if c == counter],
+            earlier=[by for r in results for by in r.earlier.get(counter, [])],
         )
         verdicts.append(verdict)
         latencies, unreached = fanout_latencies(
             {seq: at for seq, (_, at) in acks.items()},
-            [r["reached"][counter] for r in results if counter in r["reached"]],
+            [r.reached[counter] for r in results if counter in r.reached],
         )
         unreached_total += unreached
         for latency in latencies:
             fanout.record_value(max(1, int(latency * 1e6)))
         errors.extend(verdict.errors)
-    regressions = sum(r["regressions"] for r in results)
+    regressions = sum(r.regressions for r in results)
     if regressions:
         errors.append(f"clients saw seq go down {regressions} times within an epoch")
     if unreached_total:
@@ -179,29 +191,29 @@ def build_report(
     close_codes: Counter[str] = Counter()
     error_codes: Counter[str] = Counter()
     for r in results:
-        failed_connects.update(r["failed_connects"])
-        close_codes.update({str(code): n for code, n in r["close_codes"].items()})
-        error_codes.update(r["error_codes"])
-    first_send = min((r["first_send"] for r in results if r["first_send"]), default=None)
-    last_ack = max((r["last_ack"] for r in results if r["last_ack"]), default=None)
+        failed_connects.update(r.failed_connects)
+        close_codes.update({str(code): n for code, n in r.close_codes.items()})
+        error_codes.update(r.error_codes)
+    first_send = min((r.first_send for r in results if r.first_send), default=None)
+    last_ack = max((r.last_ack for r in results if r.last_ack), default=None)
     active = (last_ack - first_send) if first_send and last_ack and last_ack > first_send else 0
     acked = sum(v.acked for v in verdicts)
-    frames = sum(r["frames"] for r in results)
+    frames = sum(r.frames for r in results)
     report: dict[str, Any] = {
         "run_id": run_id,
         "parameters": options.as_dict(),
         "machine": machine(),
         "elapsed_s": round(elapsed, 3),
-        "clients_connected": sum(r["connected"] for r in results),
+        "clients_connected": sum(r.connected for r in results),
         "failed_connects": sum(failed_connects.values()),
         "failed_connect_reasons": dict(failed_connects),
         "connect_ms": summarize(connect),
         "ack_ms": summarize(ack),
         "fanout_ms": summarize(fanout),
-        "increments_sent": sum(r["sent"] for r in results),
+        "increments_sent": sum(r.sent for r in results),
         "increments_acked": acked,
-        "duplicate_acks": sum(r["duplicates"] for r in results),
-        "reconnects": sum(r["reconnects"] for r in results),
+        "duplicate_acks": sum(r.duplicates for r in results),
+        "reconnects": sum(r.reconnects for r in results),
         "expected_total": sum(v.expected_total for v in verdicts),
         "observed_total": sum(v.observed_total or 0 for v in verdicts),
         "counters": {
@@ -221,7 +233,7 @@ def build_report(
         "close_codes": dict(close_codes),
         "error_codes": dict(error_codes),
         "seq_regressions": regressions,
-        "epoch_changes_seen": sum(r["epoch_changes"] for r in results),
+        "epoch_changes_seen": sum(r.epoch_changes for r in results),
         "correct": correct,
         "errors": errors,
         "notes": [note for v in verdicts for note in v.notes],

@@ -47,6 +47,16 @@ def token_from(query_token: str | None, authorization: str | None) -> str | None
     return None
 
 
+def grant_for(
+    secret: str | None, query_token: str | None, authorization: str | None, counter: str
+) -> Grant:
+    """What a request may do with ``counter``: everything without a secret, else its token's
+    claims (``?token=`` first, then ``Authorization: Bearer``); AuthError if nothing."""
+    if not secret:
+        return OPEN
+    return authorize(secret, token_from(query_token, authorization), counter)
+
+
 def authorize(secret: str, token: str | None, counter: str) -> Grant:
     """Check a token against the secret and return what it allows on ``counter``."""
     if token is None:

@@ -21,5 +21,10 @@ def backoff_delays(first: float, cap: float, rng: random.Random | None = None) -
 
 def nth_delay(first: float, cap: float, attempt: int, rng: random.Random | None = None) -> float:
     """The delay before retry number ``attempt`` (0-based) without keeping a generator."""
-    ceiling = min(cap, first * 2 ** min(attempt, 64))
+    ceiling = backoff_ceiling(first, cap, attempt)
     return (rng or random).uniform(ceiling / 2, ceiling)
+
+
+def backoff_ceiling(first: float, cap: float, attempt: int) -> float:
+    """The largest delay before retry number ``attempt`` (0-based): min(cap, first * 2**n)."""
+    return float(min(cap, first * 2 ** min(attempt, 64)))

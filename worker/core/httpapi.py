@@ -19,13 +19,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import ClientError, RouteError
+from ..errors import ClientError
 from .protocol import (
-    MAX_ID_LENGTH,
+    COUNTERS_PREFIX,
     ErrorCode,
     Increment,
+    counter_of_path,
     increment_from_object,
-    is_valid_counter_name,
+    is_valid_id,
     loads,
     split_path,
 )
@@ -40,7 +41,7 @@ FIXED_PATHS = frozenset({"/healthz", "/readyz", "/metrics", CLIENT_SCRIPT_PATH, 
 # The HTTP status of each error code. A refusal that nothing applied and that
 # may succeed later is 429 or 503 (send the same request again); one that
 # conflicts with the counter or the session's numbering is 409.
-STATUS_OF_CODE = {
+STATUS_OF_CODE: dict[str, int] = {
     ErrorCode.INVALID_MESSAGE: 400,
     ErrorCode.BINARY_NOT_SUPPORTED: 400,
     ErrorCode.UNKNOWN_OP: 400,
@@ -57,19 +58,12 @@ STATUS_OF_CODE = {
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.UNAVAILABLE: 503,
 }
-# Codes of refusals made before the request's increment was read.
-UNAUTHORIZED = "unauthorized"
-NOT_FOUND = "not_found"
-METHOD_NOT_ALLOWED = "method_not_allowed"
-TOO_LARGE = "too_large"
-UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
-BAD_REQUEST = "bad_request"
 # The code of each status a Refused (route, token, admission) carries.
 CODE_OF_STATUS = {
-    400: BAD_REQUEST,
-    401: UNAUTHORIZED,
+    400: ErrorCode.BAD_REQUEST,
+    401: ErrorCode.UNAUTHORIZED,
     403: ErrorCode.FORBIDDEN,
-    404: NOT_FOUND,
+    404: ErrorCode.NOT_FOUND,
     503: ErrorCode.UNAVAILABLE,
 }
 
@@ -88,14 +82,10 @@ def parse_api_route(target: str) -> ApiRoute | None:
     Raises RouteError(400) for a counter path with an invalid name.
     """
     path, _ = split_path(target)
-    if not path.startswith("/counters/"):
-        return None
-    name = path.removeprefix("/counters/")
-    increments = name.endswith(INCREMENTS_SUFFIX)
-    name = name.removesuffix(INCREMENTS_SUFFIX)
-    if not is_valid_counter_name(name):
-        raise RouteError(400, "counter names are 1 to 64 of a-z 0-9 _ -")
-    return ApiRoute(name, increments)
+    # "/counters/increments" is the counter named "increments", not its increments.
+    increments = path.removeprefix(COUNTERS_PREFIX).endswith(INCREMENTS_SUFFIX)
+    name = counter_of_path(path.removesuffix(INCREMENTS_SUFFIX) if increments else path)
+    return None if name is None else ApiRoute(name, increments)
 
 
 def media_type(header: str | None) -> str:
@@ -134,7 +124,7 @@ def parse_increment_body(body: bytes, idempotency_key: str | None) -> Increment:
             ErrorCode.INVALID_MESSAGE, "over HTTP an increment's id is its Idempotency-Key header"
         )
     if idempotency_key is not None:
-        if not 0 < len(idempotency_key) <= MAX_ID_LENGTH:
+        if not is_valid_id(idempotency_key):
             raise ClientError(ErrorCode.INVALID_ID, "Idempotency-Key must be 1 to 64 characters")
         if "session" in document or "n" in document:
             raise ClientError(

@@ -28,7 +28,8 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from enum import StrEnum
+from typing import Any, TypeGuard
 from urllib.parse import parse_qs
 
 import orjson
@@ -44,6 +45,7 @@ from ..errors import (
 from .state import Applied, CounterState
 
 DEFAULT_COUNTER = "default"
+COUNTERS_PREFIX = "/counters/"
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 MAX_ID_LENGTH = 64
@@ -67,8 +69,12 @@ class CloseCode:
     TRY_AGAIN_LATER = 1013
 
 
-class ErrorCode:
-    """Values of ``code`` in ``{"type": "error"}`` messages."""
+class ErrorCode(StrEnum):
+    """Values of ``code`` in error objects, over WebSockets and HTTP alike.
+
+    The first group answers an increment; the second refuses an HTTP request
+    before its increment was read (docs/protocol.md has both tables).
+    """
 
     INVALID_MESSAGE = "invalid_message"
     BINARY_NOT_SUPPORTED = "binary_not_supported"
@@ -86,6 +92,63 @@ class ErrorCode:
     RATE_LIMITED = "rate_limited"
     FORBIDDEN = "forbidden"
 
+    UNAUTHORIZED = "unauthorized"
+    NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    TOO_LARGE = "too_large"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    BAD_REQUEST = "bad_request"
+
+
+class Unavailable:
+    """Why the worker cannot take a request now: the one wording of each reason."""
+
+    REDIS = "Redis is unavailable"
+    DRAINING = "worker is shutting down"
+    AT_CONNECTION_LIMIT = "worker is at its connection limit"
+
+
+def unavailable_reason(
+    *, draining: bool, redis_up: bool, at_connection_limit: bool = False
+) -> str | None:
+    """Why a new connection or increment must be refused with 503/``unavailable``, if so."""
+    if draining:
+        return Unavailable.DRAINING
+    if not redis_up:
+        return Unavailable.REDIS
+    return Unavailable.AT_CONNECTION_LIMIT if at_connection_limit else None
+
+
+# The checks every path (WebSocket, HTTP, the client library) makes, each written once.
+
+
+def in_int64(value: int) -> bool:
+    return INT64_MIN <= value <= INT64_MAX
+
+
+def is_integer(value: object) -> TypeGuard[int]:
+    """An integer of JSON: bool is a subclass of int in Python, but true is not a number."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_valid_id(value: object) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH
+
+
+def is_valid_session(value: object) -> bool:
+    return isinstance(value, str) and SESSION_PATTERN.fullmatch(value) is not None
+
+
+def is_valid_n(value: object) -> bool:
+    return is_integer(value) and 1 <= value <= MAX_SESSION_N
+
+
+def check_by(by: int) -> int:
+    """``by`` as the protocol takes it; ValueError before anything is numbered or sent."""
+    if not is_integer(by) or not in_int64(by):
+        raise ValueError(f"by must be an integer in the signed 64-bit range, not {by!r}")
+    return by
+
 
 @dataclass(frozen=True, slots=True)
 class Increment:
@@ -97,17 +160,16 @@ class Increment:
     n: int | None = None
 
     def __post_init__(self) -> None:
-        if not INT64_MIN <= self.by <= INT64_MAX:
-            raise ValueError(f"by={self.by} is outside the signed 64-bit range")
-        if self.id is not None and not 0 < len(self.id) <= MAX_ID_LENGTH:
+        check_by(self.by)
+        if self.id is not None and not is_valid_id(self.id):
             raise ValueError("id must be 1 to 64 characters")
         if (self.session is None) != (self.n is None):
             raise ValueError("session and n go together")
         if self.session is not None and self.id is not None:
             raise ValueError("an increment has an id or a session, not both")
-        if self.session is not None and SESSION_PATTERN.fullmatch(self.session) is None:
+        if self.session is not None and not is_valid_session(self.session):
             raise ValueError("session must be 8 to 64 of A-Z a-z 0-9 _ -")
-        if self.n is not None and not 1 <= self.n <= MAX_SESSION_N:
+        if self.n is not None and not is_valid_n(self.n):
             raise ValueError(f"n must be from 1 to {MAX_SESSION_N}")
 
     @property
@@ -133,6 +195,19 @@ def is_valid_counter_name(name: str) -> bool:
     return _COUNTER_NAME.fullmatch(name) is not None
 
 
+def counter_of_path(path: str) -> str | None:
+    """The counter ``/counters/<name>`` names; None for another path.
+
+    Raises RouteError(400) for a counter path with an invalid name.
+    """
+    if not path.startswith(COUNTERS_PREFIX):
+        return None
+    name = path.removeprefix(COUNTERS_PREFIX)
+    if not is_valid_counter_name(name):
+        raise RouteError(400, "counter names are 1 to 64 of a-z 0-9 _ -")
+    return name
+
+
 def split_path(target: str) -> tuple[str, str]:
     """Split a request target into its path and its query string."""
     path, _, query = target.partition("?")
@@ -146,13 +221,8 @@ def parse_counter_route(target: str) -> CounterRoute:
     counter path with an invalid name or query.
     """
     path, query = split_path(target)
-    if path == "/":
-        name = DEFAULT_COUNTER
-    elif path.startswith("/counters/"):
-        name = path.removeprefix("/counters/")
-        if not is_valid_counter_name(name):
-            raise RouteError(400, "counter names are 1 to 64 of a-z 0-9 _ -")
-    else:
+    name = DEFAULT_COUNTER if path == "/" else counter_of_path(path)
+    if name is None:
         raise RouteError(404, "no such endpoint")
     params = parse_qs(query, keep_blank_values=True)
     since = _single_param(params, "since")
@@ -181,9 +251,10 @@ def parse_client_message(message: str | bytes) -> Increment:
         raise ClientError(ErrorCode.BINARY_NOT_SUPPORTED, "send text frames, not binary")
     text = message.strip()
     if _BARE_INTEGER.fullmatch(text):
-        if len(text.lstrip("+-").lstrip("0")) > _MAX_INT64_DIGITS:
+        short_enough = len(text.lstrip("+-").lstrip("0")) <= _MAX_INT64_DIGITS
+        if not short_enough or not in_int64(int(text)):
             raise ClientError(ErrorCode.OUT_OF_RANGE, "by must be within the signed 64-bit range")
-        return _increment(int(text))
+        return Increment(int(text))
     try:
         document = loads(text)
     except ValueError:
@@ -208,10 +279,9 @@ def increment_from_object(document: dict[str, Any]) -> Increment:
     if "by" not in document:
         raise ClientError(ErrorCode.MISSING_BY, "incr needs by: an integer", echo)
     by = document["by"]
-    # bool is a subclass of int in Python, but true is not a number to add.
-    if not isinstance(by, int) or isinstance(by, bool):
+    if not is_integer(by):
         raise ClientError(ErrorCode.INVALID_BY, f"by must be an integer, not {short(by)}", echo)
-    if not INT64_MIN <= by <= INT64_MAX:
+    if not in_int64(by):
         raise ClientError(ErrorCode.OUT_OF_RANGE, "by must be within the signed 64-bit range", echo)
     return Increment(by, echo.get("id"), echo.get("session"), echo.get("n"))
 
@@ -219,18 +289,16 @@ def increment_from_object(document: dict[str, Any]) -> Increment:
 def increment_echo(document: dict[str, Any]) -> dict[str, Any]:
     """The increment's id, or its session and n, validated; ClientError if malformed."""
     increment_id = document.get("id")
-    if increment_id is not None and (
-        not isinstance(increment_id, str) or not 0 < len(increment_id) <= MAX_ID_LENGTH
-    ):
+    if increment_id is not None and not is_valid_id(increment_id):
         raise ClientError(ErrorCode.INVALID_ID, "id must be a string of 1 to 64 characters")
     session, n = document.get("session"), document.get("n")
     if session is None and n is None:
         return {} if increment_id is None else {"id": increment_id}
-    if not isinstance(session, str) or SESSION_PATTERN.fullmatch(session) is None:
+    if not is_valid_session(session):
         raise ClientError(
             ErrorCode.INVALID_SESSION, "session must be a string of 8 to 64 of A-Z a-z 0-9 _ -"
         )
-    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_SESSION_N:
+    if not is_valid_n(n):
         raise ClientError(
             ErrorCode.INVALID_N,
             f"n must be an integer from 1 to {MAX_SESSION_N}, numbering the session's increments",
@@ -243,12 +311,6 @@ def increment_echo(document: dict[str, Any]) -> dict[str, Any]:
             {"session": session, "n": n},
         )
     return {"session": session, "n": n}
-
-
-def _increment(by: int) -> Increment:
-    if not INT64_MIN <= by <= INT64_MAX:
-        raise ClientError(ErrorCode.OUT_OF_RANGE, "by must be within the signed 64-bit range")
-    return Increment(by)
 
 
 def short(value: object) -> str:
@@ -356,7 +418,7 @@ def failure_message(increment: Increment, failure: BaseException) -> tuple[str, 
     elif isinstance(failure, StoreFull):
         text = "Redis is out of memory and refuses writes; the increment was not applied"
     elif isinstance(failure, StoreUnavailable):
-        text = "Redis is unavailable; the increment was not applied"
+        text = f"{Unavailable.REDIS}; the increment was not applied"
     else:
         text = "internal error; not applied"
     return ErrorCode.UNAVAILABLE, error_message(ErrorCode.UNAVAILABLE, text, **echo)

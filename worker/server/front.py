@@ -17,12 +17,14 @@ from typing import ClassVar, cast
 
 from websockets.asyncio.server import ServerConnection
 
-from ..core.httpapi import BAD_REQUEST
+from ..core.protocol import ErrorCode
 from .http import HttpConnection, closing_response
 
 # The largest request head taken (h11's default limit too); beyond it, 431.
 MAX_HEAD_BYTES = 16 * 1024
-HEAD_TOO_LARGE = closing_response(431, BAD_REQUEST, "the request head is larger than 16 KiB")
+HEAD_TOO_LARGE = closing_response(
+    431, ErrorCode.BAD_REQUEST, "the request head is larger than 16 KiB"
+)
 _END_OF_HEAD = b"\r\n\r\n"
 
 

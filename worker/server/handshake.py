@@ -12,8 +12,8 @@ from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 from websockets.typing import Origin
 
-from ..core.auth import OPEN, Grant, authorize, token_from
-from ..core.protocol import CounterRoute, parse_counter_route
+from ..core.auth import OPEN, Grant, grant_for
+from ..core.protocol import CounterRoute, parse_counter_route, unavailable_reason
 from ..errors import Refused
 from ..settings import Settings
 from .context import WorkerContext
@@ -43,19 +43,17 @@ class Handshakes:
 
     def _admit(self, connection: ServerConnection) -> None:
         worker = self.worker
-        if worker.draining:
-            raise Refused(503, "worker is shutting down")
-        if not worker.redis_up:
-            raise Refused(503, "Redis is unavailable")
-        if worker.at_connection_limit:
-            raise Refused(503, "worker is at its connection limit")
+        reason = unavailable_reason(
+            draining=worker.draining,
+            redis_up=worker.redis_up,
+            at_connection_limit=worker.at_connection_limit,
+        )
+        if reason is not None:
+            raise Refused(503, reason)
 
     def _authorize(self, request: Request, route: CounterRoute) -> Grant:
-        secret = self.worker.settings.jwt_secret
-        if not secret:
-            return OPEN
-        token = token_from(route.token, request.headers.get("Authorization"))
-        return authorize(secret, token, route.counter)
+        authorization = request.headers.get("Authorization")
+        return grant_for(self.worker.settings.jwt_secret, route.token, authorization, route.counter)
 
     def process_response(
         self, connection: ServerConnection, request: Request, response: Response

@@ -21,8 +21,7 @@ from http import HTTPStatus
 
 import h11
 
-from ..core.httpapi import BAD_REQUEST, TOO_LARGE
-from ..core.protocol import error_message
+from ..core.protocol import ErrorCode, error_message
 from ..core.ratelimit import TokenBucket
 
 log = logging.getLogger("ws_counter.worker")
@@ -205,7 +204,7 @@ class HttpConnection:
         """Answer a request that cannot be read (or is too large) and close the connection."""
         self._request = None
         if self._h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-            code = TOO_LARGE if status == 413 else BAD_REQUEST
+            code = ErrorCode.TOO_LARGE if status == 413 else ErrorCode.BAD_REQUEST
             self.transport.write(closing_response(status, code, reason))
         self.close()
 

@@ -16,6 +16,7 @@ from ..core.protocol import (
     error_message,
     failure_message,
     parse_client_message,
+    unavailable_reason,
 )
 from ..core.ratelimit import TokenBucket
 from ..core.state import Applied, AppliedEarlier, Outcome
@@ -90,9 +91,9 @@ class Increments:
                 " connection; not applied, send it again later",
                 increment,
             )
-        if worker.draining or not worker.redis_up:
+        reason = unavailable_reason(draining=worker.draining, redis_up=worker.redis_up)
+        if reason is not None:
             self.metrics.failed.inc()
-            reason = "worker is shutting down" if worker.draining else "Redis is unavailable"
             return _error(
                 ErrorCode.UNAVAILABLE, f"{reason}; the increment was not applied", increment
             )

@@ -11,7 +11,7 @@ from websockets.exceptions import ConnectionClosed
 
 from ..batcher import Batcher
 from ..core.hub import Hub
-from ..core.protocol import CloseCode, ErrorCode, parse_counter_route
+from ..core.protocol import CloseCode, ErrorCode, Unavailable, parse_counter_route
 from ..errors import StoreError
 from ..metrics import Metrics
 from ..settings import Settings
@@ -28,7 +28,7 @@ from .increments import Increments
 log = logging.getLogger("ws_counter.worker")
 
 AT_CONNECTION_LIMIT = closing_response(
-    503, ErrorCode.UNAVAILABLE, "worker is at its connection limit", retry_after=True
+    503, ErrorCode.UNAVAILABLE, Unavailable.AT_CONNECTION_LIMIT, retry_after=True
 )
 
 

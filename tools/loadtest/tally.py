@@ -1,0 +1,116 @@
+"""What one load-generator process counts while it runs, and the result it sends its parent.
+
+``Tally`` is filled by the process's clients; ``Tally.result`` freezes it into
+an ``AgentResult``, which crosses the pipe (pickled) to the parent, where
+``report.build_report`` merges the results of every process.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+
+from hdrh.histogram import HdrHistogram
+
+from ws_counter_client.results import Ack
+
+from .coverage import Coverage
+from .histograms import new_histogram
+
+# A counter's state as (epoch, seq, total).
+State = tuple[str, int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class AgentResult:
+    """One process's share of a run; histograms as HdrHistogram's encoding."""
+
+    index: int
+    connect_us: bytes
+    ack_us: bytes
+    failed_connects: dict[str, int]
+    close_codes: dict[int, int]
+    error_codes: dict[str, int]
+    errors: list[str]
+    # Per counter: each acknowledged seq with its ``by`` and when it was first sent.
+    acks: dict[str, dict[int, tuple[int, float]]]
+    # Per counter: the ``by`` of increments acknowledged as applied earlier, without a seq.
+    earlier: dict[str, list[int]]
+    # Per counter: when this process's clients had all passed each seq.
+    reached: dict[str, dict[int, float]]
+    # (counter, epoch, seq, total): what clients saw first, and last.
+    initial_states: list[tuple[str, str, int, int]]
+    final: list[tuple[str, str | None, int | None, int | None]]
+    verified: dict[str, State]
+    regressions: int
+    epoch_changes: int
+    duplicates: int
+    reconnects: int
+    frames: int
+    sent: int
+    acked: int
+    connected: int
+    first_send: float | None
+    last_ack: float | None
+
+
+@dataclass
+class Tally:
+    """The running counts of one process."""
+
+    counters: list[str]
+    connect_us: HdrHistogram = field(default_factory=new_histogram)
+    ack_us: HdrHistogram = field(default_factory=new_histogram)
+    failed_connects: collections.Counter[str] = field(default_factory=collections.Counter)
+    close_codes: collections.Counter[int] = field(default_factory=collections.Counter)
+    error_codes: collections.Counter[str] = field(default_factory=collections.Counter)
+    errors: list[str] = field(default_factory=list)
+    acks: dict[str, dict[int, tuple[int, float]]] = field(
+        default_factory=lambda: collections.defaultdict(dict)
+    )
+    earlier: dict[str, list[int]] = field(default_factory=lambda: collections.defaultdict(list))
+    coverage: dict[str, Coverage] = field(default_factory=dict)
+    regressions: int = 0
+    epoch_changes: int = 0
+    duplicates: int = 0
+    reconnects: int = 0
+    frames: int = 0
+    sent: int = 0
+    acked: int = 0
+    connected: int = 0
+    first_send: float | None = None
+    last_ack: float | None = None
+
+    def __post_init__(self) -> None:
+        self.coverage = {counter: Coverage() for counter in self.counters}
+
+    def record_ack(self, counter: str, ack: Ack, by: int, sent_at: float, now: float) -> None:
+        """Keep each acknowledged seq with its ``by`` and when it was first sent.
+
+        Fan-out latency runs from that send, as a person sees it, until every
+        client holds the seq or a later one. An increment acknowledged without
+        a seq (applied earlier, its outcome no longer kept) still counts in the
+        total; the report checks that exactly that many seqs are unaccounted for.
+        """
+        self.acked += 1
+        self.last_ack = now
+        self.duplicates += ack.duplicate
+        seq = ack.seq
+        if seq is None:
+            self.earlier[counter].append(by)
+            return
+        previous = self.acks[counter].get(seq)
+        if previous is not None and previous[0] != by:
+            self.errors.append(f"seq {seq} of {counter} acknowledged for two different increments")
+        self.acks[counter].setdefault(seq, (by, sent_at))
+
+    def counts(self) -> dict[str, int]:
+        """The progress figures the parent shows while the run lasts."""
+        return {
+            "connected": self.connected,
+            "failed": sum(self.failed_connects.values()),
+            "sent": self.sent,
+            "acked": self.acked,
+            "frames": self.frames,
+            "reconnects": self.reconnects,
+        }
