@@ -18,6 +18,7 @@ from tools.cluster import LocalCluster
 from ws_counter_client.rules import Freshness
 
 from .conftest import counter_state, http_get, seconds
+from .core_scripts import SCRIPT_POLICY, SCRIPTS
 from .test_client_rules import COUNTER_URLS, COUNTERS_OF_URLS, REFUSALS, outcome, session_with
 
 pytestmark = pytest.mark.browser
@@ -134,36 +135,70 @@ def _rate_limited(cluster: LocalCluster, worker: int) -> float:
     return float(match.group(1)) if match else 0.0
 
 
-JS_OUTCOME = """([cases, settled]) => cases.map(([n, code, expected]) => {
-    const session = new wsc.Session();
-    session.id = "abcdefgh";
+# A refusal of three outstanding increments, decided by the module's Session,
+# in the form test_client_rules.outcome gives the Python one's.
+JS_OUTCOME = """(cases) => cases.map(([n, code, expected]) => {
+    const session = new wsc.Session("abcdefgh");
     for (const by of [1, 2, 3]) session.add(by, "ticket-" + by);
-    for (const k of settled) session.settle("abcdefgh", k);
-    const got = session.refused("abcdefgh", n, code, expected ?? undefined);
+    const got = session.refused({ session: session.id, n, expected }, code);
     const kind = got.fail ? ["fail", got.fail.ticket]
         : got.resend !== undefined ? ["resend", got.resend, got.attempt] : ["Forgotten"];
     return [...kind, [...session.outstanding.keys()], session.nextN];
 })"""
 
+# Replays tests/core_scripts.py on the module's ClientCore and describes its
+# actions as tests/test_client_core.py describes the Python core's.
+JS_REPLAY = """async ([rows, policy]) => {
+  const describe = (a) => {
+    switch (a.type) {
+      case "send": return ["send", a.frames];
+      case "resolve": return ["resolve", a.ticket, a.ack.seq === null ? null : String(a.ack.seq),
+        a.ack.total === null ? null : String(a.ack.total), a.ack.duplicate];
+      case "reject":
+        return ["reject", a.ticket, a.error.name, a.error.code ?? a.error.status ?? null];
+      case "show":
+        return ["show", String(a.total.total), String(a.total.seq), a.total.epoch,
+          a.total.missed];
+      case "regress": return ["regress", String(a.total.seq)];
+      case "note": return ["note", a.code];
+      case "arm": return ["arm", a.timer, a.delay];
+      case "reconnect": return ["reconnect", a.delay];
+      case "stop": return ["stop", a.error === null ? null : a.error.name];
+    }
+    throw new Error("unknown action " + a.type);
+  };
+  const eventOf = ([kind, ...args]) => ({
+    connect: () => ({ type: "connected" }),
+    receive: () => ({ type: "received", text: args[0] }),
+    lose: () => ({ type: "lost", detail: "lost", status: args[0], reason: args[1] }),
+    fire: () => ({ type: "timerFired", timer: args[0] }),
+    ask: () => ({ type: "incrementAsked", by: args[0], ticket: args[1] }),
+    close: () => ({ type: "closeAsked" }),
+  })[kind]();
+  return rows.map(([, book, events]) => {
+    const core = new wsc.ClientCore(
+      "c",
+      book === "session" ? new wsc.Session("abcdefgh") : new wsc.Ids("p"),
+      { backoff: policy.backoff, maxInFlight: policy.max_in_flight,
+        maxResends: policy.max_resends, maxReconnects: policy.max_reconnects },
+      (low, high) => high,
+    );
+    return events.flatMap((step) => core.handle(eventOf(step)).map(describe));
+  });
+}"""
+
 
 def test_the_module_follows_the_same_rules_as_the_python_library(
     cluster: LocalCluster, browser: Browser
 ) -> None:
-    """Every refusal of the rules' table, a forgotten session, freshness and the
-    counters' URLs, decided by both."""
+    """Every script of the client core's table (each event, each protocol answer), every
+    refusal of the book's table, freshness and the counters' URLs, decided by both."""
     page = module_page(browser, cluster, 0)
+    rows = [list(row) for row in SCRIPTS]
+    assert page.evaluate(JS_REPLAY, [rows, SCRIPT_POLICY]) == [row[3] for row in SCRIPTS]
     cases = [[n, code, expected] for n, code, expected, *_ in REFUSALS]
-    python = []
-    for n, code, expected in cases:
-        session = session_with(3)
-        python.append(outcome(session, n, code, expected))
-    assert page.evaluate(JS_OUTCOME, [cases, []]) == python
-    forgotten = session_with(3)
-    forgotten.settle("abcdefgh", 1)
-    forgotten.settle("abcdefgh", 2)
-    assert page.evaluate(JS_OUTCOME, [[[3, "out_of_order", 1]], [1, 2]]) == [
-        outcome(forgotten, 3, "out_of_order", 1)
-    ]
+    python = [outcome(session_with(3), n, code, expected) for n, code, expected in cases]
+    assert page.evaluate(JS_OUTCOME, cases) == python
     freshness = [["e1", 1], ["e1", 2], ["e1", 2], ["e1", 1], ["e2", 1], ["e1", 9]]
     news = page.evaluate(
         "(states) => { const f = new wsc.Freshness();"

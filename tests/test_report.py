@@ -67,3 +67,17 @@ def test_fanout_latency_is_ack_to_the_last_client() -> None:
     latencies, unreached = fanout_latencies(acks, reached)
     assert [round(x, 3) for x in latencies] == [0.5, 0.4]
     assert unreached == 1
+
+
+def test_acks_without_a_seq_count_in_the_total_and_leave_that_many_seqs_unaccounted() -> None:
+    """An increment acknowledged as applied earlier (no seq) adds to the expected total, and
+    exactly one seq after the start is then not in the acks."""
+    verdict = judge_counter(
+        "c", [START], {11: 5, 13: 1}, ("e", 13, 108), [("e", 13, 108)], earlier=[2]
+    )
+    assert verdict.errors == []
+    assert verdict.expected_total == 108 and verdict.acked == 3
+    wrong = judge_counter(
+        "c", [START], {11: 5, 14: 1}, ("e", 13, 108), [("e", 13, 108)], earlier=[2]
+    )
+    assert any("not gap-free" in error for error in wrong.errors)

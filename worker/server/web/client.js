@@ -20,31 +20,45 @@ const RESENDABLE = new Set(["unavailable", "rate_limited", "out_of_order"]);
 const CONSUMES_NUMBER = new Set(["overflow"]);
 // Handshake refusals a retry cannot change. A browser cannot see the status of
 // a refused WebSocket handshake, so there the client keeps retrying.
+export const PERMANENT_STATUSES = new Set([400, 401, 403, 404]);
+// The code of a note about a server message the core could not read.
+export const MALFORMED = "malformed_message";
+const FORGOTTEN = "the worker no longer knows this client's session (idle past WS_SESSION_TTL): this"
+  + " increment may or may not have been applied before; it is not sent again";
 const INT64_MIN = -(2n ** 63n), INT64_MAX = 2n ** 63n - 1n;
 const ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
-export class IncrementRefused extends Error {
+/** Base class of the client's errors (results.CounterClientError). */
+export class CounterClientError extends Error {
+  constructor(message) {
+    super(message);
+    this.name = this.constructor.name;
+  }
+}
+
+/** The worker refused the handshake with a status a retry cannot change. */
+export class ConnectionRefused extends CounterClientError {
+  constructor(status, reason) {
+    super("HTTP " + status + ": " + reason);
+    this.status = status;
+    this.reason = reason;
+  }
+}
+
+/** The worker refused an increment for good; it was not applied. */
+export class IncrementRefused extends CounterClientError {
   constructor(code, message) {
     super(code + ": " + message);
-    this.name = "IncrementRefused";
     this.code = code;
     this.reason = message;
   }
 }
 
-export class IncrementUnknown extends Error {
-  constructor(message) {
-    super(message);
-    this.name = "IncrementUnknown";
-  }
-}
+/** What became of the increment cannot be known; it is not sent again. */
+export class IncrementUnknown extends CounterClientError {}
 
-export class ClientClosed extends Error {
-  constructor(message) {
-    super(message);
-    this.name = "ClientClosed";
-  }
-}
+/** The client stopped before the increment was acknowledged. */
+export class ClientClosed extends CounterClientError {}
 
 /** 96 random bits as 16 URL-safe characters (the protocol asks for 8 to 64). */
 export function newSessionId() {
@@ -65,43 +79,71 @@ export function checkBy(by) {
 /** Read a server message, taking integer fields from the text so none is rounded. */
 export function parseMessage(text) {
   const message = JSON.parse(text);
+  if (message === null || typeof message !== "object" || Array.isArray(message)) return {};
   for (const key of ["total", "seq"]) {
-    const match = text.match(new RegExp('"' + key + '":(-?\\d+)'));
-    if (match) message[key] = BigInt(match[1]);
+    const match = text.match(new RegExp('"' + key + '"\\s*:\\s*(-?\\d+)'));
+    if (match && Number.isInteger(message[key])) message[key] = BigInt(match[1]);
   }
   return message;
 }
 
-/** A session's outstanding increments by number, in the order sent (rules.Session). */
-export class Session {
+/** Outstanding increments by position, in the order sent (rules.Book). */
+class Book {
   constructor() {
-    this.id = newSessionId();
+    this.outstanding = new Map(); // position -> { by, frame, ticket, position, resends }
+  }
+
+  frames(start = 1) {
+    return [...this.outstanding].filter(([p]) => p >= start).map(([, item]) => item.frame);
+  }
+
+  drop(item) { this.outstanding.delete(item.position); }
+
+  takeAll() {
+    const items = [...this.outstanding.values()];
+    this.outstanding = new Map();
+    return items;
+  }
+
+  resend(item, start = null) {
+    item.resends += 1;
+    return { resend: start ?? item.position, attempt: item.resends, item };
+  }
+}
+
+/** A session: increments numbered 1, 2, 3, ... (rules.Session). */
+export class Session extends Book {
+  constructor(id = newSessionId()) {
+    super();
+    this.id = id;
     this.nextN = 1;
-    this.outstanding = new Map(); // n -> { by, frame, ticket, resends }
   }
 
   add(by, ticket) {
     const n = this.nextN++;
     const frame = '{"op":"incr","by":' + checkBy(by).toString() + ',"session":"' + this.id + '","n":' + n + "}";
-    const item = { by, frame, ticket, resends: 0 };
+    const item = { by, frame, ticket, position: n, resends: 0 };
     this.outstanding.set(n, item);
-    return [n, item];
+    return item;
   }
 
-  frames(start = 1) {
-    return [...this.outstanding].filter(([n]) => n >= start).map(([, item]) => item.frame);
+  number(message) {
+    if (message.session !== this.id || !Number.isInteger(message.n)) return null;
+    return this.outstanding.has(message.n) ? message.n : null;
   }
 
-  settle(session, n) {
-    if (session !== this.id || !this.outstanding.has(n)) return null;
+  settle(message) {
+    const n = this.number(message);
+    if (n === null) return null;
     const item = this.outstanding.get(n);
     this.outstanding.delete(n);
     return item;
   }
 
-  /** {fail: item} | {resend: start, attempt} | {forgotten: items} | null */
-  refused(session, n, code, expected) {
-    if (session !== this.id || !this.outstanding.has(n)) return null;
+  /** {fail: item} | {resend: start, attempt, item} | {forgotten: items} | null */
+  refused(message, code) {
+    const n = this.number(message);
+    if (n === null) return null;
     const item = this.outstanding.get(n);
     if (!RESENDABLE.has(code)) {
       this.outstanding.delete(n);
@@ -109,24 +151,80 @@ export class Session {
       if (!CONSUMES_NUMBER.has(code) && n === this.nextN - 1) this.nextN = n;
       return { fail: item };
     }
-    item.resends += 1;
-    let start = n;
-    if (code === "out_of_order" && Number.isInteger(expected)) {
-      const numbers = [...this.outstanding.keys()];
-      if (expected < Math.min(...numbers)) return this.forget();
-      start = Math.min(...numbers.filter((k) => k >= expected));
-    }
-    return { resend: start, attempt: item.resends };
+    const expected = message.expected;
+    if (code !== "out_of_order" || !Number.isInteger(expected)) return this.resend(item);
+    const numbers = [...this.outstanding.keys()];
+    if (expected < Math.min(...numbers)) return this.forget();
+    return this.resend(item, Math.min(...numbers.filter((k) => k >= expected)));
   }
 
   // The worker forgot the session (idle past WS_SESSION_TTL): whether the
   // outstanding increments were applied before cannot be told any more.
   forget() {
-    const items = [...this.outstanding.values()];
+    const items = this.takeAll();
     this.id = newSessionId();
     this.nextN = 1;
-    this.outstanding = new Map();
     return { forgotten: items };
+  }
+}
+
+/** One id per increment, prefix-1, prefix-2, ... (rules.Ids). */
+export class Ids extends Book {
+  constructor(prefix = newSessionId()) {
+    super();
+    this.prefix = prefix;
+    this.count = 0;
+    this.positions = new Map();
+  }
+
+  add(by, ticket) {
+    const key = this.prefix + "-" + ++this.count;
+    const frame = '{"op":"incr","by":' + checkBy(by).toString() + ',"id":' + JSON.stringify(key) + "}";
+    const item = { by, frame, ticket, position: this.count, resends: 0 };
+    this.outstanding.set(this.count, item);
+    this.positions.set(key, this.count);
+    return item;
+  }
+
+  settle(message) {
+    const position = this.positions.get(message.id);
+    if (position === undefined) return null;
+    this.positions.delete(message.id);
+    const item = this.outstanding.get(position) ?? null;
+    this.outstanding.delete(position);
+    return item;
+  }
+
+  refused(message, code) {
+    const position = this.positions.get(message.id);
+    if (position === undefined || !this.outstanding.has(position)) return null;
+    const item = this.outstanding.get(position);
+    if (RESENDABLE.has(code)) return this.resend(item);
+    this.outstanding.delete(position);
+    this.positions.delete(message.id);
+    return { fail: item };
+  }
+
+  drop(item) {
+    super.drop(item);
+    for (const [key, position] of this.positions) if (position === item.position) this.positions.delete(key);
+  }
+}
+
+/** The refusals of one burst, answered by one resend from the lowest position (rules.ResendFrom). */
+export class ResendFrom {
+  constructor() { this.start = null; }
+
+  ask(start) {
+    const first = this.start === null;
+    this.start = first ? start : Math.min(this.start, start);
+    return first;
+  }
+
+  take() {
+    const start = this.start ?? 1;
+    this.start = null;
+    return start;
   }
 }
 
@@ -138,17 +236,18 @@ export class Freshness {
   }
 
   isNews(epoch, seq) {
-    if (this.epoch === epoch && this.seq !== null && seq <= this.seq) return false;
+    if (this.isOld(epoch, seq) || (this.epoch === epoch && seq === this.seq)) return false;
     this.epoch = epoch;
     this.seq = seq;
     return true;
   }
+
+  isOld(epoch, seq) { return this.epoch === epoch && this.seq !== null && seq < this.seq; }
 }
 
-/** Capped exponential backoff with full jitter: the n-th delay from [c/2, c], c = min(cap, first * 2**n). */
-export function nthDelay(first, cap, attempt) {
-  const ceiling = Math.min(cap, first * 2 ** Math.min(attempt, 64));
-  return ceiling / 2 + Math.random() * (ceiling / 2);
+/** The largest delay before retry number `attempt` (0-based): min(cap, first * 2**attempt). */
+export function backoffCeiling(first, cap, attempt) {
+  return Math.min(cap, first * 2 ** Math.min(attempt, 64));
 }
 
 /**
@@ -176,7 +275,183 @@ export function counterOfUrl(url) {
 }
 
 /**
- * A client of one counter over one WebSocket, reconnected as needed.
+ * The client as a state machine without I/O (ws_counter_client/core.py, rule
+ * for rule): handle(event) takes what happened and returns what to do.
+ *
+ * events:  {type: "connected"} {type: "received", text} {type: "lost", detail, status, reason}
+ *          {type: "timerFired", timer} {type: "incrementAsked", by, ticket} {type: "closeAsked"}
+ * actions: {type: "send", frames} {type: "resolve", ticket, ack} {type: "reject", ticket, error}
+ *          {type: "show", total} {type: "regress", total} {type: "note", code, message}
+ *          {type: "arm", timer, delay} {type: "reconnect", delay, detail} {type: "stop", error}
+ *
+ * policy: backoff [first, cap] (in the unit the adapter's timers use),
+ * maxInFlight (64), maxResends and maxReconnects (null: no limit).
+ */
+export class ClientCore {
+  constructor(counter, book, policy = {}, uniform = (low, high) => low + Math.random() * (high - low)) {
+    this.counter = counter;
+    this.book = book;
+    this.policy = { backoff: [0.5, 15], maxInFlight: 64, maxResends: null, maxReconnects: null, ...policy };
+    this.freshness = new Freshness();
+    this.lastTotal = new Freshness();
+    this.uniform = uniform;
+    this.waiting = [];
+    this.resendFrom = new ResendFrom();
+    this.connected = false;
+    this.stopped = false;
+    this.reconnects = 0;
+  }
+
+  /** The seq of the newest state seen, to resume from (?since=). */
+  get since() { return this.freshness.seq; }
+
+  /** Every increment asked for and not yet answered. */
+  tickets() {
+    return [...[...this.book.outstanding.values()].map((item) => item.ticket), ...this.waiting.map(([, t]) => t)];
+  }
+
+  handle(event) {
+    switch (event.type) {
+      case "incrementAsked": return this.increment(event.by, event.ticket);
+      case "received": return this.received(event.text);
+      case "connected":
+        this.connected = true;
+        this.reconnects = 0;
+        return this.send(this.book.frames());
+      case "timerFired": return this.send(this.book.frames(this.resendFrom.take()));
+      case "lost": return this.lost(event);
+      case "closeAsked": return this.stop(null);
+    }
+    throw new TypeError("not an event: " + event.type);
+  }
+
+  increment(by, ticket) {
+    checkBy(by);
+    if (this.stopped) return [{ type: "reject", ticket, error: new ClientClosed("the client is closed") }];
+    this.waiting.push([by, ticket]);
+    return this.fill();
+  }
+
+  fill() {
+    const limit = this.policy.maxInFlight;
+    const frames = [];
+    while (this.waiting.length && (limit === null || this.book.outstanding.size < limit)) {
+      frames.push(this.book.add(...this.waiting.shift()).frame);
+    }
+    return this.send(frames);
+  }
+
+  send(frames) { return frames.length && this.connected ? [{ type: "send", frames }] : []; }
+
+  received(text) {
+    let message;
+    try {
+      message = parseMessage(text);
+    } catch {
+      return [note(MALFORMED, "not JSON")];
+    }
+    if (message.type === "total") return this.onTotal(message);
+    if (message.type === "ack") return this.onAck(message);
+    if (message.type === "error") return this.onError(message);
+    return [note(MALFORMED, "no known type")];
+  }
+
+  onTotal(message) {
+    const total = this.totalOf(message);
+    if (total === null) return [note(MALFORMED, "a total without a valid state")];
+    if (this.lastTotal.isOld(total.epoch, total.seq)) return [{ type: "regress", total }];
+    this.lastTotal.isNews(total.epoch, total.seq);
+    return this.see(total);
+  }
+
+  onAck(message) {
+    const item = this.book.settle(message);
+    if (item === null) return [];
+    const total = this.totalOf(message);
+    const ack = {
+      session: typeof message.session === "string" ? message.session : null,
+      n: Number.isInteger(message.n) ? message.n : null,
+      id: typeof message.id === "string" ? message.id : null,
+      by: checkBy(item.by),
+      total: total?.total ?? null,
+      seq: total?.seq ?? null,
+      epoch: total?.epoch ?? null,
+      duplicate: message.duplicate === true,
+    };
+    const seen = total === null ? [] : this.see(total);
+    return [...seen, { type: "resolve", ticket: item.ticket, ack }, ...this.fill()];
+  }
+
+  onError(message) {
+    const code = String(message.code), text = String(message.message ?? "");
+    const noted = [note(code, text)];
+    const decision = this.book.refused(message, code);
+    if (decision === null) return noted;
+    if (decision.fail) {
+      return [...noted, reject(decision.fail, new IncrementRefused(code, text)), ...this.fill()];
+    }
+    if (decision.forgotten) {
+      const unknown = new IncrementUnknown(FORGOTTEN);
+      return [...noted, ...decision.forgotten.map((item) => reject(item, unknown)), ...this.fill()];
+    }
+    const limit = this.policy.maxResends;
+    if (limit !== null && decision.attempt > limit) {
+      this.book.drop(decision.item);
+      const refused = new IncrementRefused(code, text + " (refused " + decision.attempt + " times)");
+      return [...noted, reject(decision.item, refused), ...this.fill()];
+    }
+    if (this.resendFrom.ask(decision.resend)) {
+      return [...noted, { type: "arm", timer: "resend", delay: this.delay(decision.attempt) }];
+    }
+    return noted;
+  }
+
+  totalOf(message) {
+    const { total, seq, epoch } = message;
+    if (typeof total !== "bigint" || typeof seq !== "bigint" || typeof epoch !== "string") return null;
+    const counter = typeof message.counter === "string" ? message.counter : this.counter;
+    return { counter, total, seq, epoch, missed: message.missed === true };
+  }
+
+  see(total) { return this.freshness.isNews(total.epoch, total.seq) ? [{ type: "show", total }] : []; }
+
+  lost(event) {
+    this.connected = false;
+    if (this.stopped) return [];
+    if (PERMANENT_STATUSES.has(event.status)) {
+      return this.stop(new ConnectionRefused(event.status, event.reason || event.detail));
+    }
+    const limit = this.policy.maxReconnects;
+    if (limit !== null && this.reconnects >= limit) {
+      return this.stop(new CounterClientError("gave up after " + limit + " reconnects"));
+    }
+    this.reconnects += 1;
+    return [{ type: "reconnect", delay: this.delay(this.reconnects - 1), detail: event.detail }];
+  }
+
+  stop(error) {
+    if (this.stopped) return [];
+    this.stopped = true;
+    this.connected = false;
+    const why = error ?? new ClientClosed("the client closed before this increment was acknowledged");
+    const rejects = this.tickets().map((ticket) => ({ type: "reject", ticket, error: why }));
+    this.book.takeAll();
+    this.waiting = [];
+    return [...rejects, { type: "stop", error }];
+  }
+
+  delay(attempt) {
+    const ceiling = backoffCeiling(this.policy.backoff[0], this.policy.backoff[1], attempt);
+    return this.uniform(ceiling / 2, ceiling);
+  }
+}
+
+function note(code, message) { return { type: "note", code, message }; }
+function reject(item, error) { return { type: "reject", ticket: item.ticket, error }; }
+
+/**
+ * A client of one counter over one WebSocket, reconnected as needed: the
+ * adapter that carries out the core's actions with a WebSocket and timers.
  *
  * options: counter, token, backoff [firstMs, capMs] (default [500, 15000]),
  * maxInFlight (64), onStatus({state, retryAt, code}) with state one of
@@ -191,26 +466,21 @@ export class CounterClient {
     this.url = url;
     // Acks carry no counter name; the totals they hold are this counter's.
     this.counter = counterOfUrl(url);
-    this.backoff = options.backoff ?? [500, 15000];
-    this.maxInFlight = options.maxInFlight ?? 64;
     this.onStatus = options.onStatus ?? (() => {});
-    this.session = new Session();
-    this.freshness = new Freshness();
+    this.core = new ClientCore(this.counter, new Session(), {
+      backoff: options.backoff ?? [500, 15000],
+      maxInFlight: options.maxInFlight ?? 64,
+    });
     this.latest = null;
     this.version = 0;
     this.socket = null;
-    this.attempt = 0;
-    this.closed = false;
+    this.lastCode = null;
     this.waiters = new Set(); // totals() consumers waiting for news
-    this.roomWaiters = []; // increment() calls waiting for room
-    this.resendTimer = null;
-    this.resendStart = null;
+    this.timers = new Map();
     this.reconnectTimer = null;
-    let resolveReady;
-    this.ready = new Promise((resolve) => { resolveReady = resolve; });
-    this.resolveReady = resolveReady;
+    this.ready = new Promise((resolve) => { this.resolveReady = resolve; });
     if (typeof addEventListener === "function") {
-      this.onOnline = () => { if (!this.socket && !this.closed) this.reconnectNow(); };
+      this.onOnline = () => { if (!this.socket && !this.core.stopped) this.reconnectNow(); };
       addEventListener("online", this.onOnline);
     }
     this.open();
@@ -218,27 +488,21 @@ export class CounterClient {
 
   /** The newest total seen: {counter, total, seq, epoch, missed}, or null. */
   get total() { return this.latest; }
-  get connected() { return this.socket !== null && this.socket.readyState === WebSocket.OPEN; }
-  get inFlight() { return this.session.outstanding.size; }
+  get connected() { return this.core.connected; }
+  get inFlight() { return this.core.tickets().length; }
+  get closed() { return this.core.stopped; }
 
   /** Add `by`; resolves to the ack once applied, exactly once. */
-  async increment(by) {
-    checkBy(by);
-    if (this.closed) throw new ClientClosed("the client is closed");
-    while (this.session.outstanding.size >= this.maxInFlight) {
-      await new Promise((resolve) => this.roomWaiters.push(resolve));
-      if (this.closed) throw new ClientClosed("the client is closed");
-    }
+  increment(by) {
     return new Promise((resolve, reject) => {
-      const [, item] = this.session.add(by, { resolve, reject });
-      if (this.connected) this.socket.send(item.frame);
+      this.apply(this.core.handle({ type: "incrementAsked", by, ticket: { resolve, reject } }));
     });
   }
 
   /** Totals as they change: the newest first, never a backlog. */
   async *totals() {
     let version = 0;
-    while (!this.closed) {
+    while (!this.core.stopped) {
       if (this.version !== version && this.latest !== null) {
         version = this.version;
         yield this.latest;
@@ -248,137 +512,81 @@ export class CounterClient {
     }
   }
 
-  close() {
-    if (this.closed) return;
-    this.closed = true;
-    clearTimeout(this.resendTimer);
-    clearTimeout(this.reconnectTimer);
-    if (this.onOnline) removeEventListener("online", this.onOnline);
-    for (const item of this.session.outstanding.values()) {
-      item.ticket.reject(new ClientClosed("closed before this increment was acknowledged"));
-    }
-    this.session.outstanding.clear();
-    this.wake();
-    if (this.socket) this.socket.close(1000);
-    this.onStatus({ state: "closed" });
-  }
+  close() { this.apply(this.core.handle({ type: "closeAsked" })); }
 
   open() {
-    this.onStatus({ state: this.attempt ? "reconnecting" : "connecting", retryAt: null });
-    const socket = new WebSocket(this.resumeUrl());
+    this.onStatus({ state: this.core.reconnects ? "reconnecting" : "connecting", retryAt: null });
+    const since = this.core.since;
+    const target = new URL(this.url);
+    if (since !== null) target.searchParams.set("since", since.toString());
+    const socket = new WebSocket(target.toString());
     this.socket = socket;
     socket.onopen = () => {
-      this.attempt = 0;
       this.onStatus({ state: "connected" });
-      // Unacknowledged increments go again, in order, unchanged.
-      for (const frame of this.session.frames()) socket.send(frame);
+      this.apply(this.core.handle({ type: "connected" }));
     };
-    socket.onmessage = (event) => this.receive(parseMessage(event.data));
+    socket.onmessage = (event) => this.apply(this.core.handle({ type: "received", text: event.data }));
     socket.onclose = (event) => {
       if (this.socket !== socket) return;
       this.socket = null;
-      if (this.closed) return;
-      const delay = nthDelay(this.backoff[0], this.backoff[1], this.attempt);
-      this.attempt += 1;
-      this.onStatus({ state: "reconnecting", retryAt: Date.now() + delay, code: event.code });
-      this.reconnectTimer = setTimeout(() => this.open(), delay);
+      this.lastCode = event.code;
+      const detail = "closed with " + event.code;
+      this.apply(this.core.handle({ type: "lost", detail, status: null, reason: event.reason }));
     };
   }
 
   reconnectNow() {
     clearTimeout(this.reconnectTimer);
-    this.attempt = 0;
     this.open();
   }
 
-  resumeUrl() {
-    if (this.freshness.seq === null) return this.url;
-    const target = new URL(this.url);
-    target.searchParams.set("since", this.freshness.seq.toString());
-    return target.toString();
+  apply(actions) {
+    for (const action of actions) {
+      switch (action.type) {
+        case "send":
+          if (this.socket?.readyState === WebSocket.OPEN) for (const frame of action.frames) this.socket.send(frame);
+          break;
+        case "resolve": action.ticket.resolve(action.ack); break;
+        case "reject": action.ticket.reject(action.error); break;
+        case "show": this.show(action.total); break;
+        case "arm": this.arm(action.timer, action.delay); break;
+        case "reconnect":
+          this.onStatus({ state: "reconnecting", retryAt: Date.now() + action.delay, code: this.lastCode });
+          this.reconnectTimer = setTimeout(() => this.open(), action.delay);
+          break;
+        case "stop": this.stopped(); break;
+        case "regress": console.warn("a total went back within its epoch", action.total); break;
+      }
+    }
   }
 
-  receive(message) {
-    if (message.type === "total") this.see(message);
-    else if (message.type === "ack") this.onAck(message);
-    else if (message.type === "error") this.onError(message);
+  arm(timer, delay) {
+    clearTimeout(this.timers.get(timer));
+    this.timers.set(timer, setTimeout(() => {
+      this.timers.delete(timer);
+      this.apply(this.core.handle({ type: "timerFired", timer }));
+    }, delay));
   }
 
-  see(message) {
-    if (!this.freshness.isNews(message.epoch, message.seq)) return;
-    this.latest = {
-      counter: message.counter ?? this.counter,
-      total: message.total,
-      seq: message.seq,
-      epoch: message.epoch,
-      missed: Boolean(message.missed),
-    };
+  show(total) {
+    this.latest = total;
     this.version += 1;
     this.wake();
     this.resolveReady(this);
   }
 
-  onAck(message) {
-    const item = this.session.settle(message.session, message.n);
-    if (item === null) return;
-    if (message.seq !== undefined) this.see(message);
-    this.freeRoom();
-    item.ticket.resolve({
-      session: message.session,
-      n: message.n,
-      by: checkBy(item.by),
-      total: message.total ?? null,
-      seq: message.seq ?? null,
-      epoch: message.epoch ?? null,
-      duplicate: Boolean(message.duplicate),
-    });
-  }
-
-  onError(message) {
-    const decision = this.session.refused(message.session, message.n, message.code, message.expected);
-    if (decision === null) return;
-    if (decision.fail) {
-      this.freeRoom();
-      decision.fail.ticket.reject(new IncrementRefused(message.code, message.message));
-    } else if (decision.resend !== undefined) {
-      this.resendLater(decision.resend, decision.attempt);
-    } else if (decision.forgotten) {
-      const unknown = new IncrementUnknown("the worker no longer knows this session: the"
-        + " increment may or may not have been applied before; it is not sent again");
-      for (const item of decision.forgotten) {
-        this.freeRoom();
-        item.ticket.reject(unknown);
-      }
-    }
-  }
-
-  // One resend of everything from the lowest refused number on, after a backoff:
-  // one refused number makes every later one out_of_order.
-  resendLater(start, attempt) {
-    this.resendStart = this.resendStart === null ? start : Math.min(this.resendStart, start);
-    if (this.resendTimer !== null) return;
-    this.resendTimer = setTimeout(() => {
-      const from = this.resendStart ?? 1;
-      this.resendTimer = null;
-      this.resendStart = null;
-      this.resendNow(from);
-    }, nthDelay(this.backoff[0], this.backoff[1], attempt));
-  }
-
-  resendNow(start) {
-    // On a lost connection the reconnect sends them all anyway.
-    if (this.connected) for (const frame of this.session.frames(start)) this.socket.send(frame);
-  }
-
-  freeRoom() {
-    const waiter = this.roomWaiters.shift();
-    if (waiter) waiter();
+  stopped() {
+    for (const handle of this.timers.values()) clearTimeout(handle);
+    clearTimeout(this.reconnectTimer);
+    if (this.onOnline) removeEventListener("online", this.onOnline);
+    this.wake();
+    if (this.socket) this.socket.close(1000);
+    this.onStatus({ state: "closed" });
   }
 
   wake() {
     const waiters = [...this.waiters];
     this.waiters.clear();
     for (const resolve of waiters) resolve();
-    if (this.closed) for (const resolve of this.roomWaiters.splice(0)) resolve();
   }
 }
