@@ -329,7 +329,7 @@ def compare_redis_cluster(plan: Plan, scratch: Path, results: dict[str, Any]) ->
             )
 
 
-def run_all(plan: dict[str, Any], scratch: Path, results: dict[str, Any]) -> None:
+def run_all(plan: dict[str, Any], scratch: Path, results: dict[str, Any]) -> None:  # noqa: PLR0912 (one branch per measurement the run may include)
     servers: list[tuple[str, Start]] = [
         ("ws-counter x1", lambda port: contestants.ws_counter(port, 1, **plan["worker_env"])),
         ("ws-counter x2", lambda port: contestants.ws_counter(port, 2, **plan["worker_env"])),

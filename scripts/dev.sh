@@ -4,6 +4,8 @@
 #
 #   bash scripts/dev.sh demo [ws-counter demo flags]   local cluster + load test
 #   bash scripts/dev.sh test [pytest args]             lint, types and every test
+#   bash scripts/dev.sh check [pytest args]            the fast loop: lint, types,
+#                                                      contracts and the unit tests
 #
 # Settings: VENV (default .venv), PYTHON (default python3).
 set -euo pipefail
@@ -100,16 +102,24 @@ prepare_containers() {
     fi
 }
 
-run_tests() {
+static_checks() {
     say "ruff (lint and format)"
     "$VENV/bin/ruff" check worker ws_counter_client tools tests bench
     "$VENV/bin/ruff" format --check worker ws_counter_client tools tests bench
-    say "mypy --strict (worker, ws_counter_client, tools, bench)"
+    say "mypy --strict (worker, ws_counter_client, tools, bench, tests)"
     "$VENV/bin/mypy"
     say "import contracts (lint-imports)"
     "$VENV/bin/lint-imports"
+}
+
+run_tests() {
+    static_checks
     say "pytest"
     "$VENV/bin/pytest" "${PYTEST_EXTRA[@]}" "$@"
+}
+
+usage() {
+    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' >&2
 }
 
 main() {
@@ -128,8 +138,15 @@ main() {
         prepare_containers
         run_tests "$@"
         ;;
+    check)
+        ensure_venv
+        static_checks
+        say "unit tests (pytest -m unit)"
+        "$VENV/bin/pytest" -m unit -q "$@"
+        ;;
     *)
-        sed -n '2,9p' "$0" >&2
+        if [[ -n $command ]]; then echo "scripts/dev.sh: no command '$command'" >&2; fi
+        usage
         exit 2
         ;;
     esac

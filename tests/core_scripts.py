@@ -54,7 +54,7 @@ EARLIER = json.dumps(
 )
 BIG = 2**63 - 1
 
-Row = tuple[str, str, list[list[Any]], list[list[Any]]]
+Row = tuple[str, str, list[Any], list[Any]]
 
 # (name, book, events, actions)
 SCRIPTS: list[Row] = [
@@ -328,7 +328,7 @@ SCRIPTS: list[Row] = [
             ["connect"],
             ["ask", 5, "t1"],
             ["ask", 7, "t2"],
-            ["receive", error("rate_limited", **{"id": "p-2"})],
+            ["receive", error("rate_limited", id="p-2")],
             ["fire", "resend"],
             [
                 "receive",

@@ -40,7 +40,7 @@ class SentinelSet:
                 sentinel.wait_for_line(lambda line: "+slave " in line, seconds(30))
                 first = sentinel.wait_for_line(lambda line: "+sentinel " in line, seconds(30))
                 sentinel.wait_for_line(
-                    lambda line, first=first: "+sentinel " in line and line != first,
+                    lambda line, first=first: "+sentinel " in line and line != first,  # type: ignore[misc]
                     seconds(30),
                 )
         except BaseException:

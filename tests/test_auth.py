@@ -11,6 +11,8 @@ from worker.core.auth import Grant, authorize, issue, token_from
 from worker.core.ratelimit import TokenBucket
 from worker.errors import AuthError
 
+pytestmark = pytest.mark.unit
+
 SECRET = "test-secret-not-for-production-use-0123456789"
 
 GRANTS = [

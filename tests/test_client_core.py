@@ -33,6 +33,8 @@ from ws_counter_client.rules import Book, Ids, Session
 
 from .core_scripts import SCRIPT_POLICY, SCRIPTS, SESSION, Row
 
+pytestmark = pytest.mark.unit
+
 
 def new_core(book: str) -> ClientCore[str]:
     """A core as the scripts expect: fixed session or id prefix, the largest delay always."""
@@ -60,7 +62,7 @@ def event_of(step: list[Any]) -> Event:
     return event
 
 
-def describe(action: Action) -> list[Any]:
+def describe(action: Action) -> list[Any]:  # noqa: PLR0911 (one return per kind of action)
     """An action as the scripts write it (and as the JavaScript test describes its own)."""
     match action:
         case Send(frames):

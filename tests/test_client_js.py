@@ -196,10 +196,10 @@ def test_the_module_follows_the_same_rules_as_the_python_library(
     page = module_page(browser, cluster, 0)
     rows = [list(row) for row in SCRIPTS]
     assert page.evaluate(JS_REPLAY, [rows, SCRIPT_POLICY]) == [row[3] for row in SCRIPTS]
+    python = [outcome(session_with(3), n, code, expected) for n, code, expected, *_ in REFUSALS]
     cases = [[n, code, expected] for n, code, expected, *_ in REFUSALS]
-    python = [outcome(session_with(3), n, code, expected) for n, code, expected in cases]
     assert page.evaluate(JS_OUTCOME, cases) == python
-    freshness = [["e1", 1], ["e1", 2], ["e1", 2], ["e1", 1], ["e2", 1], ["e1", 9]]
+    freshness = [("e1", 1), ("e1", 2), ("e1", 2), ("e1", 1), ("e2", 1), ("e1", 9)]
     news = page.evaluate(
         "(states) => { const f = new wsc.Freshness();"
         " return states.map(([epoch, seq]) => f.isNews(epoch, BigInt(seq))); }",

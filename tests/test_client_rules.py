@@ -19,6 +19,8 @@ from ws_counter_client.rules import (
 )
 from ws_counter_client.urls import counter_of_url, counter_url
 
+pytestmark = pytest.mark.unit
+
 
 def session_with(count: int) -> Session[str]:
     session: Session[str] = Session(session="abcdefgh")

@@ -309,7 +309,7 @@ def test_clients_that_stop_reading_cost_bounded_memory_and_are_closed_with_1008(
                             channel_name(counter_name), f"{epoch} {seq} {payload_total + seq}"
                         )
                     await pipe.execute()
-                await receive_until(reader, lambda m, last=last: m["seq"] >= last, timeout=30)
+                await receive_until(reader, lambda m, last=last: m["seq"] >= last, timeout=30)  # type: ignore[misc]
             return time.monotonic() - started
 
     reader_seconds = asyncio.run(scenario())

@@ -6,6 +6,8 @@ import pytest
 
 from worker.core.flow import Flow, Offer
 
+pytestmark = pytest.mark.unit
+
 OPEN, PAUSED = {"open": True, "paused": False}, {"open": True, "paused": True}
 CLOSING = {"open": False, "paused": False}
 

@@ -43,7 +43,7 @@ increments = st.fixed_dictionaries(
         "id": st.text(max_size=70) | json_values,
     },
 )
-text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=600)
+text = st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=600)
 frames = st.one_of(
     increments.map(json.dumps),
     integers.map(str),

@@ -42,7 +42,7 @@ def call(
 ) -> tuple[int, dict[str, str], Any]:
     """One HTTP request on a fresh connection: status, headers (lower case), JSON body."""
     parts = urlsplit(base)
-    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=seconds(10))
+    connection = http.client.HTTPConnection(str(parts.hostname), parts.port, timeout=seconds(10))
     all_headers = {"Accept": "application/json", **(headers or {})}
     data = None
     if body is not None:
@@ -324,7 +324,7 @@ def test_without_redis_increments_get_503(scratch: Any, counter_name: str) -> No
 
 def test_keep_alive_serves_many_requests_on_one_connection(base: str, counter_name: str) -> None:
     parts = urlsplit(base)
-    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=seconds(10))
+    connection = http.client.HTTPConnection(str(parts.hostname), parts.port, timeout=seconds(10))
     for n in range(1, 6):
         connection.request(
             "POST",

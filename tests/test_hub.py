@@ -9,6 +9,8 @@ import pytest
 from worker.core.hub import Hub, supersedes, went_back
 from worker.core.state import CounterState
 
+pytestmark = pytest.mark.unit
+
 
 class Recorder:
     def __init__(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -37,12 +38,31 @@ def outside_env(venv_dir: Path) -> dict[str, str]:
     return env
 
 
+def copy_of_checkout(target: Path) -> Path:
+    """The files git would commit (tracked, or new and not ignored), copied to ``target``."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        if (ROOT / name).is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, target / name)
+    return target
+
+
 def test_the_wheel_runs_the_cluster_and_a_load_test_outside_the_checkout(tmp_path: Path) -> None:
     """A wheel in a fresh virtualenv finds HAProxy's config, the Lua, the page, the client
     module and the OpenAPI description in itself, and its client library works."""
     dist, home, venv_dir = tmp_path / "dist", tmp_path / "elsewhere", tmp_path / "venv"
     home.mkdir()
-    run([sys.executable, "-m", "build", "--wheel", "--outdir", str(dist), str(ROOT)], ROOT, 300)
+    source = copy_of_checkout(tmp_path / "source")
+    left_before = sorted(path.name for path in ROOT.iterdir())
+    run([sys.executable, "-m", "build", "--wheel", "--outdir", str(dist), str(source)], source, 300)
+    # The build happened in the copy: the checkout gained nothing (no build/lib).
+    assert sorted(path.name for path in ROOT.iterdir()) == left_before
     (wheel,) = dist.glob("ws_counter-*.whl")
     venv.create(venv_dir, with_pip=True)
     python = venv_dir / "bin" / "python"

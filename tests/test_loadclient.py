@@ -20,6 +20,8 @@ from worker.core.protocol import (
 )
 from worker.core.state import Applied, CounterState
 
+pytestmark = pytest.mark.unit
+
 COUNTER = "c"
 
 

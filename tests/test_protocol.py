@@ -21,6 +21,8 @@ from worker.core.protocol import (
 from worker.core.state import Applied, CounterState
 from worker.errors import ClientError, RouteError
 
+pytestmark = pytest.mark.unit
+
 VALID_MESSAGES = [
     ("5", Increment(5)),
     ("-3", Increment(-3)),

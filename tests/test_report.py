@@ -6,6 +6,8 @@ import pytest
 
 from tools.loadtest.report import fanout_latencies, judge_counter
 
+pytestmark = pytest.mark.unit
+
 START = ("e", 10, 100)
 
 

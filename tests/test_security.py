@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
+from websockets.typing import Origin
 
 from worker.core.auth import issue
 
@@ -34,7 +35,7 @@ def test_origin_allow_list_refuses_cross_site_handshakes(
 
     async def scenario() -> None:
         assert await refused_status(url, origin="https://evil.example") == 403
-        async with connect(url, origin="https://counter.example") as browser:
+        async with connect(url, origin=Origin("https://counter.example")) as browser:
             assert (await receive(browser))["type"] == "total"
         # Programs that send no Origin are not browsers: nothing to forge.
         async with connect(url) as program:

@@ -10,6 +10,8 @@ import pytest
 from worker.errors import SettingsError
 from worker.settings import SETTINGS, Settings, load_settings
 
+pytestmark = pytest.mark.unit
+
 
 def test_defaults_without_environment() -> None:
     """With nothing set, every field has its documented default."""

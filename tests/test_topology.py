@@ -31,7 +31,7 @@ def mounted_haproxy_config(lb: dict[str, Any]) -> Path:
     for volume in lb["volumes"]:
         source, target = volume.split(":")[:2]
         if target == "/usr/local/etc/haproxy/haproxy.cfg":
-            return (ROOT / source).resolve()
+            return (ROOT / str(source)).resolve()
     raise AssertionError("the lb service mounts no haproxy.cfg")
 
 

@@ -59,7 +59,7 @@ def redis_argv(
     ]
 
 
-def start_redis_server(
+def start_redis_server(  # noqa: PLR0913 (the server's settings, keyword-only)
     port: int,
     data_dir: Path,
     options: tuple[str, ...] = REDIS_OPTIONS,

@@ -61,7 +61,7 @@ class Share:
     dedup: str
 
 
-def validate(options: LoadOptions) -> None:
+def validate(options: LoadOptions) -> None:  # noqa: PLR0912 (one check per option, each naming its flag)
     if options.clients < 1:
         raise PlanError("--clients must be at least 1")
     if options.processes < 1 or options.processes > options.clients:

@@ -50,7 +50,7 @@ class Api:
         self.worker.metrics.http_requests.labels(str(response.status)).inc()
         return response
 
-    async def _route(self, request: HttpRequest, connection: HttpConnection) -> HttpResponse:
+    async def _route(self, request: HttpRequest, connection: HttpConnection) -> HttpResponse:  # noqa: PLR0911 (a router: one return per route)
         path, _ = split_path(request.target)
         method = request.method
         if path in FIXED_PATHS:
