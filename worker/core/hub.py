@@ -55,6 +55,22 @@ class SubscriptionLike(Protocol):
     def discard(self, counter: str) -> None: ...
 
 
+class StateListener(Protocol):
+    """What a subscription tells: the Hub implements it, and is passed as one object."""
+
+    def on_subscribed(self, counter: str) -> None:
+        """Redis confirmed the subscription to ``counter``; its snapshot follows."""
+
+    def on_state(self, counter: str, state: CounterState) -> None:
+        """A state of ``counter``, in the order Redis published them."""
+
+    def on_lost(self, counter: str) -> None:
+        """The subscription to ``counter`` ended (its Redis Cluster shard moved or failed)."""
+
+    def on_connection(self, up: bool) -> None:
+        """The subscription as a whole is up, or lost."""
+
+
 @dataclass(eq=False)
 class CounterGroup(Generic[C]):
     """This worker's clients of one counter."""
@@ -87,9 +103,11 @@ class Hub(Generic[C]):
         deliver: Callable[[str, Collection[C], CounterState], None],
         on_rollback: Callable[[str, str], None] = lambda counter, epoch: None,
         schedule: Callable[[Callable[[], None]], object] = lambda callback: callback(),
+        on_connection_change: Callable[[bool], None] = lambda up: None,
     ) -> None:
         self._deliver = deliver
         self._on_rollback = on_rollback
+        self._on_connection_change = on_connection_change
         self._schedule = schedule
         self._groups: dict[str, CounterGroup[C]] = {}
         self._subscription: SubscriptionLike | None = None
@@ -151,7 +169,9 @@ class Hub(Generic[C]):
             group.awaiting_subscription = True
 
     def on_connection(self, up: bool) -> None:
-        self.connected = up
+        changed, self.connected = up != self.connected, up
+        if changed:
+            self._on_connection_change(up)
         if not up:
             for group in self._groups.values():
                 group.awaiting_subscription = True

@@ -47,15 +47,10 @@ class Worker:
             Fanout(self.metrics).deliver,
             self._on_rollback,
             asyncio.get_running_loop().call_soon,
+            self._on_redis_connection,
         )
         self.batcher = Batcher(self.store)
-        self.subscription = follow(
-            self.store,
-            self.hub.on_subscribed,
-            self.hub.on_state,
-            self._on_redis_connection,
-            self.hub.on_lost,
-        )
+        self.subscription = follow(self.store, self.hub)
         self.hub.attach(self.subscription)
         self.handshakes = Handshakes(self)
         self.increments = Increments(self)
@@ -142,15 +137,13 @@ class Worker:
             self._http_gone.set()
 
     def _on_redis_connection(self, up: bool) -> None:
-        was_up = self.hub.connected
-        self.hub.on_connection(up)
-        if up and not was_up:
-            if self._was_connected:
-                self.metrics.redis_reconnects.inc()
-            self._was_connected = True
-            log.info("subscribed to redis", extra={"event": "ready", "port": self.port})
-        elif was_up and not up:
+        if not up:
             log.warning("redis connection lost", extra={"event": "redis_lost"})
+            return
+        if self._was_connected:
+            self.metrics.redis_reconnects.inc()
+        self._was_connected = True
+        log.info("subscribed to redis", extra={"event": "ready", "port": self.port})
 
     async def _handle(self, connection: ServerConnection) -> None:
         limit_send_buffer(connection, self.settings.send_buffer_bytes)

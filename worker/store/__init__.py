@@ -8,26 +8,19 @@ redis-py's exceptions onto the worker's, by class.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from ..core.state import CounterState
+from ..core.hub import StateListener
+from .pubsub import Follower
 from .redis_store import RedisStore
 from .sharded import ShardedSubscription
 from .subscription import Subscription
 
 
-def follow(
-    store: RedisStore,
-    on_subscribed: Callable[[str], None],
-    on_state: Callable[[str, CounterState], None],
-    on_connection: Callable[[bool], None],
-    on_lost: Callable[[str], None],
-) -> Subscription | ShardedSubscription:
+def follow(store: RedisStore, listener: StateListener) -> Follower:
     """The subscription that carries counter states to this worker: one pub/sub connection
     on one Redis, one sharded connection per primary on a Redis Cluster."""
     if store.router is not None:
-        return ShardedSubscription(store, on_subscribed, on_state, on_connection, on_lost)
-    return Subscription(store, on_subscribed, on_state, on_connection)
+        return ShardedSubscription(store, listener)
+    return Subscription(store, listener)
 
 
-__all__ = ["RedisStore", "ShardedSubscription", "Subscription", "follow"]
+__all__ = ["Follower", "RedisStore", "ShardedSubscription", "Subscription", "follow"]

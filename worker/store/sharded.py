@@ -27,20 +27,18 @@ Rules, on top of the ordering rules in ``worker.core.hub``:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from redis import exceptions as redis_errors
-from redis.asyncio.client import PubSub
 
 from ..core.backoff import backoff_delays
+from ..core.hub import StateListener
 from ..core.slots import Address, channel_in_slots
-from ..core.state import CounterState
 from ..errors import StoreError
 from ..tasks import TaskSet
 from .keys import CONTROL_CHANNEL, channel_name, counter_of_channel
+from .pubsub import PubSubConnection, close_quietly
 from .redis_store import RedisStore
 from .router import ClusterRouter
 from .subscription import BACKOFF_CAP, BACKOFF_FIRST, announce_until_done, decoded, log_lost
@@ -48,19 +46,15 @@ from .subscription import BACKOFF_CAP, BACKOFF_FIRST, announce_until_done, decod
 log = logging.getLogger("ws_counter.store")
 
 
-class Shard:
+class Shard(PubSubConnection):
     """The SSUBSCRIBE connection to one primary and the counters subscribed there."""
 
     def __init__(self, owner: ShardedSubscription, address: Address, control: str) -> None:
+        super().__init__("ssubscribe", "sunsubscribe")
         self.owner = owner
         self.address = address
         self.control = control
-        self.counters: set[str] = set()
-        self.pubsub: PubSub | None = None
-        self.up = False
         self.task: asyncio.Future[Any] | None = None
-        # SSUBSCRIBE and SUNSUBSCRIBE reach Redis in the order asked for.
-        self.lock = asyncio.Lock()
 
     def start(self) -> None:
         self.task = self.owner.tasks.spawn(self.run())
@@ -78,10 +72,8 @@ class Shard:
         except (redis_errors.RedisError, OSError) as exc:
             log_lost(f"redis shard {self.address[0]}:{self.address[1]}", exc)
         finally:
-            self.up = False
-            self.pubsub = None
-            with contextlib.suppress(redis_errors.RedisError, OSError):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+            self.detach()
+            await close_quietly(pubsub)
             owner.shard_ended(self)
 
     def dispatch(self, message: dict[str, Any]) -> None:
@@ -100,51 +92,30 @@ class Shard:
         if kind == "smessage":
             state = decoded(channel, message["data"])
             if state is not None:
-                owner.on_state(counter, state)
+                owner.listener.on_state(counter, state)
         elif kind == "ssubscribe":
-            owner.on_subscribed(counter)
+            owner.listener.on_subscribed(counter)
             owner.tasks.spawn(
                 announce_until_done(owner.store, counter, lambda: self.wants(counter))
             )
         elif kind == "sunsubscribe":
             # Redis moved the counter's slot away: not an unsubscribe we asked for.
             self.counters.discard(counter)
-            owner.on_lost(counter)
+            owner.listener.on_lost(counter)
             owner.router.changed.set()
 
     def wants(self, counter: str) -> bool:
         return self.up and counter in self.counters
 
-    async def command(self, verb: str, counter: str) -> None:
-        async with self.lock:
-            pubsub = self.pubsub
-            if pubsub is None:
-                return
-            try:
-                await getattr(pubsub, verb)(channel_name(counter))
-            except (redis_errors.RedisError, OSError) as exc:
-                # The reader sees the same failure and the shard is rebuilt.
-                log.debug("pub/sub %s failed: %s", verb, exc)
-
 
 class ShardedSubscription:
     """The sharded counterpart of ``Subscription``, with the same interface."""
 
-    def __init__(
-        self,
-        store: RedisStore,
-        on_subscribed: Callable[[str], None],
-        on_state: Callable[[str, CounterState], None],
-        on_connection: Callable[[bool], None],
-        on_lost: Callable[[str], None],
-    ) -> None:
+    def __init__(self, store: RedisStore, listener: StateListener) -> None:
         assert store.router is not None
         self.store = store
         self.router: ClusterRouter = store.router
-        self.on_subscribed = on_subscribed
-        self.on_state = on_state
-        self.on_lost = on_lost
-        self._on_connection = on_connection
+        self.listener = listener
         self._counters: set[str] = set()
         self._shards: dict[Address, Shard] = {}
         self.tasks = TaskSet()
@@ -156,14 +127,14 @@ class ShardedSubscription:
         if shard is not None and counter not in shard.counters:
             shard.counters.add(counter)
             if shard.pubsub is not None:
-                self.tasks.spawn(shard.command("ssubscribe", counter))
+                self.tasks.spawn(shard.subscribe(counter))
 
     def discard(self, counter: str) -> None:
         self._counters.discard(counter)
         for shard in self._shards.values():
             if counter in shard.counters:
                 shard.counters.discard(counter)
-                self.tasks.spawn(shard.command("sunsubscribe", counter))
+                self.tasks.spawn(shard.unsubscribe(counter))
 
     def _shard_of(self, counter: str) -> Shard | None:
         owner = self.router.owner(counter)
@@ -205,11 +176,11 @@ class ShardedSubscription:
             for shard in self._shards.values():
                 if shard is not wanted and counter in shard.counters:
                     shard.counters.discard(counter)
-                    self.on_lost(counter)
-                    self.tasks.spawn(shard.command("sunsubscribe", counter))
+                    self.listener.on_lost(counter)
+                    self.tasks.spawn(shard.unsubscribe(counter))
             if wanted is not None and counter not in wanted.counters:
                 wanted.counters.add(counter)
-                self.tasks.spawn(wanted.command("ssubscribe", counter))
+                self.tasks.spawn(wanted.subscribe(counter))
         for shard in self._shards.values():
             if shard.task is None:
                 shard.start()
@@ -217,14 +188,14 @@ class ShardedSubscription:
 
     def _close_shard(self, shard: Shard) -> None:
         for counter in shard.counters:
-            self.on_lost(counter)
+            self.listener.on_lost(counter)
         if shard.task is not None:
             shard.task.cancel()
 
     def shard_ended(self, shard: Shard) -> None:
         """A shard's connection ended: its counters wait for their new subscription."""
         for counter in shard.counters:
-            self.on_lost(counter)
+            self.listener.on_lost(counter)
         shard.task = None
         self.report()
         self.router.changed.set()
@@ -238,10 +209,10 @@ class ShardedSubscription:
         up = self.router.topology is not None and (not shards or any(s.up for s in shards))
         if up != self._up:
             self._up = up
-            self._on_connection(up)
+            self.listener.on_connection(up)
 
     async def close(self) -> None:
         await self.tasks.cancel_all()
         if self._up:
             self._up = False
-            self._on_connection(False)
+            self.listener.on_connection(False)
