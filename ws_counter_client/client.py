@@ -49,30 +49,9 @@ from .core import (
     Timer,
     TimerFired,
 )
-from .results import (
-    Ack,
-    ClientClosed,
-    ConnectionRefused,
-    CounterClientError,
-    IncrementRefused,
-    IncrementUnknown,
-    Total,
-)
+from .results import Ack, ClientClosed, CounterClientError, Total
 from .rules import Session
 from .urls import counter_of_url, counter_url
-
-__all__ = [
-    "Ack",
-    "ClientClosed",
-    "ConnectionRefused",
-    "CounterClient",
-    "CounterClientError",
-    "IncrementRefused",
-    "IncrementUnknown",
-    "Total",
-    "connect",
-    "counter_url",
-]
 
 log = logging.getLogger("ws_counter.client")
 
