@@ -19,79 +19,88 @@ LAG_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 
 
 
 class Metrics:
+    """Every metric of the worker, by theme: connections, increments, fan-out, Redis."""
+
     def __init__(
         self, connections: Callable[[], float], http_connections: Callable[[], float]
     ) -> None:
-        self.registry = registry = CollectorRegistry(auto_describe=True)
-        self.connections = Gauge(
-            "ws_counter_connections", "Open WebSocket connections.", registry=registry
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._connection_metrics(connections, http_connections)
+        self._increment_metrics()
+        self._fanout_metrics()
+        self._redis_metrics()
+
+    def _counter(self, name: str, help: str, labels: tuple[str, ...] = ()) -> Counter:
+        return Counter(name, help, labels, registry=self.registry)
+
+    def _gauge(self, name: str, help: str, value: Callable[[], float]) -> Gauge:
+        gauge = Gauge(name, help, registry=self.registry)
+        gauge.set_function(value)
+        return gauge
+
+    def _connection_metrics(
+        self, connections: Callable[[], float], http_connections: Callable[[], float]
+    ) -> None:
+        self.connections = self._gauge(
+            "ws_counter_connections", "Open WebSocket connections.", connections
         )
-        self.connections.set_function(connections)
-        self.http_connections = Gauge(
+        self.http_connections = self._gauge(
             "ws_counter_http_connections",
             "Open plain HTTP connections (the HTTP API, probes, the page).",
-            registry=registry,
+            http_connections,
         )
-        self.http_connections.set_function(http_connections)
-        self.handshakes = Counter(
+        self.handshakes = self._counter(
             "ws_counter_handshakes",
             "WebSocket handshakes by outcome: accepted, or the HTTP status of the refusal.",
-            ["outcome"],
-            registry=registry,
+            ("outcome",),
         )
-        self.http_requests = Counter(
+        self.http_requests = self._counter(
             "ws_counter_http_requests",
             "Plain HTTP requests (API, probes, page, client module) by response status.",
-            ["status"],
-            registry=registry,
+            ("status",),
         )
-        increments = Counter(
-            "ws_counter_increments",
-            "Increments by outcome.",
-            ["outcome"],
-            registry=registry,
-        )
+
+    def _increment_metrics(self) -> None:
+        increments = self._counter("ws_counter_increments", "Increments by outcome.", ("outcome",))
         self.applied = increments.labels("applied")
         self.duplicate = increments.labels("duplicate")
         self.failed = increments.labels("failed")
         self.invalid = increments.labels("invalid")
         self.rate_limited = increments.labels("rate_limited")
         self.forbidden = increments.labels("forbidden")
-        self.totals_sent = Counter(
-            "ws_counter_totals_sent", "Total messages written to clients.", registry=registry
+
+    def _fanout_metrics(self) -> None:
+        self.totals_sent = self._counter(
+            "ws_counter_totals_sent", "Total messages written to clients."
         )
-        self.totals_conflated = Counter(
+        self.totals_conflated = self._counter(
             "ws_counter_totals_conflated",
             "Totals replaced by a newer one before a slow client could take them.",
-            registry=registry,
         )
-        self.slow_clients_closed = Counter(
-            "ws_counter_slow_clients_closed",
-            "Connections closed with 1008 for not reading.",
-            registry=registry,
-        )
-        self.redis_reconnects = Counter(
-            "ws_counter_redis_reconnects",
-            "Times the pub/sub connection to Redis was lost and made again.",
-            registry=registry,
-        )
-        self.redis_out_of_memory = Counter(
-            "ws_counter_redis_out_of_memory",
-            "Increments refused because Redis is at its maxmemory (noeviction) and refuses"
-            " writes. Any increase means the service refuses increments: free or add memory.",
-            registry=registry,
-        )
-        self.rollbacks = Counter(
-            "ws_counter_rollbacks",
-            "Times Redis went back in time within an epoch (a failover lost states)"
-            " and the counter was given a new epoch.",
-            registry=registry,
+        self.slow_clients_closed = self._counter(
+            "ws_counter_slow_clients_closed", "Connections closed with 1008 for not reading."
         )
         self.fanout_lag = Histogram(
             "ws_counter_fanout_lag_seconds",
             "From the publish inside Redis to this worker writing the total to its clients.",
             buckets=LAG_BUCKETS,
-            registry=registry,
+            registry=self.registry,
+        )
+
+    def _redis_metrics(self) -> None:
+        self.redis_reconnects = self._counter(
+            "ws_counter_redis_reconnects",
+            "Times the pub/sub connection to Redis was lost and made again.",
+        )
+        self.redis_out_of_memory = self._counter(
+            "ws_counter_redis_out_of_memory",
+            "Increments refused because Redis is at its maxmemory (noeviction) and refuses"
+            " writes. Any increase means the service refuses increments: free or add memory.",
+        )
+        self.rollbacks = self._counter(
+            "ws_counter_rollbacks",
+            "Times Redis went back in time within an epoch (a failover lost states)"
+            " and the counter was given a new epoch.",
         )
 
     def render(self) -> bytes:

@@ -32,18 +32,17 @@ class Setting:
     metavar: str = "VALUE"
 
 
-def setting(
-    default: Any,
-    env: str,
-    flag: str,
-    parse: Callable[[str], Any],
-    help: str,
-    *,
-    metavar: str = "VALUE",
-    secret: bool = False,
-) -> Any:
+@dataclass(frozen=True, slots=True)
+class Kind:
+    """What a setting holds: its parser, and the word ``--help`` shows for its value."""
+
+    parse: Callable[[str], Any]
+    metavar: str
+
+
+def setting(default: Any, env: str, kind: Kind, help: str, *, secret: bool = False) -> Any:
     """A Settings field with its declaration; ``secret`` keeps the value out of repr and logs."""
-    declared = Setting("", env, flag, parse, help, metavar)
+    declared = Setting("", env, "", kind.parse, help, kind.metavar)
     return dataclasses.field(default=default, repr=not secret, metadata={_KEY: declared})
 
 
@@ -130,254 +129,199 @@ def _addresses(text: str) -> tuple[tuple[str, int], ...]:
     return tuple(addresses)
 
 
+# What a setting holds: how its text is parsed and what --help calls it.
+HOST = Kind(str, "HOST")
+PORT = Kind(_port, "PORT")
+URL = Kind(str, "URL")
+ADDRESSES = Kind(_addresses, "ADDRS")
+NAME = Kind(str, "NAME")
+SECONDS = Kind(_seconds, "SECONDS")
+COUNT_OR_ZERO = Kind(_non_negative_int, "N")
+BYTES = Kind(_positive_int, "BYTES")
+COUNT = Kind(_positive_int, "N")
+WHOLE_SECONDS = Kind(_positive_int, "SECONDS")
+BOOL = Kind(_boolean, "BOOL")
+LOG_FORMAT = Kind(_choice("json", "text"), "FORMAT")
+LOG_LEVEL = Kind(_choice("debug", "info", "warning", "error"), "LEVEL")
+ORIGINS = Kind(_origins, "ORIGINS")
+PER_SECOND = Kind(_non_negative("number"), "PER_SECOND")
+SECRET = Kind(parse_secret, "SECRET")
+PATH = Kind(str, "PATH")
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """Everything a worker can be told; each field declares its variable, flag and help."""
+    """Everything a worker can be told; each field declares its variable, kind and help.
 
-    host: str = setting(
-        "127.0.0.1",
-        "WS_HOST",
-        "--host",
-        str,
-        "address to listen on",
-        metavar="HOST",
-    )
-    port: int = setting(
-        8000,
-        "WS_PORT",
-        "--port",
-        _port,
-        "port to listen on",
-        metavar="PORT",
-    )
+    ``setting(default, variable, kind, help)``; the flag is the field's name
+    (``redis_url``: ``--redis-url``).
+    """
+
+    host: str = setting("127.0.0.1", "WS_HOST", HOST, "address to listen on")
+    port: int = setting(8000, "WS_PORT", PORT, "port to listen on")
     redis_url: str = setting(
         "redis://127.0.0.1:6379/0",
         "REDIS_URL",
-        "--redis-url",
-        str,
+        URL,
         "Redis to keep totals in (redis:// or rediss://; ignored with Sentinel)",
-        metavar="URL",
     )
     redis_sentinels: tuple[tuple[str, int], ...] = setting(
         (),
         "REDIS_SENTINELS",
-        "--redis-sentinels",
-        _addresses,
+        ADDRESSES,
         "Sentinel addresses host:port,host:port; when set the master is found through them",
-        metavar="ADDRS",
     )
     redis_cluster_nodes: tuple[tuple[str, int], ...] = setting(
         (),
         "REDIS_CLUSTER_NODES",
-        "--redis-cluster-nodes",
-        _addresses,
+        ADDRESSES,
         "seed nodes of a Redis Cluster, host:port,host:port; when set each counter lives on"
         " the shard that owns its slot, with sharded pub/sub (not with REDIS_URL or Sentinel)",
-        metavar="ADDRS",
     )
     redis_master_name: str = setting(
-        "mymaster",
-        "REDIS_MASTER_NAME",
-        "--redis-master-name",
-        str,
-        "name of the master the Sentinels watch",
-        metavar="NAME",
+        "mymaster", "REDIS_MASTER_NAME", NAME, "name of the master the Sentinels watch"
     )
     redis_timeout: float = setting(
         2.0,
         "REDIS_TIMEOUT",
-        "--redis-timeout",
-        _seconds,
+        SECONDS,
         "seconds to wait for Redis to connect or answer before reporting it unavailable",
-        metavar="SECONDS",
     )
     redis_replica_acks: int = setting(
         0,
         "REDIS_REPLICA_ACKS",
-        "--redis-replica-acks",
-        _non_negative_int,
+        COUNT_OR_ZERO,
         "replicas that must confirm an increment (Redis WAIT) before it is acknowledged;"
         " with Sentinel, 1 keeps acknowledged increments through a failover",
-        metavar="N",
     )
     max_message_bytes: int = setting(
         4096,
         "WS_MAX_MESSAGE_BYTES",
-        "--max-message-bytes",
-        _positive_int,
+        BYTES,
         "largest client frame accepted (larger ones close the connection with 1009), and"
         " largest HTTP API request body (larger ones get 413)",
-        metavar="BYTES",
     )
     max_connections: int = setting(
         20000,
         "WS_MAX_CONNECTIONS",
-        "--max-connections",
-        _positive_int,
+        COUNT,
         "connections per worker, WebSocket and plain HTTP together; beyond it, HTTP 503",
-        metavar="N",
     )
     max_pending_increments: int = setting(
         64,
         "WS_MAX_PENDING_INCREMENTS",
-        "--max-pending-increments",
-        _positive_int,
+        COUNT,
         "unacknowledged increments per connection before the worker stops reading it",
-        metavar="N",
     )
     open_timeout: float = setting(
         10.0,
         "WS_OPEN_TIMEOUT",
-        "--open-timeout",
-        _seconds,
+        SECONDS,
         "seconds a client has to complete the opening handshake, or to send an HTTP request"
         " whole; idle keep-alive HTTP connections are closed after it",
-        metavar="SECONDS",
     )
     ping_interval: float = setting(
-        20.0,
-        "WS_PING_INTERVAL",
-        "--ping-interval",
-        _seconds,
-        "seconds between keepalive pings (0 disables them)",
-        metavar="SECONDS",
+        20.0, "WS_PING_INTERVAL", SECONDS, "seconds between keepalive pings (0 disables them)"
     )
     slow_client_timeout: float = setting(
         30.0,
         "WS_SLOW_CLIENT_TIMEOUT",
-        "--slow-client-timeout",
-        _seconds,
+        SECONDS,
         "seconds a client may leave its send buffer full before it is closed with 1008",
-        metavar="SECONDS",
     )
     send_buffer_bytes: int = setting(
         4096,
         "WS_SEND_BUFFER_BYTES",
-        "--send-buffer-bytes",
-        _positive_int,
+        BYTES,
         "kernel send buffer per connection (SO_SNDBUF); beyond it a client counts as slow and"
         " gets only the newest total. Bounds the memory a client that stops reading can pin;"
         " smaller keeps fewer stale totals queued (docs/performance.md measured 4, 16, 64 KiB)",
-        metavar="BYTES",
     )
     drain_delay: float = setting(
         0.0,
         "WS_DRAIN_DELAY",
-        "--drain-delay",
-        _seconds,
+        SECONDS,
         "on SIGTERM, seconds to keep serving with /readyz at 503 before closing clients",
-        metavar="SECONDS",
     )
     drain_timeout: float = setting(
         5.0,
         "WS_DRAIN_TIMEOUT",
-        "--drain-timeout",
-        _seconds,
+        SECONDS,
         "on SIGTERM, seconds to wait for clients to close before exiting anyway",
-        metavar="SECONDS",
     )
     dedup_ttl: int = setting(
         300,
         "WS_DEDUP_TTL",
-        "--dedup-ttl",
-        _positive_int,
+        WHOLE_SECONDS,
         "seconds an increment id is remembered, so that a retry is not applied twice;"
         " each id costs Redis about 180 bytes for that long (sessions cost far less)",
-        metavar="SECONDS",
     )
     session_ttl: int = setting(
         86400,
         "WS_SESSION_TTL",
-        "--session-ttl",
-        _positive_int,
+        WHOLE_SECONDS,
         "seconds an idle session is remembered (each use starts the time again); a resend"
         " after that is refused as out_of_order, never applied twice",
-        metavar="SECONDS",
     )
     session_window: int = setting(
         64,
         "WS_SESSION_WINDOW",
-        "--session-window",
-        _positive_int,
+        COUNT,
         "outcomes a session keeps, so that a resend gets its original total; at least"
         " WS_MAX_PENDING_INCREMENTS",
-        metavar="N",
     )
     compression: bool = setting(
         False,
         "WS_COMPRESSION",
-        "--compression",
-        _boolean,
+        BOOL,
         "offer permessage-deflate (costs about 3x the memory per connection)",
-        metavar="BOOL",
     )
     reuse_port: bool = setting(
         False,
         "WS_REUSE_PORT",
-        "--reuse-port",
-        _boolean,
+        BOOL,
         "set SO_REUSEPORT so that several workers share one port (no load balancer)",
-        metavar="BOOL",
     )
     log_format: str = setting(
         "json",
         "WS_LOG_FORMAT",
-        "--log-format",
-        _choice("json", "text"),
+        LOG_FORMAT,
         "json: one JSON object per line; text: readable lines for development",
-        metavar="FORMAT",
     )
-    log_level: str = setting(
-        "info",
-        "WS_LOG_LEVEL",
-        "--log-level",
-        _choice("debug", "info", "warning", "error"),
-        "least severe log level written",
-        metavar="LEVEL",
-    )
+    log_level: str = setting("info", "WS_LOG_LEVEL", LOG_LEVEL, "least severe log level written")
     allowed_origins: tuple[str, ...] = setting(
         (),
         "WS_ALLOWED_ORIGINS",
-        "--allowed-origins",
-        _origins,
+        ORIGINS,
         "browser origins allowed to open WebSockets, comma-separated; when set, handshakes"
         " from other origins get HTTP 403 (clients that send no Origin are not browsers and pass)",
-        metavar="ORIGINS",
     )
     rate_limit: float = setting(
         100.0,
         "WS_RATE_LIMIT",
-        "--rate-limit",
-        _non_negative("number"),
+        PER_SECOND,
         "increments per second one connection (WebSocket or kept-alive HTTP) may send on"
         " average (0: no limit); beyond it increments get a rate_limited error (HTTP 429)",
-        metavar="PER_SECOND",
     )
     rate_burst: int = setting(
         200,
         "WS_RATE_BURST",
-        "--rate-burst",
-        _positive_int,
+        COUNT,
         "increments one connection may send at once before the rate limit applies",
-        metavar="N",
     )
     jwt_secret: str = setting(
         "",
         "WS_JWT_SECRET",
-        "--jwt-secret",
-        parse_secret,
+        SECRET,
         "HMAC secret for HS256 tokens; when set every WebSocket needs a token"
         " (prefer the environment or WS_JWT_SECRET_FILE to a flag, which others can read)",
-        metavar="SECRET",
         secret=True,
     )
     jwt_secret_file: str = setting(
         "",
         "WS_JWT_SECRET_FILE",
-        "--jwt-secret-file",
-        str,
+        PATH,
         "file holding the token secret (a mounted Docker or Kubernetes secret)",
-        metavar="PATH",
     )
 
     @property
@@ -387,7 +331,9 @@ class Settings:
 
 
 SETTINGS: tuple[Setting, ...] = tuple(
-    dataclasses.replace(field.metadata[_KEY], field=field.name)
+    dataclasses.replace(
+        field.metadata[_KEY], field=field.name, flag="--" + field.name.replace("_", "-")
+    )
     for field in dataclasses.fields(Settings)
 )
 

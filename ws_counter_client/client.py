@@ -28,27 +28,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from .core import (
-    Action,
-    Arm,
-    ClientCore,
-    CloseAsked,
-    Connected,
-    IncrementAsked,
-    Lost,
-    Note,
-    Policy,
-    Received,
-    Reconnect,
-    Regress,
-    Reject,
-    Resolve,
-    Send,
-    Show,
-    Stop,
-    Timer,
-    TimerFired,
-)
+from . import core
 from .results import Ack, ClientClosed, CounterClientError, Total
 from .rules import Session
 from .urls import counter_of_url, counter_url
@@ -85,7 +65,7 @@ def connect(
     return CounterClient(
         counter_url(url, counter, token=token),
         open_timeout=open_timeout,
-        policy=Policy(backoff=backoff, max_in_flight=max_in_flight),
+        policy=core.Policy(backoff=backoff, max_in_flight=max_in_flight),
         on_connection=on_connection,
     )
 
@@ -125,14 +105,16 @@ class CounterClient:
         url: str,
         *,
         open_timeout: float,
-        policy: Policy,
+        policy: core.Policy,
         on_connection: Callable[[bool, str], None] | None,
     ) -> None:
         self.url = url
         self.counter = counter_of_url(url)
         self._open_timeout = open_timeout
         self._on_connection = on_connection or (lambda up, detail: None)
-        self._core: ClientCore[asyncio.Future[Ack]] = ClientCore(self.counter, Session(), policy)
+        self._core: core.ClientCore[asyncio.Future[Ack]] = core.ClientCore(
+            self.counter, Session(), policy
+        )
         self._latest: Total | None = None
         self._version = 0
         self._news = asyncio.Event()
@@ -140,7 +122,7 @@ class CounterClient:
         self._stopped = asyncio.Event()
         self._failure: CounterClientError | None = None
         self._outbox: Outbox | None = None
-        self._timers: dict[Timer, asyncio.TimerHandle] = {}
+        self._timers: dict[core.Timer, asyncio.TimerHandle] = {}
         self._reconnect_after = 0.0
         self._runner: asyncio.Task[None] | None = None
 
@@ -192,7 +174,7 @@ class CounterClient:
         """
         self._raise_failure()
         future: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
-        self._apply(self._core.handle(IncrementAsked(by, future)))
+        self._apply(self._core.handle(core.IncrementAsked(by, future)))
         return await asyncio.shield(future)
 
     async def totals(self) -> AsyncIterator[Total]:
@@ -217,7 +199,7 @@ class CounterClient:
         tickets = self._core.tickets()
         if wait and tickets and not self._stopped.is_set():
             await asyncio.wait(tickets, timeout=CLOSE_GRACE)
-        self._apply(self._core.handle(CloseAsked()))
+        self._apply(self._core.handle(core.CloseAsked()))
         if self._runner is not None:
             await self._runner
 
@@ -231,7 +213,7 @@ class CounterClient:
                 async with asyncio.timeout(self._reconnect_after):
                     await self._stopped.wait()
 
-    async def _connection(self) -> Lost:
+    async def _connection(self) -> core.Lost:
         """One connection, from the handshake until it ends; how it ended."""
         url = counter_url(self.url, since=self._core.since)
         try:
@@ -240,52 +222,52 @@ class CounterClient:
             ) as connection:
                 self._outbox = Outbox(connection)
                 self._on_connection(True, "connected")
-                self._apply(self._core.handle(Connected()))
+                self._apply(self._core.handle(core.Connected()))
                 await _first_of(self._read(connection), self._stopped.wait())
-            return Lost("closed")
+            return core.Lost("closed")
         except InvalidStatus as exc:
             response = exc.response
             reason = response.body.decode(errors="replace").strip()
-            return Lost(f"HTTP {response.status_code}", response.status_code, reason)
+            return core.Lost(f"HTTP {response.status_code}", response.status_code, reason)
         except (OSError, InvalidHandshake, ConnectionClosed, TimeoutError) as exc:
-            return Lost(_describe(exc))
+            return core.Lost(_describe(exc))
         finally:
             self._outbox = None
 
     async def _read(self, connection: ClientConnection) -> None:
         async for frame in connection:
             text = frame if isinstance(frame, str) else frame.decode(errors="replace")
-            self._apply(self._core.handle(Received(text)))
+            self._apply(self._core.handle(core.Received(text)))
 
-    def _apply(self, actions: list[Action]) -> None:
+    def _apply(self, actions: list[core.Action]) -> None:
         for action in actions:
             match action:
-                case Send(frames):
+                case core.Send(frames):
                     if self._outbox is not None:
                         self._outbox.push(frames)
-                case Resolve(ticket, ack):
+                case core.Resolve(ticket, ack):
                     if not ticket.done():
                         ticket.set_result(ack)
-                case Reject(ticket, error):
+                case core.Reject(ticket, error):
                     _reject(ticket, error)
-                case Show(total):
+                case core.Show(total):
                     self._show(total)
-                case Arm(timer, delay):
+                case core.Arm(timer, delay):
                     loop = asyncio.get_running_loop()
                     self._timers[timer] = loop.call_later(delay, self._fire, timer)
-                case Reconnect(delay, detail):
+                case core.Reconnect(delay, detail):
                     self._reconnect_after = delay
                     self._on_connection(False, f"{detail}; reconnecting in {delay:.1f}s")
-                case Stop(error):
+                case core.Stop(error):
                     self._stop(error)
-                case Regress(total):
+                case core.Regress(total):
                     log.warning("a total went back within its epoch: %s", total)
-                case Note(code, message):
+                case core.Note(code, message):
                     log.debug("the worker said %s: %s", code, message)
 
-    def _fire(self, timer: Timer) -> None:
+    def _fire(self, timer: core.Timer) -> None:
         self._timers.pop(timer, None)
-        self._apply(self._core.handle(TimerFired(timer)))
+        self._apply(self._core.handle(core.TimerFired(timer)))
 
     def _show(self, total: Total) -> None:
         self._latest = total

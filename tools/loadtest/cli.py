@@ -39,6 +39,12 @@ def add_loadtest_parser(subparsers: Any) -> None:
         "threshold holds.",
     )
     parser.add_argument("url", help="WebSocket URL of the service, e.g. ws://127.0.0.1:8080/")
+    _add_load_shape(parser)
+    _add_checks_and_output(parser)
+
+
+def _add_load_shape(parser: argparse.ArgumentParser) -> None:
+    """Who sends what: clients, increments or a rate, counters, processes, dedup."""
     parser.add_argument("--clients", type=int, default=100, metavar="C", help="connections (100)")
     parser.add_argument(
         "--increments", type=int, metavar="M", help="increments per client, each awaited"
@@ -68,6 +74,17 @@ def add_loadtest_parser(subparsers: Any) -> None:
         "--processes", type=int, default=1, metavar="K", help="load-generator processes (1)"
     )
     parser.add_argument(
+        "--dedup",
+        choices=DEDUP_MODES,
+        default="session",
+        help="how increments are made exactly-once: a session per client numbering them"
+        " 1, 2, 3 (default), or an id per increment",
+    )
+
+
+def _add_checks_and_output(parser: argparse.ArgumentParser) -> None:
+    """What the run checks, where it may go, and what it writes."""
+    parser.add_argument(
         "--json", type=Path, metavar="FILE", help="write every figure and the parameters here"
     )
     parser.add_argument(
@@ -83,13 +100,6 @@ def add_loadtest_parser(subparsers: Any) -> None:
         "--loopback-only",
         action="store_true",
         help="refuse any target that is not a loopback address",
-    )
-    parser.add_argument(
-        "--dedup",
-        choices=DEDUP_MODES,
-        default="session",
-        help="how increments are made exactly-once: a session per client numbering them"
-        " 1, 2, 3 (default), or an id per increment",
     )
     parser.add_argument(
         "--converge-timeout",

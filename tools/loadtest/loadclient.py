@@ -16,28 +16,8 @@ from dataclasses import dataclass, field
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from ws_counter_client import core
 from ws_counter_client.client import MAX_FRAME_BYTES, Outbox
-from ws_counter_client.core import (
-    Action,
-    Arm,
-    ClientCore,
-    CloseAsked,
-    Connected,
-    IncrementAsked,
-    Lost,
-    Note,
-    Policy,
-    Received,
-    Reconnect,
-    Regress,
-    Reject,
-    Resolve,
-    Send,
-    Show,
-    Stop,
-    Timer,
-    TimerFired,
-)
 from ws_counter_client.results import Ack, ClientClosed, CounterClientError, Total
 from ws_counter_client.rules import Ids, Session
 from ws_counter_client.urls import counter_url
@@ -46,7 +26,9 @@ from .tally import Tally
 
 # Reconnects and resends back off from 50 ms to 2 s, at most 30 times each; no
 # bound on increments in flight, so a client at a set rate never waits for room.
-LOAD_POLICY = Policy(backoff=(0.05, 2.0), max_in_flight=None, max_resends=30, max_reconnects=30)
+LOAD_POLICY = core.Policy(
+    backoff=(0.05, 2.0), max_in_flight=None, max_resends=30, max_reconnects=30
+)
 OPEN_TIMEOUT = 15
 
 
@@ -69,7 +51,7 @@ class LoadClient:
         self.counter = counter
         self.url = counter_url(url, counter)
         book = Session[Pending]() if dedup == "session" else Ids[Pending](prefix=ids_prefix)
-        self.core: ClientCore[Pending] = ClientCore(counter, book, LOAD_POLICY)
+        self.core: core.ClientCore[Pending] = core.ClientCore(counter, book, LOAD_POLICY)
         self.outbox: Outbox | None = None
         self.seen: Total | None = None
         self.initial: Total | None = None
@@ -99,15 +81,15 @@ class LoadClient:
     def start_increment(self, by: int) -> Pending:
         pending = Pending(by, time.monotonic())
         self.tally.sent += 1
-        self.apply(self.core.handle(IncrementAsked(by, pending)))
+        self.apply(self.core.handle(core.IncrementAsked(by, pending)))
         return pending
 
     def receive(self, text: str) -> None:
         self.tally.frames += 1
-        self.apply(self.core.handle(Received(text)))
+        self.apply(self.core.handle(core.Received(text)))
 
     async def close(self) -> None:
-        self.apply(self.core.handle(CloseAsked()))
+        self.apply(self.core.handle(core.CloseAsked()))
         if self.outbox is not None:
             await self.outbox.connection.close()
         elif self.task is not None:
@@ -136,20 +118,20 @@ class LoadClient:
                 return
             lost = await self._reconnect()
 
-    async def _reconnect(self) -> Lost:
+    async def _reconnect(self) -> core.Lost:
         try:
             connection = await self._connect()
         except InvalidStatus as exc:
             status = exc.response.status_code
-            return Lost(f"HTTP {status}", status, exc.response.body.decode(errors="replace"))
+            return core.Lost(f"HTTP {status}", status, exc.response.body.decode(errors="replace"))
         except (OSError, TimeoutError, ConnectionClosed) as exc:
-            return Lost(_handshake_failure(exc))
+            return core.Lost(_handshake_failure(exc))
         self.tally.reconnects += 1
         return await self._converse(connection)
 
-    async def _converse(self, connection: ClientConnection) -> Lost:
+    async def _converse(self, connection: ClientConnection) -> core.Lost:
         self.outbox = Outbox(connection)
-        self.apply(self.core.handle(Connected()))
+        self.apply(self.core.handle(core.Connected()))
         try:
             async for frame in connection:
                 self.receive(frame if isinstance(frame, str) else frame.decode(errors="replace"))
@@ -159,34 +141,34 @@ class LoadClient:
             self.outbox = None
         code = connection.close_code if connection.close_code is not None else 1006
         self.tally.close_codes[code] += 1
-        return Lost(f"closed with {code}")
+        return core.Lost(f"closed with {code}")
 
-    def apply(self, actions: list[Action]) -> None:
+    def apply(self, actions: list[core.Action]) -> None:
         now = time.monotonic()
         for action in actions:
             match action:
-                case Send(frames):
+                case core.Send(frames):
                     if self.outbox is not None:
                         self.outbox.push(frames)
-                case Resolve(pending, ack):
+                case core.Resolve(pending, ack):
                     self._acknowledged(pending, ack, now)
-                case Reject(pending, error):
+                case core.Reject(pending, error):
                     self._failed(pending, error)
-                case Show(total):
+                case core.Show(total):
                     self._show(total, now)
-                case Regress():
+                case core.Regress():
                     self.tally.regressions += 1
-                case Note(code):
+                case core.Note(code):
                     self.tally.error_codes[code] += 1
-                case Arm(timer, delay):
+                case core.Arm(timer, delay):
                     asyncio.get_running_loop().call_later(delay, self._fire, timer)
-                case Reconnect(delay):
+                case core.Reconnect(delay):
                     self.reconnect_after = delay
-                case Stop(error) if error is not None:
+                case core.Stop(error) if error is not None:
                     self.tally.errors.append(f"client of {self.counter} gave up: {error}")
 
-    def _fire(self, timer: Timer) -> None:
-        self.apply(self.core.handle(TimerFired(timer)))
+    def _fire(self, timer: core.Timer) -> None:
+        self.apply(self.core.handle(core.TimerFired(timer)))
 
     def _acknowledged(self, pending: Pending, ack: Ack, now: float) -> None:
         self.tally.ack_us.record_value(max(1, int((now - pending.sent_at) * 1e6)))

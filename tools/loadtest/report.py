@@ -62,43 +62,55 @@ def judge_counter(
             f"{counter}: clients started from {len(distinct)} different states; "
             "was something else writing to the counter?"
         )
-    epoch, seq0, total0 = distinct[0]
-    expected = total0 + sum(acks.values()) + sum(earlier)
+    start = distinct[0]
+    expected = start[2] + sum(acks.values()) + sum(earlier)
     applied = len(acks) + len(earlier)
-    expected_seqs = range(seq0 + 1, seq0 + applied + 1)
+    expected_seqs = range(start[1] + 1, start[1] + applied + 1)
     missing = len(set(expected_seqs) - set(acks))
     if not set(acks) <= set(expected_seqs) or missing != len(earlier):
         errors.append(
-            f"{counter}: acknowledged seqs are not gap-free from {seq0 + 1}: "
+            f"{counter}: acknowledged seqs are not gap-free from {start[1] + 1}: "
             f"{missing} missing of {len(acks)}, {len(earlier)} acknowledged without a seq"
         )
-    observed: int | None = None
-    notes: list[str] = []
+    verdict = CounterVerdict(counter, expected, None, applied, errors)
     if verified is None:
         errors.append(f"{counter}: the final state could not be read")
     else:
-        final_epoch, final_seq, observed = verified
-        # A new epoch alone is no error: a failover that loses only states nobody
-        # had acknowledged gets one, and the totals still add up. With totals off,
-        # it says why.
-        changed = f"the epoch changed from {epoch} to {final_epoch}"
-        if final_epoch != epoch:
-            notes.append(f"{counter}: {changed}")
-        if observed != expected:
-            errors.append(
-                f"{counter}: final total {observed} but start {total0} plus acknowledged "
-                f"increments is {expected} (off by {observed - expected})"
-                + (f"; {changed}: history was lost" if final_epoch != epoch else "")
-            )
-        if final_seq != seq0 + applied:
-            errors.append(
-                f"{counter}: final seq {final_seq} but {applied} increments were "
-                f"acknowledged after seq {seq0}"
-            )
-        behind = sum(1 for state in finals if tuple(state) != tuple(verified))
-        if behind:
-            errors.append(f"{counter}: {behind} clients did not end at the final state")
-    return CounterVerdict(counter, expected, observed, applied, errors, notes)
+        _judge_final(verdict, start, verified, finals)
+    return verdict
+
+
+def _judge_final(
+    verdict: CounterVerdict,
+    start: tuple[str, int, int],
+    verified: tuple[str, int, int],
+    finals: list[tuple[str | None, int | None, int | None]],
+) -> None:
+    """Check the state read at the end against the start and what was acknowledged."""
+    counter, expected, applied = verdict.counter, verdict.expected_total, verdict.acked
+    epoch, seq0, total0 = start
+    final_epoch, final_seq, observed = verified
+    verdict.observed_total = observed
+    # A new epoch alone is no error: a failover that loses only states nobody
+    # had acknowledged gets one, and the totals still add up. With totals off,
+    # it says why.
+    changed = f"the epoch changed from {epoch} to {final_epoch}"
+    if final_epoch != epoch:
+        verdict.notes.append(f"{counter}: {changed}")
+    if observed != expected:
+        verdict.errors.append(
+            f"{counter}: final total {observed} but start {total0} plus acknowledged "
+            f"increments is {expected} (off by {observed - expected})"
+            + (f"; {changed}: history was lost" if final_epoch != epoch else "")
+        )
+    if final_seq != seq0 + applied:
+        verdict.errors.append(
+            f"{counter}: final seq {final_seq} but {applied} increments were "
+            f"acknowledged after seq {seq0}"
+        )
+    behind = sum(1 for state in finals if tuple(state) != tuple(verified))
+    if behind:
+        verdict.errors.append(f"{counter}: {behind} clients did not end at the final state")
 
 
 def fanout_latencies(
@@ -144,39 +156,42 @@ def merge_histograms(encoded: list[bytes]) -> HdrHistogram:
     return merged
 
 
-def build_report(
-    options: LoadOptions, results: list[AgentResult], elapsed: float, run_id: str
-) -> dict[str, Any]:
-    connect = merge_histograms([r.connect_us for r in results])
-    ack = merge_histograms([r.ack_us for r in results])
+def _judge_merged(
+    counter: str, results: list[AgentResult]
+) -> tuple[CounterVerdict, list[float], int]:
+    """One counter judged on every process's results, with its fan-out latencies and how
+    many acknowledged seqs some process never reached."""
+    acks: dict[int, tuple[int, float]] = {}
+    for r in results:
+        acks.update(r.acks.get(counter, {}))
+    verified = [r.verified[counter] for r in results if counter in r.verified]
+    verdict = judge_counter(
+        counter,
+        [(e, s, t) for r in results for c, e, s, t in r.initial_states if c == counter],
+        {seq: by for seq, (by, _) in acks.items()},
+        max(verified, key=lambda state: state[1]) if verified else None,
+        [(e, s, t) for r in results for c, e, s, t in r.final if c == counter],
+        earlier=[by for r in results for by in r.earlier.get(counter, [])],
+    )
+    latencies, unreached = fanout_latencies(
+        {seq: at for seq, (_, at) in acks.items()},
+        [r.reached[counter] for r in results if counter in r.reached],
+    )
+    return verdict, latencies, unreached
+
+
+def _judge_all(
+    results: list[AgentResult],
+) -> tuple[list[CounterVerdict], HdrHistogram, list[str], int]:
+    """Every counter's verdict, the merged fan-out histogram, every error, and how often
+    a client saw seq go down."""
     fanout = new_histogram()
     errors = [error for r in results for error in r.errors]
-    counters = sorted({counter for r in results for counter in r.reached})
     verdicts = []
     unreached_total = 0
-    for counter in counters:
-        acks: dict[int, tuple[int, float]] = {}
-        for r in results:
-            acks.update(r.acks.get(counter, {}))
-        verified = [r.verified[counter] for r in results if counter in r.verified]
-        verdict = judge_counter(
-            counter,
-            [
-                (e, seq, total)
-                for r in results
-                for c, e, seq, total in r.initial_states
-                if c == counter
-            ],
-            {seq: by for seq, (by, _) in acks.items()},
-            max(verified, key=lambda state: state[1]) if verified else None,
-            [(e, seq, total) for r in results for c, e, seq, total in r.final if c == counter],
-            earlier=[by for r in results for by in r.earlier.get(counter, [])],
-        )
+    for counter in sorted({counter for r in results for counter in r.reached}):
+        verdict, latencies, unreached = _judge_merged(counter, results)
         verdicts.append(verdict)
-        latencies, unreached = fanout_latencies(
-            {seq: at for seq, (_, at) in acks.items()},
-            [r.reached[counter] for r in results if counter in r.reached],
-        )
         unreached_total += unreached
         for latency in latencies:
             fanout.record_value(max(1, int(latency * 1e6)))
@@ -186,7 +201,11 @@ def build_report(
         errors.append(f"clients saw seq go down {regressions} times within an epoch")
     if unreached_total:
         errors.append(f"{unreached_total} acknowledged seqs never reached every client")
-    correct = not errors
+    return verdicts, fanout, errors, regressions
+
+
+def _codes(results: list[AgentResult]) -> tuple[Counter[str], Counter[str], Counter[str]]:
+    """Failed handshakes by reason, close codes and error codes, over every process."""
     failed_connects: Counter[str] = Counter()
     close_codes: Counter[str] = Counter()
     error_codes: Counter[str] = Counter()
@@ -194,6 +213,18 @@ def build_report(
         failed_connects.update(r.failed_connects)
         close_codes.update({str(code): n for code, n in r.close_codes.items()})
         error_codes.update(r.error_codes)
+    return failed_connects, close_codes, error_codes
+
+
+def build_report(
+    options: LoadOptions, results: list[AgentResult], elapsed: float, run_id: str
+) -> dict[str, Any]:
+    """The run's report: the document --json writes and the summary prints."""
+    connect = merge_histograms([r.connect_us for r in results])
+    ack = merge_histograms([r.ack_us for r in results])
+    verdicts, fanout, errors, regressions = _judge_all(results)
+    correct = not errors
+    failed_connects, close_codes, error_codes = _codes(results)
     first_send = min((r.first_send for r in results if r.first_send), default=None)
     last_ack = max((r.last_ack for r in results if r.last_ack), default=None)
     active = (last_ack - first_send) if first_send and last_ack and last_ack > first_send else 0
