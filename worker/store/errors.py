@@ -22,6 +22,7 @@ from collections.abc import Iterator
 
 from redis import exceptions as redis_errors
 
+from ..core.protocol import Unavailable
 from ..errors import OutcomeUnknown, StoreFull, StoreRejected, StoreUnavailable
 
 # Replies by which Redis refuses to run a command now; it ran nothing.
@@ -51,6 +52,6 @@ def map_redis_errors(*, sent: bool) -> Iterator[None]:
     except CONNECTION_FAILED as exc:
         if sent:
             raise OutcomeUnknown(f"lost contact with Redis during the request: {exc}") from exc
-        raise StoreUnavailable(f"Redis is unavailable: {exc}") from exc
+        raise StoreUnavailable(f"{Unavailable.REDIS}: {exc}") from exc
     except redis_errors.RedisError as exc:
         raise StoreUnavailable(f"Redis client error: {exc}") from exc
