@@ -50,7 +50,7 @@ ensure_system() {
 # The browser tests drive Debian's Chromium (Playwright cannot download one here);
 # the README's curl examples are run as written.
 ensure_test_system() {
-    ensure_commands chromium:chromium curl:curl
+    ensure_commands chromium:chromium curl:curl ip:iproute2 iptables:iptables
 }
 
 ensure_venv() {
@@ -104,9 +104,9 @@ prepare_containers() {
 
 static_checks() {
     say "ruff (lint and format)"
-    "$VENV/bin/ruff" check worker ws_counter_client tools tests bench
-    "$VENV/bin/ruff" format --check worker ws_counter_client tools tests bench
-    say "mypy --strict (worker, ws_counter_client, tools, bench, tests)"
+    "$VENV/bin/ruff" check worker ws_counter_client tools tests bench faults
+    "$VENV/bin/ruff" format --check worker ws_counter_client tools tests bench faults
+    say "mypy --strict (worker, ws_counter_client, tools, bench, faults, tests)"
     "$VENV/bin/mypy"
     say "import contracts (lint-imports)"
     "$VENV/bin/lint-imports"

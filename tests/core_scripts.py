@@ -246,6 +246,27 @@ SCRIPTS: list[Row] = [
         ],
     ),
     (
+        "refused for good after a second send: unknown (an earlier one may have applied it)",
+        "session",
+        [
+            ["connect"],
+            ["ask", 5, "t1"],
+            ["lose", None, ""],
+            ["connect"],
+            ["receive", error("rejected", 1)],
+            ["ask", 5, "t2"],
+        ],
+        [
+            ["send", [frame(1)]],
+            ["reconnect", 1],
+            ["send", [frame(1)]],
+            ["note", "rejected"],
+            ["reject", "t1", "IncrementUnknown", None],
+            # Its number stays used: the next increment takes the one after it.
+            ["send", [frame(2)]],
+        ],
+    ),
+    (
         "an error that answers no increment is only noted",
         "session",
         [["receive", error("invalid_message")], ["receive", error("rate_limited", 9)]],

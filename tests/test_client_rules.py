@@ -59,7 +59,10 @@ def test_ids_settle_and_refuse_by_id() -> None:
     assert ids.settle({"id": "p-9"}) is None
     decision = ids.refused({"id": "p-2"}, "rate_limited")
     assert isinstance(decision, Resend) and (decision.start, decision.attempt) == (2, 1)
-    assert ids.frames(decision.start) == ['{"op":"incr","by":2,"id":"p-2"}', ids.frames(3)[0]]
+    assert ids.frames(decision.start) == [
+        '{"op":"incr","by":2,"id":"p-2"}',
+        '{"op":"incr","by":3,"id":"p-3"}',
+    ]
     failed = ids.refused({"id": "p-3"}, "forbidden")
     assert isinstance(failed, Fail) and failed.item.ticket == "ticket-3"
     settled = ids.settle({"id": "p-1"})

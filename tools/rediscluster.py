@@ -17,6 +17,7 @@ from .processes import Child, ChildFailed, free_ports
 from .redisserver import (
     READY_TIMEOUT,
     REDIS_OPTIONS,
+    REDIS_REPLICA_GUARD,
     ClusterError,
     require_binary,
     start_redis_server,
@@ -35,6 +36,7 @@ CLUSTER_OPTIONS = (
     # Redis' default would refuse every command on every shard (CLUSTERDOWN).
     "--cluster-require-full-coverage",
     "no",
+    *REDIS_REPLICA_GUARD,
 )
 
 

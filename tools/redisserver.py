@@ -28,6 +28,10 @@ REDIS_PERSISTENCE = ("--save", "", "--appendonly", "yes", "--appendfsync", "alwa
 # for the AOF rewrite's copy-on-write and client buffers.
 REDIS_MEMORY = ("--maxmemory", "512mb", "--maxmemory-policy", "noeviction")
 REDIS_OPTIONS = REDIS_PERSISTENCE + REDIS_MEMORY
+# Wherever a primary has replicas: one that has heard from none for 2 s refuses
+# writes (NOREPLICAS), so a primary cut off from them stops applying increments
+# that a failover would throw away (docs/guarantees.md, "Network faults").
+REDIS_REPLICA_GUARD = ("--min-replicas-to-write", "1", "--min-replicas-max-lag", "2")
 
 
 def require_binary(name: str, package: str) -> str:

@@ -27,6 +27,7 @@ Received "ack"         answers an outstanding increment    Show if news, Resolve
                                                            (increments that found room)
 Received "error"       always                              Note(code), then by the book:
                        refused for good                    Reject(IncrementRefused), Send
+                       refused after a second send         Reject(IncrementUnknown), Send
                        resendable                          Arm(RESEND) unless armed
                        resendable past max_resends         Reject(IncrementRefused), Send
                        the worker forgot the session       Reject(IncrementUnknown) each
@@ -67,7 +68,7 @@ from .results import (
     IncrementUnknown,
     Total,
 )
-from .rules import Book, Fail, Forgotten, Freshness, Resend, ResendFrom
+from .rules import Book, Decision, Fail, Forgotten, Freshness, Resend, ResendFrom, Unsure
 
 T = TypeVar("T")
 
@@ -75,6 +76,10 @@ T = TypeVar("T")
 PERMANENT_STATUSES = frozenset({400, 401, 403, 404})
 # The code of a Note about a server message the core could not read.
 MALFORMED = "malformed_message"
+UNSURE = (
+    "refused now, but an earlier attempt of this increment may have been applied (its"
+    " connection was lost, or Redis could not say); it is not sent again"
+)
 FORGOTTEN = (
     "the worker no longer knows this client's session (idle past WS_SESSION_TTL): this"
     " increment may or may not have been applied before; it is not sent again"
@@ -267,7 +272,8 @@ class ClientCore(Generic[T]):
                 self.connected, self.reconnects = True, 0
                 return self._send(self.book.frames())
             case TimerFired(Timer.RESEND):
-                return self._send(self.book.frames(self._resend_from.take()))
+                start = self._resend_from.take()
+                return self._send(self.book.frames(start)) if self.connected else []
             case Lost():
                 return self._lost(event)
             case CloseAsked():
@@ -285,10 +291,14 @@ class ClientCore(Generic[T]):
     def _fill(self) -> list[Action]:
         """Number and send waiting increments while there is room in flight."""
         limit = self.policy.max_in_flight
-        frames = []
+        items = []
         while self._waiting and (limit is None or len(self.book.outstanding) < limit):
-            frames.append(self.book.add(*self._waiting.popleft()).frame)
-        return self._send(frames)
+            items.append(self.book.add(*self._waiting.popleft()))
+        if not self.connected:
+            return []
+        for item in items:
+            item.sent += 1
+        return self._send([item.frame for item in items])
 
     def _send(self, frames: list[str]) -> list[Action]:
         return [Send(tuple(frames))] if frames and self.connected else []
@@ -337,23 +347,28 @@ class ClientCore(Generic[T]):
 
     def _on_error(self, message: Mapping[str, Any]) -> list[Action]:
         code, text = str(message.get("code")), str(message.get("message", ""))
-        note: list[Action] = [Note(code, text)]
-        match self.book.refused(message, code):
+        return [Note(code, text), *self._decided(self.book.refused(message, code), code, text)]
+
+    def _decided(self, decision: Decision, code: str, text: str) -> list[Action]:
+        """Carry out the book's decision about a refusal."""
+        match decision:
             case Fail(item):
-                return [*note, Reject(item.ticket, IncrementRefused(code, text)), *self._fill()]
+                return [Reject(item.ticket, IncrementRefused(code, text)), *self._fill()]
+            case Unsure(item):
+                unsure = IncrementUnknown(f"{code}: {UNSURE}")
+                return [Reject(item.ticket, unsure), *self._fill()]
             case Resend(start, attempt, item):
                 limit = self.policy.max_resends
                 if limit is not None and attempt > limit:
                     self.book.drop(item)
                     refused = IncrementRefused(code, f"{text} (refused {attempt} times)")
-                    return [*note, Reject(item.ticket, refused), *self._fill()]
+                    return [Reject(item.ticket, refused), *self._fill()]
                 if self._resend_from.ask(start):
-                    return [*note, Arm(Timer.RESEND, self._delay(attempt))]
-                return note
+                    return [Arm(Timer.RESEND, self._delay(attempt))]
             case Forgotten(items):
                 unknown = IncrementUnknown(FORGOTTEN)
-                return [*note, *(Reject(i.ticket, unknown) for i in items), *self._fill()]
-        return note
+                return [*(Reject(i.ticket, unknown) for i in items), *self._fill()]
+        return []
 
     def _total_of(self, message: Mapping[str, Any]) -> Total | None:
         total, seq, epoch = message.get("total"), message.get("seq"), message.get("epoch")

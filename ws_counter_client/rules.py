@@ -28,6 +28,8 @@ RESENDABLE         stays outstanding; sent again from it (or from   kept
 CONSUMES_NUMBER    fails; nothing was applied                       used up
 any other          fails; refused before Redis, nothing applied     taken by the
                                                                     next one if last
+any other, after   unknown: an earlier attempt may have applied it  kept
+a second send
 =================  ===============================================  ============
 """
 
@@ -69,6 +71,8 @@ class Outstanding(Generic[T]):
     ticket: T
     position: int
     resends: int = 0
+    # How often its frame went out: past one, an earlier attempt may have been applied.
+    sent: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +95,15 @@ class Fail:
 
 
 @dataclass(frozen=True, slots=True)
+class Unsure:
+    """Refused for good, but an earlier attempt (a lost connection, an ``unavailable`` that
+    may have applied it) may have been applied: what became of it cannot be known. Its
+    number stays used."""
+
+    item: Outstanding[Any]
+
+
+@dataclass(frozen=True, slots=True)
 class Forgotten:
     """The worker forgot the session: the outstanding increments' outcomes are unknown.
 
@@ -100,7 +113,7 @@ class Forgotten:
     items: list[Outstanding[Any]]
 
 
-Decision = Resend | Fail | Forgotten | None
+Decision = Resend | Fail | Unsure | Forgotten | None
 
 
 @dataclass
@@ -110,7 +123,11 @@ class Book(Generic[T]):
     outstanding: dict[int, Outstanding[T]] = field(default_factory=dict)
 
     def frames(self, start: int = 1) -> list[str]:
-        return [item.frame for position, item in self.outstanding.items() if position >= start]
+        """The frames to send of every outstanding increment from ``start`` (counted as sent)."""
+        items = [item for position, item in self.outstanding.items() if position >= start]
+        for item in items:
+            item.sent += 1
+        return [item.frame for item in items]
 
     def drop(self, item: Outstanding[T]) -> None:
         self.outstanding.pop(item.position, None)
@@ -167,6 +184,8 @@ class Session(Book[T]):
         item = self.outstanding[n]
         if code not in RESENDABLE:
             del self.outstanding[n]
+            if item.sent > 1:
+                return Unsure(item)
             if code not in CONSUMES_NUMBER and n == self.next_n - 1:
                 # Refused before it reached Redis: the next increment takes its number.
                 self.next_n = n
@@ -220,7 +239,7 @@ class Ids(Book[T]):
         if code in RESENDABLE:
             return self._resend(item)
         del self.outstanding[position], self.positions[str(message["id"])]
-        return Fail(item)
+        return Unsure(item) if item.sent > 1 else Fail(item)
 
     def drop(self, item: Outstanding[T]) -> None:
         super().drop(item)

@@ -28,7 +28,9 @@ class Coverage:
         if not self.holding[old]:
             del self.holding[old]
         self.holding[new] += 1
-        if old == self.low:
+        # A client leaving the low-water mark may raise it; one at or below it (a new
+        # epoch can start below, after a failover dropped states) may too once it climbs.
+        if self.low is None or old <= self.low:
             self._recompute(now)
 
     def _recompute(self, now: float) -> None:

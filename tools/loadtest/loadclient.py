@@ -46,12 +46,20 @@ class Pending:
 class LoadClient:
     """One connection to one counter, reconnected by the core's rules until the run ends."""
 
-    def __init__(self, tally: Tally, url: str, counter: str, dedup: str, ids_prefix: str) -> None:
+    def __init__(
+        self,
+        tally: Tally,
+        url: str,
+        counter: str,
+        dedup: str,
+        ids_prefix: str,
+        policy: core.Policy = LOAD_POLICY,
+    ) -> None:
         self.tally = tally
         self.counter = counter
         self.url = counter_url(url, counter)
         book = Session[Pending]() if dedup == "session" else Ids[Pending](prefix=ids_prefix)
-        self.core: core.ClientCore[Pending] = core.ClientCore(counter, book, LOAD_POLICY)
+        self.core: core.ClientCore[Pending] = core.ClientCore(counter, book, policy)
         self.outbox: Outbox | None = None
         self.seen: Total | None = None
         self.initial: Total | None = None

@@ -81,6 +81,7 @@ class Worker:
 
     async def start(self) -> None:
         self.tasks.spawn(self.subscription.run())
+        self.tasks.spawn(self.store.watch_failovers())
         settings = self.settings
         self.server = await serve(
             self._handle,

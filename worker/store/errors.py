@@ -21,12 +21,26 @@ import contextlib
 from collections.abc import Iterator
 
 from redis import exceptions as redis_errors
+from redis._parsers.base import BaseParser
 
 from ..core.protocol import Unavailable
 from ..errors import OutcomeUnknown, StoreFull, StoreRejected, StoreUnavailable
 
+
+class NoReplicasError(redis_errors.ResponseError):
+    """NOREPLICAS: a primary that has heard from fewer replicas than min-replicas-to-write
+    (within min-replicas-max-lag) refuses writes: cut off from them, or they are down."""
+
+
+def register_error_classes() -> None:
+    """Name NOREPLICAS by class in redis-py's table of error prefixes (both of its parsers
+    read it), which lacks it, so that it is mapped by class like READONLY or LOADING."""
+    BaseParser.EXCEPTION_CLASSES.setdefault("NOREPLICAS", NoReplicasError)
+
+
 # Replies by which Redis refuses to run a command now; it ran nothing.
 NOT_NOW: tuple[type[redis_errors.RedisError], ...] = (
+    NoReplicasError,
     redis_errors.BusyLoadingError,
     redis_errors.ReadOnlyError,
     redis_errors.MasterDownError,

@@ -11,6 +11,7 @@ from "outcome unknown" by the step that failed, not by an error's text.
 from __future__ import annotations
 
 import secrets
+import socket
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,12 +28,19 @@ from ..core.slots import Address
 from ..core.state import APPLIED_EARLIER, Applied, CounterState, Outcome, decode_state
 from ..errors import OutcomeUnknown, StoreRejected, StoreUnavailable
 from ..settings import Settings
-from .errors import map_redis_errors
+from .errors import NoReplicasError, map_redis_errors, register_error_classes
 from .keys import channel_name, id_key, session_key, state_key
 from .router import REQUEST_CONNECTIONS, ClusterRouter
 from .scripts import Script, script
+from .sentinel import FailoverWatch
 
 Command = tuple[Any, ...]
+# A subscription waits for messages without a timeout, so only TCP keepalive
+# notices a Redis host that vanished without closing the connection (power
+# lost, or a path that drops everything): probes after 5 s of quiet, 1 s
+# apart, 3 unanswered, so within about 8 s rather than the kernel's default
+# of over two hours. The fault suite found a worker deaf for that long.
+KEEPALIVE = {socket.TCP_KEEPIDLE: 5, socket.TCP_KEEPINTVL: 1, socket.TCP_KEEPCNT: 3}
 
 
 def new_epoch() -> str:
@@ -48,6 +56,7 @@ class RedisStore:
     """
 
     def __init__(self, settings: Settings) -> None:
+        register_error_classes()
         self._settings = settings
         self.router: ClusterRouter | None = None
         if settings.redis_cluster_nodes:
@@ -61,48 +70,25 @@ class RedisStore:
         # one for the subscription, which blocks on reads indefinitely (TCP
         # keepalive notices a peer that vanished without closing the connection).
         self._clients: tuple[aioredis.Redis, aioredis.Redis] | None = None
+        self.failovers: FailoverWatch | None = None
         if self.router is None:
             self._clients = (
                 self._new_client(socket_timeout=settings.redis_timeout),
                 self._new_client(socket_timeout=None),
             )
+        if self._clients is not None and settings.redis_sentinels:
+            self.failovers = FailoverWatch(
+                settings.redis_sentinels,
+                settings.redis_master_name,
+                {**self._options(None), "socket_timeout": None},
+                [client.connection_pool for client in self._clients],
+            )
 
     def _options(self, socket_timeout: float | None) -> dict[str, Any]:
-        return {
-            "socket_timeout": socket_timeout,
-            "socket_connect_timeout": self._settings.redis_timeout,
-            "socket_keepalive": True,
-            "retry": Retry(NoBackoff(), 0),
-            "retry_on_error": [],
-            "decode_responses": True,
-        }
+        return connection_options(self._settings, socket_timeout)
 
     def _new_client(self, socket_timeout: float | None) -> aioredis.Redis:
-        settings = self._settings
-        options = self._options(socket_timeout)
-        if settings.redis_sentinels:
-            sentinel = Sentinel(  # type: ignore[no-untyped-call]
-                list(settings.redis_sentinels),
-                socket_timeout=settings.redis_timeout,
-                socket_connect_timeout=settings.redis_timeout,
-                retry=Retry(NoBackoff(), 0),
-            )
-            client: aioredis.Redis = sentinel.master_for(settings.redis_master_name, **options)
-            return client
-        if socket_timeout is None:
-            return aioredis.Redis.from_url(settings.redis_url, **options)
-        # Requests share a few connections rather than opening one per counter
-        # with a call in flight: a load over 1,000 counters opened hundreds at
-        # once and queued behind their handshakes for seconds. A request waits
-        # for a free connection (at most the Redis timeout: then unavailable,
-        # nothing sent).
-        pool = aioredis.BlockingConnectionPool.from_url(
-            settings.redis_url,
-            max_connections=REQUEST_CONNECTIONS,
-            timeout=settings.redis_timeout,
-            **options,
-        )
-        return aioredis.Redis(connection_pool=pool)
+        return new_client(self._settings, socket_timeout)
 
     async def increment(self, counter: str, increments: Sequence[Increment]) -> list[Outcome]:
         """Apply increments in order in one atomic step; one outcome per increment."""
@@ -142,6 +128,8 @@ class RedisStore:
                 counter, script("increment"), keys, args, ("WAIT", wanted, wait_ms)
             )
             if confirmed < wanted:
+                # A primary its replicas no longer hear: maybe no longer the primary.
+                await self.ask_sentinels_again()
                 raise OutcomeUnknown(
                     f"applied on the master but confirmed by {confirmed} of {wanted} replicas"
                 )
@@ -199,10 +187,24 @@ class RedisStore:
                 raise
         return await self._round_trip(counter, ("EVAL", lua.source, *call), *after)
 
+    async def watch_failovers(self) -> None:
+        """With Sentinel, follow every failover as the Sentinels announce it (until cancelled)."""
+        if self.failovers is not None:
+            await self.failovers.run()
+
+    async def ask_sentinels_again(self) -> None:
+        if self.failovers is not None:
+            await self.failovers.ask_again()
+
     async def _round_trip(self, counter: str, *commands: Command) -> list[Any]:
         """Send ``commands`` pipelined on one connection to ``counter``'s Redis; the replies."""
         if self._clients is not None:
-            return await round_trip(self._clients[0].connection_pool, commands)
+            try:
+                return await round_trip(self._clients[0].connection_pool, commands)
+            except StoreUnavailable as exc:
+                if isinstance(exc.__cause__, NoReplicasError | redis_errors.ReadOnlyError):
+                    await self.ask_sentinels_again()
+                raise
         assert self.router is not None
         try:
             return await round_trip(self.router.pool_for(counter), commands)
@@ -226,6 +228,47 @@ class RedisStore:
             await client.aclose()
         if self.router is not None:
             await self.router.close()
+
+
+def connection_options(settings: Settings, socket_timeout: float | None) -> dict[str, Any]:
+    """How every connection to Redis is made: no retries of its own, keepalive on."""
+    return {
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": settings.redis_timeout,
+        "socket_keepalive": True,
+        "socket_keepalive_options": KEEPALIVE,
+        "retry": Retry(NoBackoff(), 0),
+        "retry_on_error": [],
+        "decode_responses": True,
+    }
+
+
+def new_client(settings: Settings, socket_timeout: float | None) -> aioredis.Redis:
+    """A client of the one Redis, or of the master the Sentinels name."""
+    options = connection_options(settings, socket_timeout)
+    if settings.redis_sentinels:
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            list(settings.redis_sentinels),
+            socket_timeout=settings.redis_timeout,
+            socket_connect_timeout=settings.redis_timeout,
+            retry=Retry(NoBackoff(), 0),
+        )
+        client: aioredis.Redis = sentinel.master_for(settings.redis_master_name, **options)
+        return client
+    if socket_timeout is None:
+        return aioredis.Redis.from_url(settings.redis_url, **options)
+    # Requests share a few connections rather than opening one per counter
+    # with a call in flight: a load over 1,000 counters opened hundreds at
+    # once and queued behind their handshakes for seconds. A request waits
+    # for a free connection (at most the Redis timeout: then unavailable,
+    # nothing sent).
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=REQUEST_CONNECTIONS,
+        timeout=settings.redis_timeout,
+        **options,
+    )
+    return aioredis.Redis(connection_pool=pool)
 
 
 async def round_trip(pool: ConnectionPool, commands: Sequence[Command]) -> list[Any]:

@@ -23,6 +23,8 @@ const CONSUMES_NUMBER = new Set(["overflow"]);
 export const PERMANENT_STATUSES = new Set([400, 401, 403, 404]);
 // The code of a note about a server message the core could not read.
 export const MALFORMED = "malformed_message";
+const UNSURE = "refused now, but an earlier attempt of this increment may have been applied (its"
+  + " connection was lost, or Redis could not say); it is not sent again";
 const FORGOTTEN = "the worker no longer knows this client's session (idle past WS_SESSION_TTL): this"
   + " increment may or may not have been applied before; it is not sent again";
 const INT64_MIN = -(2n ** 63n), INT64_MAX = 2n ** 63n - 1n;
@@ -93,8 +95,11 @@ class Book {
     this.outstanding = new Map(); // position -> { by, frame, ticket, position, resends }
   }
 
+  /** The frames to send of every outstanding increment from `start` (counted as sent). */
   frames(start = 1) {
-    return [...this.outstanding].filter(([p]) => p >= start).map(([, item]) => item.frame);
+    const items = [...this.outstanding].filter(([p]) => p >= start).map(([, item]) => item);
+    for (const item of items) item.sent += 1;
+    return items.map((item) => item.frame);
   }
 
   drop(item) { this.outstanding.delete(item.position); }
@@ -122,7 +127,7 @@ export class Session extends Book {
   add(by, ticket) {
     const n = this.nextN++;
     const frame = '{"op":"incr","by":' + checkBy(by).toString() + ',"session":"' + this.id + '","n":' + n + "}";
-    const item = { by, frame, ticket, position: n, resends: 0 };
+    const item = { by, frame, ticket, position: n, resends: 0, sent: 0 };
     this.outstanding.set(n, item);
     return item;
   }
@@ -140,13 +145,15 @@ export class Session extends Book {
     return item;
   }
 
-  /** {fail: item} | {resend: start, attempt, item} | {forgotten: items} | null */
+  /** {fail: item} | {unsure: item} | {resend: start, attempt, item} | {forgotten: items} | null */
   refused(message, code) {
     const n = this.number(message);
     if (n === null) return null;
     const item = this.outstanding.get(n);
     if (!RESENDABLE.has(code)) {
       this.outstanding.delete(n);
+      // Sent more than once: an earlier attempt may have been applied; its number stays used.
+      if (item.sent > 1) return { unsure: item };
       // Refused before it reached Redis: the next increment takes its number.
       if (!CONSUMES_NUMBER.has(code) && n === this.nextN - 1) this.nextN = n;
       return { fail: item };
@@ -180,7 +187,7 @@ export class Ids extends Book {
   add(by, ticket) {
     const key = this.prefix + "-" + ++this.count;
     const frame = '{"op":"incr","by":' + checkBy(by).toString() + ',"id":' + JSON.stringify(key) + "}";
-    const item = { by, frame, ticket, position: this.count, resends: 0 };
+    const item = { by, frame, ticket, position: this.count, resends: 0, sent: 0 };
     this.outstanding.set(this.count, item);
     this.positions.set(key, this.count);
     return item;
@@ -202,7 +209,7 @@ export class Ids extends Book {
     if (RESENDABLE.has(code)) return this.resend(item);
     this.outstanding.delete(position);
     this.positions.delete(message.id);
-    return { fail: item };
+    return item.sent > 1 ? { unsure: item } : { fail: item };
   }
 
   drop(item) {
@@ -318,7 +325,10 @@ export class ClientCore {
         this.connected = true;
         this.reconnects = 0;
         return this.send(this.book.frames());
-      case "timerFired": return this.send(this.book.frames(this.resendFrom.take()));
+      case "timerFired": {
+        const start = this.resendFrom.take();
+        return this.connected ? this.send(this.book.frames(start)) : [];
+      }
       case "lost": return this.lost(event);
       case "closeAsked": return this.stop(null);
     }
@@ -334,11 +344,13 @@ export class ClientCore {
 
   fill() {
     const limit = this.policy.maxInFlight;
-    const frames = [];
+    const items = [];
     while (this.waiting.length && (limit === null || this.book.outstanding.size < limit)) {
-      frames.push(this.book.add(...this.waiting.shift()).frame);
+      items.push(this.book.add(...this.waiting.shift()));
     }
-    return this.send(frames);
+    if (!this.connected) return [];
+    for (const item of items) item.sent += 1;
+    return this.send(items.map((item) => item.frame));
   }
 
   send(frames) { return frames.length && this.connected ? [{ type: "send", frames }] : []; }
@@ -389,6 +401,9 @@ export class ClientCore {
     if (decision === null) return noted;
     if (decision.fail) {
       return [...noted, reject(decision.fail, new IncrementRefused(code, text)), ...this.fill()];
+    }
+    if (decision.unsure) {
+      return [...noted, reject(decision.unsure, new IncrementUnknown(code + ": " + UNSURE)), ...this.fill()];
     }
     if (decision.forgotten) {
       const unknown = new IncrementUnknown(FORGOTTEN);

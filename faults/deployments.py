@@ -1,0 +1,153 @@
+"""Deployments under test, each process on a host of its own in a ``net.Lab``.
+
+* ``single``: one Redis with AOF (fsync always), two workers.
+* ``sentinel``: a primary, ``replicas`` replicas and three Sentinels (quorum 2,
+  down-after 2 s), two workers with ``REDIS_REPLICA_ACKS=1``. Redis runs with
+  ``min-replicas-to-write 1`` and ``min-replicas-max-lag`` as shipped, so a
+  primary cut off from its replicas stops taking writes.
+
+Workers run with the rate limit off (``WS_RATE_LIMIT=0``): the suite's clients
+send faster than a person types.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tools.processes import Child
+from tools.redisserver import REDIS_OPTIONS, REDIS_REPLICA_GUARD, is_redis_ready, require_binary
+
+from .net import ROOT, Host, Lab
+
+REDIS_PORT = 6379
+SENTINEL_PORT = 26379
+WORKER_PORT = 8000
+MASTER_NAME = "mymaster"
+DOWN_AFTER_MS = 2000
+READY_SECONDS = 30.0
+
+
+@dataclass
+class Deployment:
+    """The processes of one deployment, by host name, and how to reach its workers."""
+
+    lab: Lab
+    directory: Path
+    processes: dict[str, Child] = field(default_factory=dict)
+    redis: list[str] = field(default_factory=list)
+    sentinels: list[str] = field(default_factory=list)
+    workers: list[str] = field(default_factory=list)
+
+    def worker_url(self, name: str) -> str:
+        return f"ws://{self.lab[name].address}:{WORKER_PORT}/"
+
+    def hosts(self, names: list[str]) -> list[Host]:
+        return [self.lab[name] for name in names]
+
+    def signal(self, name: str, signum: signal.Signals) -> None:
+        os.kill(self.processes[name].pid, signum)
+
+    def stop(self) -> None:
+        for child in reversed(list(self.processes.values())):
+            child.stop()
+
+
+def hosts_of(kind: str, replicas: int = 1) -> list[str]:
+    """The lab's host names for a deployment."""
+    if kind == "single":
+        return ["r1", "w1", "w2"]
+    data = [f"r{n}" for n in range(1, replicas + 2)]
+    return [*data, "s1", "s2", "s3", "w1", "w2"]
+
+
+def start(kind: str, lab: Lab, directory: Path, replicas: int = 1) -> Deployment:
+    deployment = Deployment(lab, directory)
+    try:
+        if kind == "single":
+            _start_redis(deployment, "r1", [])
+            _start_workers(deployment, {"REDIS_URL": f"redis://{lab['r1'].address}:{REDIS_PORT}/0"})
+        else:
+            _start_sentinel_set(deployment, replicas)
+    except BaseException:
+        deployment.stop()
+        raise
+    return deployment
+
+
+def _start_sentinel_set(deployment: Deployment, replicas: int) -> None:
+    lab = deployment.lab
+    primary = lab["r1"].address
+    guard = list(REDIS_REPLICA_GUARD)
+    _start_redis(deployment, "r1", guard)
+    for number in range(2, replicas + 2):
+        _start_redis(deployment, f"r{number}", [*guard, "--replicaof", primary, str(REDIS_PORT)])
+    for name in ("s1", "s2", "s3"):
+        _start_sentinel(deployment, name, primary)
+    for name in ("s1", "s2", "s3"):
+        child = deployment.processes[name]
+        for _ in range(replicas):
+            child.wait_for_line(lambda line: "+slave " in line, READY_SECONDS)
+    sentinels = ",".join(f"{lab[s].address}:{SENTINEL_PORT}" for s in ("s1", "s2", "s3"))
+    _start_workers(deployment, {"REDIS_SENTINELS": sentinels, "REDIS_REPLICA_ACKS": "1"})
+
+
+def _start_redis(deployment: Deployment, name: str, extra: list[str]) -> None:
+    host = deployment.lab[name]
+    data = deployment.directory / name
+    data.mkdir(parents=True, exist_ok=True)
+    binary = require_binary("redis-server", "redis-server")
+    argv = [
+        binary,
+        *("--bind", host.address, "127.0.0.1", "--port", str(REDIS_PORT), "--dir", str(data)),
+        *REDIS_OPTIONS,
+        # Only the lab's own hosts reach it: addresses of the test range, on its bridge.
+        *("--protected-mode", "no", "--daemonize", "no"),
+        *extra,
+    ]
+    child = Child(name, host.run(*argv), log_path=deployment.directory / f"{name}.log").start()
+    deployment.processes[name] = child
+    deployment.redis.append(name)
+    child.wait_for_line(is_redis_ready, READY_SECONDS)
+
+
+def _start_sentinel(deployment: Deployment, name: str, primary: str) -> None:
+    host = deployment.lab[name]
+    config = deployment.directory / f"{name}.conf"
+    config.write_text(
+        f"port {SENTINEL_PORT}\nbind {host.address}\nprotected-mode no\n"
+        f"dir {deployment.directory}\n"
+        f"sentinel monitor {MASTER_NAME} {primary} {REDIS_PORT} 2\n"
+        f"sentinel down-after-milliseconds {MASTER_NAME} {DOWN_AFTER_MS}\n"
+        f"sentinel failover-timeout {MASTER_NAME} 10000\n"
+    )
+    binary = require_binary("redis-server", "redis-server")
+    argv = host.run(binary, str(config), "--sentinel")
+    child = Child(name, argv, log_path=deployment.directory / f"{name}.log").start()
+    deployment.processes[name] = child
+    deployment.sentinels.append(name)
+
+
+def _start_workers(deployment: Deployment, redis_env: dict[str, str]) -> None:
+    for name in ("w1", "w2"):
+        host = deployment.lab[name]
+        env = {
+            **os.environ,
+            **redis_env,
+            "PYTHONPATH": str(ROOT),
+            "WS_HOST": host.address,
+            "WS_PORT": str(WORKER_PORT),
+            "WS_RATE_LIMIT": "0",
+            "WS_LOG_FORMAT": "text",
+        }
+        argv = host.run(sys.executable, "-m", "worker")
+        child = Child(name, argv, env, log_path=deployment.directory / f"{name}.log").start()
+        deployment.processes[name] = child
+        deployment.workers.append(name)
+    for name in deployment.workers:
+        deployment.processes[name].wait_for_line(
+            lambda line: "subscribed to redis" in line, READY_SECONDS
+        )

@@ -1,0 +1,67 @@
+"""What a fault run records: every increment's send and outcome, every total each client saw.
+
+Times are ``time.monotonic()`` seconds of the process that ran the clients (one clock).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Outcome(StrEnum):
+    """How an increment ended, as its client knows it."""
+
+    ACKED = "acked"  # applied exactly once (an ack, with or without its seq)
+    REFUSED = "refused"  # refused for good: nothing applied
+    UNKNOWN = "unknown"  # the client stopped or gave up before an answer: applied 0 or 1 times
+
+
+@dataclass(frozen=True, slots=True)
+class State:
+    epoch: str
+    seq: int
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    """One increment: its first send and how it ended (``state`` after it, if the ack said)."""
+
+    client: int
+    by: int
+    sent_at: float
+    outcome: Outcome
+    answered_at: float | None = None
+    state: State | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """A total a client was shown."""
+
+    client: int
+    at: float
+    state: State
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A nemesis at work from ``start`` until ``end`` (its heal)."""
+
+    name: str
+    start: float
+    end: float
+
+
+@dataclass
+class History:
+    """One run: the counter's state before and after, and everything in between."""
+
+    start: State
+    final: State | None = None
+    ops: list[Op] = field(default_factory=list)
+    seen: list[Seen] = field(default_factory=list)
+    windows: list[Window] = field(default_factory=list)
+    began: float = 0.0
+    ended: float = 0.0

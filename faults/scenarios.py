@@ -1,0 +1,202 @@
+"""Scenarios: a deployment, a nemesis and a load; one run makes a history and its verdict.
+
+A run: clients open on both workers and see the counter's state (the start);
+increments go out at a steady rate; after a calm spell the nemesis strikes and
+is healed ``hold`` seconds later; increments go on for a while; then sending
+stops, outstanding increments are awaited, the final state is read from Redis
+through a worker, and every client is given time to converge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import signal
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tools.loadtest.tally import Tally
+
+from . import deployments
+from .checker import Verdict, check
+from .deployments import Deployment
+from .history import History, State, Window
+from .net import Lab
+from .recorder import RecordingClient
+
+# How long clients get to reach the final state after the run, and increments to be answered.
+CONVERGE_SECONDS = 10.0
+SETTLE_SECONDS = 30.0
+# (strike, heal): what a nemesis does to a deployment, and how it is undone.
+Nemesis = tuple[Callable[[Deployment], None], Callable[[Deployment], None]]
+
+
+def _primary_from_majority(d: Deployment) -> None:
+    d.lab.partition(d.hosts(["r1"]), d.hosts([*d.redis[1:], *d.sentinels]))
+
+
+def _workers_from_primary(d: Deployment) -> None:
+    d.lab.partition(d.hosts(d.workers), d.hosts(["r1"]))
+
+
+def _split_in_two(d: Deployment) -> None:
+    # The first worker stays with the old primary and one Sentinel; the rest is a majority.
+    side = ["w1", "r1", "s1"]
+    other = [name for name in d.lab.hosts if name not in side]
+    d.lab.partition(d.hosts(side), d.hosts(other))
+
+
+def _slow_and_lossy_primary(d: Deployment) -> None:
+    primary = d.lab["r1"]
+    d.lab.slow(primary, deployments.REDIS_PORT, 0.2, 0.05)
+    d.lab.lose(primary, 0.05)
+
+
+def _heal(d: Deployment) -> None:
+    d.lab.heal()
+
+
+NEMESES: dict[str, Nemesis] = {
+    "partition-primary": (_primary_from_majority, _heal),
+    "partition-workers-from-primary": (_workers_from_primary, _heal),
+    "split-in-two": (_split_in_two, _heal),
+    "slow-lossy-primary": (_slow_and_lossy_primary, _heal),
+    "pause-primary": (
+        lambda d: d.signal("r1", signal.SIGSTOP),
+        lambda d: d.signal("r1", signal.SIGCONT),
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    name: str
+    deployment: str
+    nemesis: str
+    replicas: int = 1
+    hold: float = 15.0
+    calm: float = 3.0
+    after: float = 8.0
+    clients: int = 20
+    rate: float = 200.0
+
+
+@dataclass
+class Run:
+    scenario: Scenario
+    history: History
+    verdict: Verdict
+
+
+def run(scenario: Scenario, directory: Path, lab_number: int = 0) -> Run:
+    """One run of ``scenario``; every process and the lab are gone when it returns."""
+    hosts = deployments.hosts_of(scenario.deployment, scenario.replicas)
+    directory.mkdir(parents=True, exist_ok=True)
+    with Lab(hosts, lab_number) as lab:
+        deployment = deployments.start(scenario.deployment, lab, directory, scenario.replicas)
+        try:
+            history = asyncio.run(_drive(scenario, deployment))
+        finally:
+            deployment.stop()
+    return Run(scenario, history, check(history))
+
+
+async def _drive(scenario: Scenario, deployment: Deployment) -> History:
+    counter = f"faults-{random.randrange(16**8):08x}"
+    tally = Tally([counter])
+    history = History(State("", 0, 0))
+    clients = [
+        RecordingClient(
+            number,
+            history,
+            tally,
+            deployment.worker_url(deployment.workers[number % len(deployment.workers)]),
+            counter,
+        )
+        for number in range(scenario.clients)
+    ]
+    for client in clients:
+        if not await client.open():
+            raise RuntimeError(f"client {client.number} could not connect")
+        await asyncio.wait_for(client.snapshot.wait(), 15)
+    first = clients[0].initial
+    assert first is not None
+    history.start = State(first.epoch, first.seq, first.total)
+    history.began = time.monotonic()
+    sending = asyncio.create_task(_send(clients, scenario))
+    await _strike_and_heal(scenario, deployment, history)
+    await sending
+    await _settle(clients, deployment, counter, history)
+    return history
+
+
+async def _send(clients: list[RecordingClient], scenario: Scenario) -> None:
+    """Increments at ``rate`` per second over the whole run, round-robin over the clients."""
+    duration = scenario.calm + scenario.hold + scenario.after
+    started = time.monotonic()
+    sent = 0
+    while (elapsed := time.monotonic() - started) < duration:
+        due = int(elapsed * scenario.rate)
+        for _ in range(due - sent):
+            clients[sent % len(clients)].start_increment(random.randint(1, 9))
+            sent += 1
+        await asyncio.sleep(0.01)
+
+
+async def _strike_and_heal(scenario: Scenario, deployment: Deployment, history: History) -> None:
+    strike, heal = NEMESES[scenario.nemesis]
+    await asyncio.sleep(scenario.calm)
+    began = time.monotonic()
+    await asyncio.to_thread(strike, deployment)
+    await asyncio.sleep(scenario.hold)
+    await asyncio.to_thread(heal, deployment)
+    history.windows.append(Window(scenario.nemesis, began, time.monotonic()))
+
+
+async def _settle(
+    clients: list[RecordingClient], deployment: Deployment, counter: str, history: History
+) -> None:
+    pending = [future for client in clients for future in client.pending()]
+    if pending:
+        await asyncio.wait(pending, timeout=SETTLE_SECONDS)
+    history.ended = time.monotonic()
+    history.final = await asyncio.to_thread(_read_final, deployment, counter)
+    if history.final is not None:
+        # Every client's low-water mark reaching the final seq (the load test's coverage).
+        coverage = clients[0].tally.coverage[counter]
+        coverage.expect(history.final.seq)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(coverage.at_target.wait(), CONVERGE_SECONDS)
+    for client in clients:
+        await client.close()
+
+
+def _read_final(deployment: Deployment, counter: str) -> State | None:
+    """The counter's state in Redis, through any worker that answers."""
+    for name in deployment.workers:
+        url = f"http://{deployment.lab[name].address}:{deployments.WORKER_PORT}/counters/{counter}"
+        request = urllib.request.Request(url, headers={"Accept": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                document = json.load(response)
+        except OSError:
+            continue
+        return State(document["epoch"], document["seq"], document["total"])
+    return None
+
+
+SCENARIOS = [
+    Scenario("sentinel-partition-primary", "sentinel", "partition-primary"),
+    Scenario("sentinel-pause-primary", "sentinel", "pause-primary", hold=10.0),
+    Scenario("sentinel-slow-lossy-primary", "sentinel", "slow-lossy-primary", hold=10.0),
+    Scenario("sentinel-workers-from-primary", "sentinel", "partition-workers-from-primary"),
+    Scenario("sentinel-split-in-two", "sentinel", "split-in-two"),
+    Scenario("sentinel2-partition-primary", "sentinel", "partition-primary", replicas=2),
+    Scenario("single-partition-workers", "single", "partition-workers-from-primary", hold=8.0),
+    Scenario("single-pause", "single", "pause-primary", hold=8.0),
+]
