@@ -1,6 +1,8 @@
 """Deployments under test, each process on a host of its own in a ``net.Lab``.
 
 * ``single``: one Redis with AOF (fsync always), two workers.
+* ``cluster``: a Redis Cluster of three primaries with ``replicas`` replicas
+  each (node timeout 2 s), two workers with ``REDIS_REPLICA_ACKS=1``.
 * ``sentinel``: a primary, ``replicas`` replicas and three Sentinels (quorum 2,
   down-after 2 s), two workers with ``REDIS_REPLICA_ACKS=1``. Redis runs with
   ``min-replicas-to-write 1`` and ``min-replicas-max-lag`` as shipped, so a
@@ -14,11 +16,13 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tools.processes import Child
+from tools.rediscluster import CLUSTER_OPTIONS
 from tools.redisserver import REDIS_OPTIONS, REDIS_REPLICA_GUARD, is_redis_ready, require_binary
 
 from .net import ROOT, Host, Lab
@@ -37,6 +41,8 @@ class Deployment:
 
     lab: Lab
     directory: Path
+    # The counter the run drives: a nemesis may aim at the node that holds it.
+    counter: str = "faults"
     processes: dict[str, Child] = field(default_factory=dict)
     redis: list[str] = field(default_factory=list)
     sentinels: list[str] = field(default_factory=list)
@@ -51,6 +57,14 @@ class Deployment:
     def signal(self, name: str, signum: signal.Signals) -> None:
         os.kill(self.processes[name].pid, signum)
 
+    def restart(self, name: str) -> None:
+        """Start a killed process again as it was started (a Redis on its own files)."""
+        old = self.processes[name]
+        child = Child(name, old.argv, old.env, log_path=old.log_path).start()
+        self.processes[name] = child
+        ready = is_redis_ready if name in self.redis else (lambda line: "subscribed to" in line)
+        child.wait_for_line(ready, READY_SECONDS)
+
     def stop(self) -> None:
         for child in reversed(list(self.processes.values())):
             child.stop()
@@ -60,6 +74,8 @@ def hosts_of(kind: str, replicas: int = 1) -> list[str]:
     """The lab's host names for a deployment."""
     if kind == "single":
         return ["r1", "w1", "w2"]
+    if kind == "cluster":
+        return [*(f"r{n}" for n in range(1, 3 * (1 + replicas) + 1)), "w1", "w2"]
     data = [f"r{n}" for n in range(1, replicas + 2)]
     return [*data, "s1", "s2", "s3", "w1", "w2"]
 
@@ -67,7 +83,9 @@ def hosts_of(kind: str, replicas: int = 1) -> list[str]:
 def start(kind: str, lab: Lab, directory: Path, replicas: int = 1) -> Deployment:
     deployment = Deployment(lab, directory)
     try:
-        if kind == "single":
+        if kind == "cluster":
+            _start_cluster(deployment, replicas)
+        elif kind == "single":
             _start_redis(deployment, "r1", [])
             _start_workers(deployment, {"REDIS_URL": f"redis://{lab['r1'].address}:{REDIS_PORT}/0"})
         else:
@@ -93,6 +111,48 @@ def _start_sentinel_set(deployment: Deployment, replicas: int) -> None:
             child.wait_for_line(lambda line: "+slave " in line, READY_SECONDS)
     sentinels = ",".join(f"{lab[s].address}:{SENTINEL_PORT}" for s in ("s1", "s2", "s3"))
     _start_workers(deployment, {"REDIS_SENTINELS": sentinels, "REDIS_REPLICA_ACKS": "1"})
+
+
+def _start_cluster(deployment: Deployment, replicas: int) -> None:
+    lab = deployment.lab
+    names = [f"r{n}" for n in range(1, 3 * (1 + replicas) + 1)]
+    for name in names:
+        _start_redis(deployment, name, [*CLUSTER_OPTIONS, *REDIS_REPLICA_GUARD])
+    addresses = [f"{lab[name].address}:{REDIS_PORT}" for name in names]
+    cli = require_binary("redis-cli", "redis-tools")
+    create = [cli, "--cluster", "create", *addresses, "--cluster-replicas", str(replicas)]
+    create.append("--cluster-yes")
+    subprocess.run(create, check=True, capture_output=True, timeout=120)
+    for name in names:
+        host = lab[name].address
+        role = _cli(host, "ROLE").split()[0]
+        if role == "master":
+            # Replicas just attached still sync; until then no increment can be confirmed.
+            _cli(host, "WAIT", "1", "60000")
+    _start_workers(
+        deployment, {"REDIS_CLUSTER_NODES": ",".join(addresses), "REDIS_REPLICA_ACKS": "1"}
+    )
+
+
+def _cli(host: str, *command: str) -> str:
+    cli = require_binary("redis-cli", "redis-tools")
+    argv = [cli, "-h", host, "-p", str(REDIS_PORT), *command]
+    return subprocess.run(argv, check=True, capture_output=True, text=True, timeout=90).stdout
+
+
+def owner_of_slot(deployment: Deployment, slot: int) -> str:
+    """The host whose node serves ``slot`` now, as the healthy nodes see it (CLUSTER NODES)."""
+    lab = deployment.lab
+    by_address = {f"{host.address}:{REDIS_PORT}": name for name, host in lab.hosts.items()}
+    for line in _cli(lab["r1"].address, "CLUSTER", "NODES").splitlines():
+        fields = line.split()
+        if len(fields) < 9 or "master" not in fields[2] or "fail" in fields[2]:
+            continue
+        for spec in fields[8:]:
+            first, _, last = spec.partition("-")
+            if first.isdigit() and int(first) <= slot <= int(last or first):
+                return by_address[fields[1].partition("@")[0]]
+    raise RuntimeError(f"no primary serves slot {slot}")
 
 
 def _start_redis(deployment: Deployment, name: str, extra: list[str]) -> None:

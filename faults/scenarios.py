@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tools.loadtest.tally import Tally
+from worker.core.slots import key_slot
+from worker.store.keys import state_key
 
 from . import deployments
 from .checker import Verdict, check
@@ -38,6 +40,12 @@ Nemesis = tuple[Callable[[Deployment], None], Callable[[Deployment], None]]
 
 def _primary_from_majority(d: Deployment) -> None:
     d.lab.partition(d.hosts(["r1"]), d.hosts([*d.redis[1:], *d.sentinels]))
+
+
+def _counters_primary_from_the_other_nodes(d: Deployment) -> None:
+    """On a cluster: the primary holding the run's counter, cut off from every other node."""
+    primary = deployments.owner_of_slot(d, key_slot(state_key(d.counter)))
+    d.lab.partition(d.hosts([primary]), d.hosts([name for name in d.redis if name != primary]))
 
 
 def _workers_from_primary(d: Deployment) -> None:
@@ -63,6 +71,7 @@ def _heal(d: Deployment) -> None:
 
 NEMESES: dict[str, Nemesis] = {
     "partition-primary": (_primary_from_majority, _heal),
+    "partition-counters-primary": (_counters_primary_from_the_other_nodes, _heal),
     "partition-workers-from-primary": (_workers_from_primary, _heal),
     "split-in-two": (_split_in_two, _heal),
     "slow-lossy-primary": (_slow_and_lossy_primary, _heal),
@@ -70,7 +79,18 @@ NEMESES: dict[str, Nemesis] = {
         lambda d: d.signal("r1", signal.SIGSTOP),
         lambda d: d.signal("r1", signal.SIGCONT),
     ),
+    "kill-primary": (lambda d: d.signal("r1", signal.SIGKILL), lambda d: d.restart("r1")),
+    "kill-worker": (lambda d: d.signal("w1", signal.SIGKILL), lambda d: d.restart("w1")),
 }
+# What the random schedule draws from (each healed before the next strikes).
+RANDOM_NEMESES = (
+    "partition-primary",
+    "pause-primary",
+    "slow-lossy-primary",
+    "kill-primary",
+    "kill-worker",
+    "partition-workers-from-primary",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +104,7 @@ class Scenario:
     after: float = 8.0
     clients: int = 20
     rate: float = 200.0
+    seed: int = 1
 
 
 @dataclass
@@ -107,7 +128,7 @@ def run(scenario: Scenario, directory: Path, lab_number: int = 0) -> Run:
 
 
 async def _drive(scenario: Scenario, deployment: Deployment) -> History:
-    counter = f"faults-{random.randrange(16**8):08x}"
+    counter = deployment.counter = f"faults-{random.randrange(16**8):08x}"
     tally = Tally([counter])
     history = History(State("", 0, 0))
     clients = [
@@ -137,7 +158,9 @@ async def _drive(scenario: Scenario, deployment: Deployment) -> History:
 
 async def _send(clients: list[RecordingClient], scenario: Scenario) -> None:
     """Increments at ``rate`` per second over the whole run, round-robin over the clients."""
-    duration = scenario.calm + scenario.hold + scenario.after
+    # A random schedule may run over its hold by one nemesis (6 s) and a pause (3 s).
+    extra = 9.0 if scenario.nemesis == "random" else 0.0
+    duration = scenario.calm + scenario.hold + extra + scenario.after
     started = time.monotonic()
     sent = 0
     while (elapsed := time.monotonic() - started) < duration:
@@ -149,13 +172,25 @@ async def _send(clients: list[RecordingClient], scenario: Scenario) -> None:
 
 
 async def _strike_and_heal(scenario: Scenario, deployment: Deployment, history: History) -> None:
-    strike, heal = NEMESES[scenario.nemesis]
     await asyncio.sleep(scenario.calm)
+    if scenario.nemesis != "random":
+        await _one(scenario.nemesis, scenario.hold, deployment, history)
+        return
+    # Nemeses drawn at random, each held 2 to 6 s, 1 to 3 s apart, for ``hold`` seconds.
+    draw = random.Random(scenario.seed)
+    end = time.monotonic() + scenario.hold
+    while time.monotonic() < end:
+        await _one(draw.choice(RANDOM_NEMESES), draw.uniform(2, 6), deployment, history)
+        await asyncio.sleep(draw.uniform(1, 3))
+
+
+async def _one(name: str, hold: float, deployment: Deployment, history: History) -> None:
+    strike, heal = NEMESES[name]
     began = time.monotonic()
     await asyncio.to_thread(strike, deployment)
-    await asyncio.sleep(scenario.hold)
+    await asyncio.sleep(hold)
     await asyncio.to_thread(heal, deployment)
-    history.windows.append(Window(scenario.nemesis, began, time.monotonic()))
+    history.windows.append(Window(name, began, time.monotonic()))
 
 
 async def _settle(
@@ -199,4 +234,9 @@ SCENARIOS = [
     Scenario("sentinel2-partition-primary", "sentinel", "partition-primary", replicas=2),
     Scenario("single-partition-workers", "single", "partition-workers-from-primary", hold=8.0),
     Scenario("single-pause", "single", "pause-primary", hold=8.0),
+    Scenario("sentinel2-kill-primary", "sentinel", "kill-primary", replicas=2, hold=10.0),
+    Scenario("sentinel2-kill-worker", "sentinel", "kill-worker", replicas=2, hold=5.0),
+    Scenario("sentinel2-random", "sentinel", "random", replicas=2, hold=60.0),
+    Scenario("cluster-partition-primary", "cluster", "partition-counters-primary", hold=20.0),
+    Scenario("cluster2-partition-primary", "cluster", "partition-counters-primary", 2, hold=20.0),
 ]

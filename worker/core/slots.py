@@ -79,3 +79,35 @@ def channel_in_slots(prefix: str, ranges: list[tuple[int, int]]) -> str:
         if any(first <= slot <= last for first, last in ranges):
             return name
     raise ValueError("no channel name falls in the given slots")
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """One node's view of the cluster: its slot map, whether it reaches a majority
+    (``cluster_state:ok``) and the newest failover it has seen (``cluster_current_epoch``)."""
+
+    topology: Topology
+    healthy: bool
+    epoch: int
+
+
+def parse_cluster_info(text: str) -> tuple[bool, int]:
+    """``cluster_state`` is ok, and ``cluster_current_epoch``, from CLUSTER INFO."""
+    fields = dict(line.partition(":")[::2] for line in text.splitlines() if ":" in line)
+    return fields.get("cluster_state", "").strip() == "ok", int(
+        fields.get("cluster_current_epoch", "0").strip() or 0
+    )
+
+
+def newest_view(views: Sequence[View]) -> Topology | None:
+    """The slot map to follow: from a node that reaches a majority, the one that has seen
+    the latest failover (highest epoch); None if no node claims any slot.
+
+    A primary cut off from the others still answers with its old map until it
+    learns otherwise, so the first answer is not enough: its state turns to
+    fail once it cannot reach a majority, and its epoch stays behind theirs.
+    """
+    claimed = [view for view in views if view.topology.owners]
+    if not claimed:
+        return None
+    return max(claimed, key=lambda view: (view.healthy, view.epoch)).topology

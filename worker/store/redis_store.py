@@ -130,6 +130,8 @@ class RedisStore:
             if confirmed < wanted:
                 # A primary its replicas no longer hear: maybe no longer the primary.
                 await self.ask_sentinels_again()
+                if self.router is not None:
+                    self.router.changed.set()
                 raise OutcomeUnknown(
                     f"applied on the master but confirmed by {confirmed} of {wanted} replicas"
                 )

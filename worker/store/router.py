@@ -1,10 +1,13 @@
 """Where each counter's requests go on a Redis Cluster: the primary that owns its slot.
 
-The topology comes from CLUSTER SLOTS, read from any node that answers (the
-current primaries first, then the seeds). Nothing follows a MOVED or ASK
-reply on its own: the increment that got it is answered ``unavailable`` (Redis
-ran nothing) and ``changed`` is set, so that the subscription side reads the
-topology again, moves its subscriptions and re-announces. Retrying an
+The topology comes from CLUSTER SLOTS, read from every known node at once,
+with CLUSTER INFO: the map of a node that reaches a majority and has seen the
+latest failover wins (``worker.core.slots.newest_view``), so a primary cut off
+from the rest, which still serves its old map, is not followed back to itself.
+Nothing follows a MOVED or ASK reply on its own: the increment that got it is
+answered ``unavailable`` (Redis ran nothing) and ``changed`` is set, so that
+the subscription side reads the topology again, moves its subscriptions and
+re-announces. Retrying an
 increment is the client's decision, made safe by its session or id.
 """
 
@@ -18,7 +21,7 @@ import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 from redis.asyncio.connection import BlockingConnectionPool, ConnectionPool
 
-from ..core.slots import Address, Topology, key_slot
+from ..core.slots import Address, Topology, View, key_slot, newest_view, parse_cluster_info
 from ..errors import StoreUnavailable
 from .keys import state_key
 
@@ -78,27 +81,32 @@ class ClusterRouter:
         return self.pool(owner)
 
     async def refresh(self) -> Topology:
-        """Read the slot map from the first node that answers; StoreUnavailable if none does."""
+        """Read every known node's view and follow the newest; StoreUnavailable if none has one."""
         known = sorted(self.topology.primaries) if self.topology else []
-        failures = []
-        for address in dict.fromkeys([*known, *self._seeds]):
-            client = aioredis.Redis(connection_pool=self.pool(address))
-            try:
-                reply = await client.execute_command("CLUSTER", "SLOTS")  # type: ignore[no-untyped-call]
-            except (redis_errors.RedisError, OSError) as exc:
-                failures.append(f"{address[0]}:{address[1]}: {exc}")
-                continue
-            topology = Topology.from_cluster_slots(reply)
-            if topology.owners:
-                if topology != self.topology:
-                    log.info(
-                        "redis cluster topology: %d primaries",
-                        len(topology.primaries),
-                        extra={"event": "cluster_topology"},
-                    )
-                self.topology = topology
-                return topology
-        raise StoreUnavailable("no Redis Cluster node answered: " + "; ".join(failures))
+        addresses = list(dict.fromkeys([*known, *self._seeds]))
+        answers = await asyncio.gather(*(self._view(a) for a in addresses), return_exceptions=True)
+        topology = newest_view([answer for answer in answers if isinstance(answer, View)])
+        if topology is None:
+            failures = [f"{a[0]}:{a[1]}: {x}" for a, x in zip(addresses, answers, strict=True)]
+            raise StoreUnavailable("no Redis Cluster node answered: " + "; ".join(failures))
+        if topology != self.topology:
+            log.info(
+                "redis cluster topology: %d primaries",
+                len(topology.primaries),
+                extra={"event": "cluster_topology"},
+            )
+        self.topology = topology
+        return topology
+
+    async def _view(self, address: Address) -> View:
+        client = aioredis.Redis(connection_pool=self.pool(address))
+        try:
+            info = await client.execute_command("CLUSTER", "INFO")  # type: ignore[no-untyped-call]
+            slots = await client.execute_command("CLUSTER", "SLOTS")  # type: ignore[no-untyped-call]
+        except (redis_errors.RedisError, OSError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        healthy, epoch = parse_cluster_info(str(info))
+        return View(Topology.from_cluster_slots(slots), healthy, epoch)
 
     async def close(self) -> None:
         for pool in self._pools.values():
