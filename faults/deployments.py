@@ -2,9 +2,10 @@
 
 * ``single``: one Redis with AOF (fsync always), two workers.
 * ``cluster``: a Redis Cluster of three primaries with ``replicas`` replicas
-  each (node timeout 2 s), two workers with ``REDIS_REPLICA_ACKS=1``.
+  each (node timeout 2 s), two workers.
 * ``sentinel``: a primary, ``replicas`` replicas and three Sentinels (quorum 2,
-  down-after 2 s), two workers with ``REDIS_REPLICA_ACKS=1``. Redis runs with
+  down-after 2 s), two workers. Workers wait for ``REDIS_REPLICA_ACKS``
+  replicas (1 unless the scenario says). Redis runs with
   ``min-replicas-to-write 1`` and ``min-replicas-max-lag`` as shipped, so a
   primary cut off from its replicas stops taking writes.
 
@@ -43,6 +44,8 @@ class Deployment:
     directory: Path
     # The counter the run drives: a nemesis may aim at the node that holds it.
     counter: str = "faults"
+    # The host the nemesis at work struck, for its heal.
+    target: str = "r1"
     processes: dict[str, Child] = field(default_factory=dict)
     redis: list[str] = field(default_factory=list)
     sentinels: list[str] = field(default_factory=list)
@@ -80,23 +83,23 @@ def hosts_of(kind: str, replicas: int = 1) -> list[str]:
     return [*data, "s1", "s2", "s3", "w1", "w2"]
 
 
-def start(kind: str, lab: Lab, directory: Path, replicas: int = 1) -> Deployment:
+def start(kind: str, lab: Lab, directory: Path, replicas: int = 1, acks: int = 1) -> Deployment:
     deployment = Deployment(lab, directory)
     try:
         if kind == "cluster":
-            _start_cluster(deployment, replicas)
+            _start_cluster(deployment, replicas, acks)
         elif kind == "single":
             _start_redis(deployment, "r1", [])
             _start_workers(deployment, {"REDIS_URL": f"redis://{lab['r1'].address}:{REDIS_PORT}/0"})
         else:
-            _start_sentinel_set(deployment, replicas)
+            _start_sentinel_set(deployment, replicas, acks)
     except BaseException:
         deployment.stop()
         raise
     return deployment
 
 
-def _start_sentinel_set(deployment: Deployment, replicas: int) -> None:
+def _start_sentinel_set(deployment: Deployment, replicas: int, acks: int) -> None:
     lab = deployment.lab
     primary = lab["r1"].address
     guard = list(REDIS_REPLICA_GUARD)
@@ -110,10 +113,10 @@ def _start_sentinel_set(deployment: Deployment, replicas: int) -> None:
         for _ in range(replicas):
             child.wait_for_line(lambda line: "+slave " in line, READY_SECONDS)
     sentinels = ",".join(f"{lab[s].address}:{SENTINEL_PORT}" for s in ("s1", "s2", "s3"))
-    _start_workers(deployment, {"REDIS_SENTINELS": sentinels, "REDIS_REPLICA_ACKS": "1"})
+    _start_workers(deployment, {"REDIS_SENTINELS": sentinels, "REDIS_REPLICA_ACKS": str(acks)})
 
 
-def _start_cluster(deployment: Deployment, replicas: int) -> None:
+def _start_cluster(deployment: Deployment, replicas: int, acks: int) -> None:
     lab = deployment.lab
     names = [f"r{n}" for n in range(1, 3 * (1 + replicas) + 1)]
     for name in names:
@@ -130,7 +133,7 @@ def _start_cluster(deployment: Deployment, replicas: int) -> None:
             # Replicas just attached still sync; until then no increment can be confirmed.
             _cli(host, "WAIT", "1", "60000")
     _start_workers(
-        deployment, {"REDIS_CLUSTER_NODES": ",".join(addresses), "REDIS_REPLICA_ACKS": "1"}
+        deployment, {"REDIS_CLUSTER_NODES": ",".join(addresses), "REDIS_REPLICA_ACKS": str(acks)}
     )
 
 
@@ -138,6 +141,22 @@ def _cli(host: str, *command: str) -> str:
     cli = require_binary("redis-cli", "redis-tools")
     argv = [cli, "-h", host, "-p", str(REDIS_PORT), *command]
     return subprocess.run(argv, check=True, capture_output=True, text=True, timeout=90).stdout
+
+
+def current_primary(deployment: Deployment, slot: int) -> str:
+    """The host of the primary now: as the Sentinels name it, or the one serving ``slot`` on
+    a cluster, or the one Redis."""
+    if deployment.sentinels:
+        sentinel = deployment.lab[deployment.sentinels[0]].address
+        cli = require_binary("redis-cli", "redis-tools")
+        argv = [cli, "-h", sentinel, "-p", str(SENTINEL_PORT), "SENTINEL",
+                "get-master-addr-by-name", MASTER_NAME]  # fmt: skip
+        address = subprocess.run(argv, check=True, capture_output=True, text=True, timeout=10)
+        host = address.stdout.split()[0]
+        return next(name for name, h in deployment.lab.hosts.items() if h.address == host)
+    if len(deployment.redis) > 1:
+        return owner_of_slot(deployment, slot)
+    return deployment.redis[0]
 
 
 def owner_of_slot(deployment: Deployment, slot: int) -> str:

@@ -52,21 +52,25 @@ def draw(history: History, path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    figure, axes = plt.subplots(figsize=(8, 3))
+    figure, axes = plt.subplots(figsize=(10, 3))
     counts = acks_per_second(history)
     axes.plot(range(len(counts)), counts, drawstyle="steps-post")
+    colours: dict[str, str] = {}
     for window in history.windows:
+        first = window.name not in colours
+        colour = colours.setdefault(window.name, f"C{len(colours) + 1}")
         axes.axvspan(
             window.start - history.began,
             window.end - history.began,
-            alpha=0.2,
-            color="red",
-            label=window.name,
+            alpha=0.25,
+            color=colour,
+            # One legend entry per kind of nemesis.
+            label=window.name if first else None,
         )
     axes.set_xlabel("seconds")
     axes.set_ylabel("acks per second")
     axes.set_title(title)
-    axes.legend(loc="upper right")
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)

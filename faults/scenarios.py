@@ -38,29 +38,32 @@ SETTLE_SECONDS = 30.0
 Nemesis = tuple[Callable[[Deployment], None], Callable[[Deployment], None]]
 
 
-def _primary_from_majority(d: Deployment) -> None:
-    d.lab.partition(d.hosts(["r1"]), d.hosts([*d.redis[1:], *d.sentinels]))
+def _aim(d: Deployment) -> str:
+    """The primary the nemesis strikes: whichever node is the counter's primary now."""
+    d.target = deployments.current_primary(d, key_slot(state_key(d.counter)))
+    return d.target
 
 
-def _counters_primary_from_the_other_nodes(d: Deployment) -> None:
-    """On a cluster: the primary holding the run's counter, cut off from every other node."""
-    primary = deployments.owner_of_slot(d, key_slot(state_key(d.counter)))
-    d.lab.partition(d.hosts([primary]), d.hosts([name for name in d.redis if name != primary]))
+def _primary_from_the_rest(d: Deployment) -> None:
+    """The primary cut off from every other Redis node and Sentinel; workers still reach it."""
+    primary = _aim(d)
+    others = [name for name in [*d.redis, *d.sentinels] if name != primary]
+    d.lab.partition(d.hosts([primary]), d.hosts(others))
 
 
 def _workers_from_primary(d: Deployment) -> None:
-    d.lab.partition(d.hosts(d.workers), d.hosts(["r1"]))
+    d.lab.partition(d.hosts(d.workers), d.hosts([_aim(d)]))
 
 
 def _split_in_two(d: Deployment) -> None:
-    # The first worker stays with the old primary and one Sentinel; the rest is a majority.
-    side = ["w1", "r1", "s1"]
+    # The first worker stays with the primary and one Sentinel; the rest is a majority.
+    side = ["w1", _aim(d), *d.sentinels[:1]]
     other = [name for name in d.lab.hosts if name not in side]
     d.lab.partition(d.hosts(side), d.hosts(other))
 
 
 def _slow_and_lossy_primary(d: Deployment) -> None:
-    primary = d.lab["r1"]
+    primary = d.lab[_aim(d)]
     d.lab.slow(primary, deployments.REDIS_PORT, 0.2, 0.05)
     d.lab.lose(primary, 0.05)
 
@@ -69,17 +72,20 @@ def _heal(d: Deployment) -> None:
     d.lab.heal()
 
 
+def _signal_primary(signum: signal.Signals) -> Callable[[Deployment], None]:
+    return lambda d: d.signal(_aim(d), signum)
+
+
 NEMESES: dict[str, Nemesis] = {
-    "partition-primary": (_primary_from_majority, _heal),
-    "partition-counters-primary": (_counters_primary_from_the_other_nodes, _heal),
+    "partition-primary": (_primary_from_the_rest, _heal),
     "partition-workers-from-primary": (_workers_from_primary, _heal),
     "split-in-two": (_split_in_two, _heal),
     "slow-lossy-primary": (_slow_and_lossy_primary, _heal),
     "pause-primary": (
-        lambda d: d.signal("r1", signal.SIGSTOP),
-        lambda d: d.signal("r1", signal.SIGCONT),
+        _signal_primary(signal.SIGSTOP),
+        lambda d: d.signal(d.target, signal.SIGCONT),
     ),
-    "kill-primary": (lambda d: d.signal("r1", signal.SIGKILL), lambda d: d.restart("r1")),
+    "kill-primary": (_signal_primary(signal.SIGKILL), lambda d: d.restart(d.target)),
     "kill-worker": (lambda d: d.signal("w1", signal.SIGKILL), lambda d: d.restart("w1")),
 }
 # What the random schedule draws from (each healed before the next strikes).
@@ -105,6 +111,7 @@ class Scenario:
     clients: int = 20
     rate: float = 200.0
     seed: int = 1
+    acks: int = 1
 
 
 @dataclass
@@ -119,7 +126,9 @@ def run(scenario: Scenario, directory: Path, lab_number: int = 0) -> Run:
     hosts = deployments.hosts_of(scenario.deployment, scenario.replicas)
     directory.mkdir(parents=True, exist_ok=True)
     with Lab(hosts, lab_number) as lab:
-        deployment = deployments.start(scenario.deployment, lab, directory, scenario.replicas)
+        deployment = deployments.start(
+            scenario.deployment, lab, directory, scenario.replicas, scenario.acks
+        )
         try:
             history = asyncio.run(_drive(scenario, deployment))
         finally:
@@ -237,6 +246,7 @@ SCENARIOS = [
     Scenario("sentinel2-kill-primary", "sentinel", "kill-primary", replicas=2, hold=10.0),
     Scenario("sentinel2-kill-worker", "sentinel", "kill-worker", replicas=2, hold=5.0),
     Scenario("sentinel2-random", "sentinel", "random", replicas=2, hold=60.0),
-    Scenario("cluster-partition-primary", "cluster", "partition-counters-primary", hold=20.0),
+    Scenario("sentinel2-acks2-random", "sentinel", "random", replicas=2, hold=60.0, acks=2),
+    Scenario("cluster-partition-primary", "cluster", "partition-primary", hold=20.0),
     Scenario("cluster2-partition-primary", "cluster", "partition-counters-primary", 2, hold=20.0),
 ]
