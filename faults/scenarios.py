@@ -248,5 +248,5 @@ SCENARIOS = [
     Scenario("sentinel2-random", "sentinel", "random", replicas=2, hold=60.0),
     Scenario("sentinel2-acks2-random", "sentinel", "random", replicas=2, hold=60.0, acks=2),
     Scenario("cluster-partition-primary", "cluster", "partition-primary", hold=20.0),
-    Scenario("cluster2-partition-primary", "cluster", "partition-counters-primary", 2, hold=20.0),
+    Scenario("cluster2-partition-primary", "cluster", "partition-primary", 2, hold=20.0),
 ]

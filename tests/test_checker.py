@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from faults.checker import check
+from faults.deployments import hosts_of
 from faults.history import History, Op, Outcome, Seen, State, Window
+from faults.scenarios import NEMESES, RANDOM_NEMESES, SCENARIOS
 
 pytestmark = pytest.mark.unit
 
@@ -106,3 +108,11 @@ def test_the_longest_stretch_without_an_ack_and_the_convergence_after_the_heal()
     run.ops.append(op(1, Outcome.UNKNOWN, 8.0))
     run.ended = 20.0
     assert check(run).longest_without_ack == pytest.approx(20.0 - 7.6)
+
+
+def test_every_scenario_names_a_nemesis_and_a_deployment_that_exist() -> None:
+    """A typo in the table would only show when that scenario's run crashes."""
+    for scenario in SCENARIOS:
+        assert scenario.nemesis == "random" or scenario.nemesis in NEMESES, scenario.name
+        assert hosts_of(scenario.deployment, scenario.replicas), scenario.name
+    assert set(RANDOM_NEMESES) <= set(NEMESES)
