@@ -106,7 +106,7 @@ class Lab:
             sh(*host.run("ip", "link", "set", "lo", "up"))
 
     def remove(self) -> None:
-        """Delete the lab's namespaces (their veths go with them) and its bridge, if present."""
+        """Delete the lab's namespaces, any veth end left behind, and its bridge, if present."""
         for relay in self._relays:
             relay.kill()
             relay.wait()
@@ -115,6 +115,12 @@ class Lab:
         for host in self.hosts.values():
             if any(line.split()[:1] == [host.namespace] for line in present.splitlines()):
                 sh("ip", "netns", "del", host.namespace, check=False)
+        # A veth normally goes with its namespace, but a lab stopped midway (or a namespace
+        # deleted while its veth was still being moved) can leave the bridge's end behind.
+        for index in range(len(self.hosts)):
+            outside = f"{self.tag}v{index}"
+            if sh("ip", "link", "show", outside, check=False):
+                sh("ip", "link", "del", outside, check=False)
         if sh("ip", "link", "show", self.bridge, check=False):
             sh("ip", "link", "del", self.bridge, check=False)
 

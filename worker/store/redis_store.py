@@ -11,7 +11,6 @@ from "outcome unknown" by the step that failed, not by an error's text.
 from __future__ import annotations
 
 import secrets
-import socket
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,12 +34,6 @@ from .scripts import Script, script
 from .sentinel import FailoverWatch
 
 Command = tuple[Any, ...]
-# A subscription waits for messages without a timeout, so only TCP keepalive
-# notices a Redis host that vanished without closing the connection (power
-# lost, or a path that drops everything): probes after 5 s of quiet, 1 s
-# apart, 3 unanswered, so within about 8 s rather than the kernel's default
-# of over two hours. The fault suite found a worker deaf for that long.
-KEEPALIVE = {socket.TCP_KEEPIDLE: 5, socket.TCP_KEEPINTVL: 1, socket.TCP_KEEPCNT: 3}
 
 
 def new_epoch() -> str:
@@ -238,7 +231,6 @@ def connection_options(settings: Settings, socket_timeout: float | None) -> dict
         "socket_timeout": socket_timeout,
         "socket_connect_timeout": settings.redis_timeout,
         "socket_keepalive": True,
-        "socket_keepalive_options": KEEPALIVE,
         "retry": Retry(NoBackoff(), 0),
         "retry_on_error": [],
         "decode_responses": True,
