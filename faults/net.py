@@ -24,11 +24,10 @@ packets; nothing is changed in the machine's own namespace but the bridge):
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -192,9 +191,3 @@ def netem_available() -> bool:
         return done.returncode == 0
     finally:
         sh("ip", "netns", "del", probe, check=False)
-
-
-@contextlib.contextmanager
-def lab(names: Sequence[str], number: int = 0) -> Iterator[Lab]:
-    with Lab(names, number) as made:
-        yield made
