@@ -24,6 +24,8 @@ packets; nothing is changed in the machine's own namespace but the bridge):
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -105,7 +107,10 @@ class Lab:
             sh(*host.run("ip", "link", "set", "lo", "up"))
 
     def remove(self) -> None:
-        """Delete the lab's namespaces, any veth end left behind, and its bridge, if present."""
+        """Delete the lab's namespaces, any veth end left behind, and its bridge, if present.
+
+        A lab whose own process was killed leaves its processes running in its
+        namespaces: they are the lab's (nothing else runs there), stopped by pid."""
         for relay in self._relays:
             relay.kill()
             relay.wait()
@@ -113,6 +118,9 @@ class Lab:
         present = sh("ip", "netns", "list", check=False)
         for host in self.hosts.values():
             if any(line.split()[:1] == [host.namespace] for line in present.splitlines()):
+                for pid in sh("ip", "netns", "pids", host.namespace, check=False).split():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(int(pid), signal.SIGKILL)
                 sh("ip", "netns", "del", host.namespace, check=False)
         # A veth normally goes with its namespace, but a lab stopped midway (or a namespace
         # deleted while its veth was still being moved) can leave the bridge's end behind.
@@ -154,6 +162,7 @@ class Lab:
                 "faults.relay",
                 *f"{relay_port} {port} {delay:g} {jitter:g}".split(),
             ),
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             cwd=ROOT,
         )

@@ -4,8 +4,8 @@ kernel has no tc netem.
 ``python -m faults.relay LISTEN_PORT TARGET_PORT DELAY JITTER`` listens on
 every address of its namespace and relays to 127.0.0.1:TARGET_PORT; each chunk
 leaves DELAY ± JITTER seconds after it arrived, never before an earlier one.
-Prints ``ready`` once listening. SIGUSR1 heals: connections stay, the delay
-goes (as removing a netem qdisc would).
+Prints ``ready`` once listening; exits when its standard input ends. SIGUSR1
+heals: connections stay, the delay goes (as removing a netem qdisc would).
 """
 
 from __future__ import annotations
@@ -20,8 +20,11 @@ SLOW = {"delay": 0.0, "jitter": 0.0}
 
 
 async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Copy ``reader`` to ``writer``, each chunk delayed; ends with either side."""
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+    # Bounded: a side that stops reading stops this pump reading from the other,
+    # as TCP's own window would; the relay never holds more than 64 chunks a way.
+    queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue(maxsize=64)
     due = 0.0
 
     async def deliver() -> None:
@@ -29,23 +32,31 @@ async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
             at, data = await queue.get()
             await asyncio.sleep(max(0.0, at - loop.time()))
             if not data:
-                writer.close()
                 return
             writer.write(data)
             await writer.drain()
 
-    delivering = asyncio.create_task(deliver())
-    try:
+    async def receive() -> None:
+        nonlocal due
         while True:
             data = await reader.read(65536)
             jitter = random.uniform(-SLOW["jitter"], SLOW["jitter"])
             due = max(due, loop.time() + SLOW["delay"] + jitter)
-            queue.put_nowait((due, data))
+            await queue.put((due, data))
             if not data:
-                break
-        await delivering
+                return
+
+    tasks = [asyncio.create_task(deliver()), asyncio.create_task(receive())]
+    try:
+        # Delivery ends the pump (its end of file, or a side's error); so does a read error.
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        if tasks[1] in done and tasks[1].exception() is None:
+            await tasks[0]
     except (ConnectionError, OSError):
-        delivering.cancel()
+        pass
+    finally:
+        for task in tasks:
+            task.cancel()
         writer.close()
 
 
@@ -67,7 +78,9 @@ async def main(listen: int, target: int, delay: float, jitter: float) -> None:
     server = await asyncio.start_server(relay, "0.0.0.0", listen)
     print("ready", flush=True)
     async with server:
-        await server.serve_forever()
+        # The relay lives as long as the lab that started it: its standard input
+        # is the lab's pipe, which ends when the lab's process does, however it ends.
+        await asyncio.to_thread(sys.stdin.buffer.read)
 
 
 if __name__ == "__main__":

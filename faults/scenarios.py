@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from tools.loadtest.loadclient import send_at_rate
 from tools.loadtest.tally import Tally
 from worker.core.slots import key_slot
 from worker.store.keys import state_key
@@ -170,14 +171,7 @@ async def _send(clients: list[RecordingClient], scenario: Scenario) -> None:
     # A random schedule may run over its hold by one nemesis (6 s) and a pause (3 s).
     extra = 9.0 if scenario.nemesis == "random" else 0.0
     duration = scenario.calm + scenario.hold + extra + scenario.after
-    started = time.monotonic()
-    sent = 0
-    while (elapsed := time.monotonic() - started) < duration:
-        due = int(elapsed * scenario.rate)
-        for _ in range(due - sent):
-            clients[sent % len(clients)].start_increment(random.randint(1, 9))
-            sent += 1
-        await asyncio.sleep(0.01)
+    await send_at_rate(clients, scenario.rate, duration, lambda: random.randint(1, 9))
 
 
 async def _strike_and_heal(scenario: Scenario, deployment: Deployment, history: History) -> None:

@@ -28,7 +28,7 @@ from worker import runtime
 from worker.limits import raise_open_file_limit
 from ws_counter_client.urls import counter_url
 
-from .loadclient import LoadClient
+from .loadclient import LoadClient, send_at_rate
 from .plan import Share
 from .tally import AgentResult, State, Tally
 
@@ -138,18 +138,9 @@ class Agent:
             await pending.done
 
     async def _at_rate(self, clients: list[LoadClient], deadline: float) -> None:
-        if not clients:
-            return
         assert self.share.rate is not None and self.share.duration is not None
-        started = time.monotonic()
-        end = min(deadline, started + self.share.duration)
-        sent = 0
-        while (now := time.monotonic()) < end:
-            due = int((now - started) * self.share.rate)
-            for _ in range(due - sent):
-                clients[sent % len(clients)].start_increment(self.random.randint(1, 9))
-                sent += 1
-            await asyncio.sleep(min(0.005, max(0.0, end - now)))
+        seconds = min(deadline - time.monotonic(), self.share.duration)
+        await send_at_rate(clients, self.share.rate, seconds, lambda: self.random.randint(1, 9))
 
     async def _converge(self, targets: dict[str, int]) -> None:
         waits = []

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -204,6 +205,24 @@ class LoadClient:
             self.tally.epoch_changes += total.epoch != self.seen.epoch
             coverage.move(self.seen.seq, total.seq, now)
         self.seen = total
+
+
+async def send_at_rate(
+    clients: Sequence[LoadClient], rate: float, seconds: float, amount: Callable[[], int]
+) -> int:
+    """Start increments of ``amount()`` at ``rate`` per second for ``seconds``, round-robin
+    over ``clients``, without waiting for answers; how many were started."""
+    started = time.monotonic()
+    end = started + seconds
+    sent = 0
+    while clients and (now := time.monotonic()) < end:
+        due = int((now - started) * rate)
+        for _ in range(due - sent):
+            clients[sent % len(clients)].start_increment(amount())
+            sent += 1
+        # The schedule is a clock's: a 5 ms tick keeps each burst small.
+        await asyncio.sleep(min(0.005, max(0.0, end - now)))
+    return sent
 
 
 def _handshake_failure(exc: BaseException) -> str:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 from redis import exceptions as redis_errors
 from redis.asyncio.client import PubSub
@@ -18,6 +19,11 @@ from redis.asyncio.client import PubSub
 from .keys import channel_name
 
 log = logging.getLogger("ws_counter.store")
+
+# A pub/sub connection that has heard nothing for this long is sent a PING.
+PING_WHEN_SILENT = 1.0
+
+Message = dict[str, Any]
 
 
 class Follower(Protocol):
@@ -38,7 +44,7 @@ class PubSubConnection:
     ``up`` turns true when Redis confirms the connection's control channel.
     """
 
-    def __init__(self, subscribe: str, unsubscribe: str) -> None:
+    def __init__(self, subscribe: str, unsubscribe: str, reply_timeout: float) -> None:
         self.counters: set[str] = set()
         self.pubsub: PubSub | None = None
         self.up = False
@@ -46,6 +52,7 @@ class PubSubConnection:
         # were asked for; asyncio.Lock wakes its waiters first come, first served.
         self.lock = asyncio.Lock()
         self._verbs = subscribe, unsubscribe
+        self.reply_timeout = reply_timeout
 
     async def subscribe(self, counter: str) -> None:
         await self._command(self._verbs[0], counter)
@@ -65,6 +72,14 @@ class PubSubConnection:
                 # covers this channel.
                 log.debug("pub/sub %s failed: %s", verb, exc)
 
+    async def listen(self, pubsub: PubSub, handle: Callable[[Message], None]) -> None:
+        """Hand every message to ``handle`` until the connection fails or stops answering."""
+
+        async def handled(message: Message) -> None:
+            handle(message)
+
+        await listen(pubsub, handled, self.reply_timeout, self.lock)
+
     def detach(self) -> PubSub | None:
         """The connection, no longer this one's (closed with ``close_quietly``)."""
         pubsub, self.pubsub, self.up = self.pubsub, None, False
@@ -75,3 +90,79 @@ async def close_quietly(pubsub: PubSub | None) -> None:
     if pubsub is not None:
         with contextlib.suppress(redis_errors.RedisError, OSError):
             await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+class Heard:
+    """When a connection last delivered anything, and who waits for its next message."""
+
+    def __init__(self) -> None:
+        self.at = asyncio.get_running_loop().time()
+        self.waiter: asyncio.Future[None] | None = None
+
+    def now(self) -> None:
+        self.at = asyncio.get_running_loop().time()
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+
+async def listen(
+    pubsub: PubSub,
+    handle: Callable[[Message], Awaitable[None]],
+    reply_timeout: float,
+    lock: asyncio.Lock | None = None,
+) -> None:
+    """Hand every message to ``handle`` until the connection fails or stops answering.
+
+    A subscriber only reads, so a peer that vanished without a FIN or RST (a
+    host cut off or paused, a NAT or firewall that forgot the connection)
+    would leave it waiting for ever: TCP keepalive notices after hours, and a
+    shorter keepalive made redis-py's reader spin. So a connection silent for
+    PING_WHEN_SILENT seconds is sent a PING, and one that gives no reply
+    within ``reply_timeout`` (REDIS_TIMEOUT) is given up: ConnectionError,
+    and the caller makes a new one and resyncs. A busy connection is never
+    pinged. ``lock`` orders the PING among the caller's other commands.
+    """
+    heard = Heard()
+    reader = asyncio.ensure_future(_read(pubsub, handle, heard))
+    watchdog = asyncio.ensure_future(_watch(pubsub, heard, reply_timeout, lock))
+    try:
+        done, _ = await asyncio.wait((reader, watchdog), return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()
+    finally:
+        for task in (reader, watchdog):
+            task.cancel()
+        await asyncio.gather(reader, watchdog, return_exceptions=True)
+
+
+async def _read(pubsub: PubSub, handle: Callable[[Message], Awaitable[None]], heard: Heard) -> None:
+    async for message in pubsub.listen():
+        heard.now()
+        # On RESP3, redis-py hands the PING's reply over as {"type": "P", ...}:
+        # it only counts as heard, and no handler knows the type.
+        await handle(message)
+
+
+async def _watch(
+    pubsub: PubSub, heard: Heard, reply_timeout: float, lock: asyncio.Lock | None
+) -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        quiet = loop.time() - heard.at
+        if quiet < PING_WHEN_SILENT:
+            # A timer for when the silence would be long enough: no event marks silence.
+            await asyncio.sleep(PING_WHEN_SILENT - quiet)
+            continue
+        heard.waiter = loop.create_future()
+        try:
+            # The PING's write is bounded too: a dead peer's full socket buffer blocks it.
+            async with asyncio.timeout(reply_timeout):
+                async with lock or contextlib.nullcontext():
+                    await pubsub.ping()
+                await heard.waiter
+        except TimeoutError:
+            raise redis_errors.ConnectionError(
+                f"no reply to PING within {reply_timeout:g} s (REDIS_TIMEOUT)"
+            ) from None
+        finally:
+            heard.waiter = None

@@ -60,8 +60,8 @@ class RedisStore:
             )
         self._publish = "SPUBLISH" if self.router else "PUBLISH"
         # One Redis (or the Sentinel-managed master): a client for requests and
-        # one for the subscription, which blocks on reads indefinitely (TCP
-        # keepalive notices a peer that vanished without closing the connection).
+        # one for the subscription, which blocks on reads indefinitely (its PING
+        # when silent, pubsub.listen, notices a peer that vanished without closing).
         self._clients: tuple[aioredis.Redis, aioredis.Redis] | None = None
         self.failovers: FailoverWatch | None = None
         if self.router is None:
@@ -75,7 +75,13 @@ class RedisStore:
                 settings.redis_master_name,
                 {**self._options(None), "socket_timeout": None},
                 [client.connection_pool for client in self._clients],
+                settings.redis_timeout,
             )
+
+    @property
+    def reply_timeout(self) -> float:
+        """How long a Redis reply may take (REDIS_TIMEOUT)."""
+        return self._settings.redis_timeout
 
     def _options(self, socket_timeout: float | None) -> dict[str, Any]:
         return connection_options(self._settings, socket_timeout)

@@ -29,6 +29,7 @@ from redis import exceptions as redis_errors
 from redis.asyncio.connection import ConnectionPool
 
 from ..core.backoff import backoff_delays
+from .pubsub import listen
 
 log = logging.getLogger("ws_counter.store")
 
@@ -46,12 +47,14 @@ class FailoverWatch:
         master_name: str,
         options: dict[str, Any],
         pools: list[ConnectionPool],
+        reply_timeout: float,
     ) -> None:
         self._sentinels = sentinels
         self._master_name = master_name
         self._options = options
         self._pools = pools
         self._master: str | None = None
+        self._reply_timeout = reply_timeout
 
     async def ask_again(self) -> None:
         """Drop idle connections to the requests' master, so the next asks the Sentinels."""
@@ -80,9 +83,9 @@ class FailoverWatch:
             pubsub = client.pubsub()
             try:
                 await pubsub.subscribe(SWITCH_CHANNEL)
-                async for message in pubsub.listen():
-                    delays = backoff_delays(BACKOFF_FIRST, BACKOFF_CAP)
-                    await self._heard(message)
+                delays = backoff_delays(BACKOFF_FIRST, BACKOFF_CAP)
+                # A Sentinel that vanished silently is noticed, as a data node is.
+                await listen(pubsub, self._heard, self._reply_timeout)
             except (redis_errors.RedisError, OSError) as exc:
                 log.debug("sentinel %s:%s: %s", host, port, exc)
             finally:

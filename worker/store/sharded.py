@@ -50,7 +50,7 @@ class Shard(PubSubConnection):
     """The SSUBSCRIBE connection to one primary and the counters subscribed there."""
 
     def __init__(self, owner: ShardedSubscription, address: Address, control: str) -> None:
-        super().__init__("ssubscribe", "sunsubscribe")
+        super().__init__("ssubscribe", "sunsubscribe", owner.store.reply_timeout)
         self.owner = owner
         self.address = address
         self.control = control
@@ -67,8 +67,7 @@ class Shard(PubSubConnection):
                 # One SSUBSCRIBE per channel: a command may name channels of one slot only.
                 for channel in (self.control, *map(channel_name, self.counters)):
                     await pubsub.ssubscribe(channel)
-            async for message in pubsub.listen():
-                self.dispatch(message)
+            await self.listen(pubsub, self.dispatch)
         except (redis_errors.RedisError, OSError) as exc:
             log_lost(f"redis shard {self.address[0]}:{self.address[1]}", exc)
         finally:

@@ -65,7 +65,7 @@ class Subscription(PubSubConnection):
     """
 
     def __init__(self, store: RedisStore, listener: StateListener) -> None:
-        super().__init__("subscribe", "unsubscribe")
+        super().__init__("subscribe", "unsubscribe", store.reply_timeout)
         self._store = store
         self._listener = listener
         self._background = TaskSet()
@@ -102,8 +102,7 @@ class Subscription(PubSubConnection):
         pubsub = self.pubsub = self._store.new_pubsub()
         async with self.lock:
             await pubsub.subscribe(CONTROL_CHANNEL, *(channel_name(c) for c in self.counters))
-        async for message in pubsub.listen():
-            self._dispatch(pubsub, message)
+        await self.listen(pubsub, lambda message: self._dispatch(pubsub, message))
 
     def _dispatch(self, pubsub: PubSub, message: dict[str, Any]) -> None:
         kind, channel = message["type"], message["channel"]
