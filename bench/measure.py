@@ -143,6 +143,72 @@ def throughput(
 
 
 @dataclass
+class Spread:
+    """Writers spread over distinct counters, increments kept in flight."""
+
+    redis: str
+    connections: int
+    counters: int
+    window: int
+    acked: int
+    per_second: float
+    error_codes: dict[str, int]
+    cpu_seconds: float
+    generator_busy: float
+
+
+def spread(
+    contestant: Contestant,
+    redis: str,
+    connections: int,
+    counters: int,
+    window: int,
+    seconds: float,
+    processes: int = 2,
+) -> Spread:
+    """``connections`` writers over ``counters`` distinct counters (each process its own
+    share of the counters), ``window`` increments in flight each, for ``seconds``."""
+    share = max(1, counters // processes)
+    plans = [
+        WriterPlan(
+            contestant.url,
+            connections // processes,
+            seconds,
+            window,
+            counters=share,
+            first=index * share,
+            prefix=f"spread{counters}-",
+        )
+        for index in range(processes)
+    ]
+    cpu0 = cpu_seconds(contestant.pids)
+    started = time.monotonic()
+    runs = [spawn(run_writers, plan) for plan in plans]
+    results = [receive(pipe, seconds + 120) for _, pipe in runs]
+    wall = time.monotonic() - started
+    cpu = cpu_seconds(contestant.pids) - cpu0
+    busy = max(busy_fraction(process.pid, 0.0, wall) for process, _ in runs)
+    for process, _ in runs:
+        process.join(10)
+    acked = sum(r["acked"] for r in results)
+    codes: dict[str, int] = {}
+    for result in results:
+        for code, count in result["error_codes"].items():
+            codes[code] = codes.get(code, 0) + count
+    return Spread(
+        redis,
+        connections,
+        counters,
+        window,
+        acked,
+        round(acked / seconds),
+        codes,
+        round(cpu, 1),
+        round(busy, 2),
+    )
+
+
+@dataclass
 class ManyCounters:
     redis: str
     counters: int

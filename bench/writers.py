@@ -8,6 +8,7 @@ seq was sent so that fan-out latency can be measured from the send.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import json
@@ -23,6 +24,7 @@ from websockets.exceptions import ConnectionClosed
 from worker import runtime
 from worker.core.protocol import incr_message
 from ws_counter_client.rules import new_session_id
+from ws_counter_client.urls import counter_url
 
 
 class Tally:
@@ -30,6 +32,7 @@ class Tally:
         self.acked = 0
         self.total_by = 0
         self.errors = 0
+        self.error_codes: collections.Counter[str] = collections.Counter()
         self.sent_at: dict[int, float] = {}
         self.ids = itertools.count()
         # Ids are deduplicated per counter: unique across writer processes and runs.
@@ -78,6 +81,7 @@ def _count_reply(message: dict[str, Any], tally: Tally, pending: dict[str, float
         if pending.pop(reply_key(message), None) is not None:
             tally.answered()
         tally.errors += 1
+        tally.error_codes[str(message.get("code"))] += 1
         return True
     return False
 
@@ -152,18 +156,12 @@ async def _paced(
 
 
 async def _run(plan: WriterPlan) -> dict[str, Any]:
-    url, connections, seconds, window, rate = (
-        plan.url,
-        plan.connections,
-        plan.seconds,
-        plan.window,
-        plan.rate,
-    )
+    connections, seconds, window, rate = plan.connections, plan.seconds, plan.window, plan.rate
     tally = Tally()
     # No keepalive pings: an overloaded server answering late must not end the run.
     opened = [
-        await connect(url, compression=None, max_size=None, ping_interval=None)
-        for _ in range(connections)
+        await connect(_url_of(plan, index), compression=None, max_size=None, ping_interval=None)
+        for index in range(connections)
     ]
     for connection in opened:
         await connection.recv()  # the total on open
@@ -180,6 +178,7 @@ async def _run(plan: WriterPlan) -> dict[str, Any]:
         "acked": tally.acked,
         "total_by": tally.total_by,
         "errors": tally.errors,
+        "error_codes": dict(tally.error_codes),
         "sent_at": tally.sent_at,
     }
 
@@ -196,6 +195,16 @@ class WriterPlan:
     rate: float | None = None
     # "id" for every server; "session" for ws-counter, which numbers them per session.
     dedup: str = "id"
+    # Connection i writes to counter "<prefix><first + i % counters>"; 0: ``url`` as given.
+    counters: int = 0
+    first: int = 0
+    prefix: str = "many-"
+
+
+def _url_of(plan: WriterPlan, index: int) -> str:
+    if not plan.counters:
+        return plan.url
+    return counter_url(plan.url, f"{plan.prefix}{plan.first + index % plan.counters}")
 
 
 def run_writers(plan: WriterPlan, pipe: Connection) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 from redis.asyncio.client import PubSub
-from redis.asyncio.connection import AbstractConnection, ConnectionPool
+from redis.asyncio.connection import ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
@@ -29,11 +29,10 @@ from ..errors import OutcomeUnknown, StoreRejected, StoreUnavailable
 from ..settings import Settings
 from .errors import NoReplicasError, map_redis_errors, register_error_classes
 from .keys import channel_name, id_key, session_key, state_key
+from .pipeline import Command, Pipeline
 from .router import REQUEST_CONNECTIONS, ClusterRouter
 from .scripts import Script, script
 from .sentinel import FailoverWatch
-
-Command = tuple[Any, ...]
 
 
 def new_epoch() -> str:
@@ -69,6 +68,12 @@ class RedisStore:
                 self._new_client(socket_timeout=settings.redis_timeout),
                 self._new_client(socket_timeout=None),
             )
+        # Requests go out through a pipeline per Redis node: the one Redis's now,
+        # each cluster primary's as its counters are first asked for.
+        self._pipeline: Pipeline | None = None
+        self._pipelines: dict[Address, Pipeline] = {}
+        if self._clients is not None:
+            self._pipeline = self._new_pipeline(self._clients[0].connection_pool)
         if self._clients is not None and settings.redis_sentinels:
             self.failovers = FailoverWatch(
                 settings.redis_sentinels,
@@ -118,13 +123,11 @@ class RedisStore:
         if not wanted:
             (replies,) = await self._run_script(counter, script("increment"), keys, args)
         else:
-            # WAIT on the same connection, in the same round trip, counts the
+            # WAIT on the same connection, in the same write, counts the
             # replicas that have every write this connection made: an
             # increment they confirmed survives a failover to one of them.
-            # Leave room within the socket timeout for WAIT's own reply.
-            wait_ms = max(1, int(self._settings.redis_timeout * 1000 * 0.75))
             replies, confirmed = await self._run_script(
-                counter, script("increment"), keys, args, ("WAIT", wanted, wait_ms)
+                counter, script("increment"), keys, args, confirm=True
             )
             if confirmed < wanted:
                 # A primary its replicas no longer hear: maybe no longer the primary.
@@ -173,20 +176,20 @@ class RedisStore:
         )
 
     async def _run_script(
-        self, counter: str, lua: Script, keys: list[str], args: list[Any], *after: Command
+        self, counter: str, lua: Script, keys: list[str], args: list[Any], confirm: bool = False
     ) -> list[Any]:
-        """EVALSHA (then ``after``) in one round trip; EVAL once if Redis lacks the script.
+        """EVALSHA (with ``confirm``, then WAIT) in one write; EVAL once if Redis lacks it.
 
         NOSCRIPT means Redis ran nothing, so sending the text is not a retry
         that could apply anything twice.
         """
         call = (len(keys), *keys, *args)
         try:
-            return await self._round_trip(counter, ("EVALSHA", lua.sha, *call), *after)
+            return await self._round_trip(counter, ("EVALSHA", lua.sha, *call), confirm=confirm)
         except StoreRejected as exc:
             if not isinstance(exc.__cause__, redis_errors.NoScriptError):
                 raise
-        return await self._round_trip(counter, ("EVAL", lua.source, *call), *after)
+        return await self._round_trip(counter, ("EVAL", lua.source, *call), confirm=confirm)
 
     async def watch_failovers(self) -> None:
         """With Sentinel, follow every failover as the Sentinels announce it (until cancelled)."""
@@ -197,23 +200,45 @@ class RedisStore:
         if self.failovers is not None:
             await self.failovers.ask_again()
 
-    async def _round_trip(self, counter: str, *commands: Command) -> list[Any]:
-        """Send ``commands`` pipelined on one connection to ``counter``'s Redis; the replies."""
-        if self._clients is not None:
-            try:
-                return await round_trip(self._clients[0].connection_pool, commands)
-            except StoreUnavailable as exc:
-                if isinstance(exc.__cause__, NoReplicasError | redis_errors.ReadOnlyError):
-                    await self.ask_sentinels_again()
-                raise
-        assert self.router is not None
+    async def _round_trip(
+        self, counter: str, *commands: Command, confirm: bool = False
+    ) -> list[Any]:
+        """``commands`` for ``counter``'s Redis, in the next write to it; their replies
+        (with ``confirm``, WAIT's after them). An error reply raises, mapped by class."""
         try:
-            return await round_trip(self.router.pool_for(counter), commands)
-        except StoreUnavailable:
-            # A MOVED, ASK, TRYAGAIN or CLUSTERDOWN reply, or a primary gone:
-            # the slot map may be stale. This request is not retried.
-            self.router.changed.set()
+            replies = await self._pipeline_for(counter).call(commands, confirm=confirm)
+            with map_redis_errors(sent=True):
+                for reply in replies:
+                    if isinstance(reply, redis_errors.ResponseError):
+                        raise reply
+            return replies
+        except StoreUnavailable as exc:
+            if self.router is not None:
+                # A MOVED, ASK, TRYAGAIN or CLUSTERDOWN reply, or a primary gone:
+                # the slot map may be stale. This request is not retried.
+                self.router.changed.set()
+            elif isinstance(exc.__cause__, NoReplicasError | redis_errors.ReadOnlyError):
+                await self.ask_sentinels_again()
             raise
+
+    def _pipeline_for(self, counter: str) -> Pipeline:
+        if self.router is None:
+            assert self._pipeline is not None
+            return self._pipeline
+        owner = self.router.owner(counter)
+        if owner is None:
+            raise StoreUnavailable(f"no Redis Cluster node owns the slot of {counter} now")
+        pipeline = self._pipelines.get(owner)
+        if pipeline is None:
+            pipeline = self._pipelines[owner] = self._new_pipeline(self.router.pool(owner))
+        return pipeline
+
+    def _new_pipeline(self, pool: ConnectionPool) -> Pipeline:
+        acks = self._settings.redis_replica_acks
+        # WAIT leaves room within the socket timeout for its own reply.
+        wait_ms = max(1, int(self._settings.redis_timeout * 1000 * 0.75))
+        wait = ("WAIT", acks, wait_ms) if acks else None
+        return Pipeline(pool, REQUEST_CONNECTIONS, wait)
 
     def new_pubsub(self) -> PubSub:
         assert self._clients is not None
@@ -225,6 +250,9 @@ class RedisStore:
         return aioredis.Redis(connection_pool=pool).pubsub()
 
     async def close(self) -> None:
+        for pipeline in [self._pipeline, *self._pipelines.values()]:
+            if pipeline is not None:
+                await pipeline.close()
         for client in self._clients or ():
             await client.aclose()
         if self.router is not None:
@@ -269,44 +297,6 @@ def new_client(settings: Settings, socket_timeout: float | None) -> aioredis.Red
         **options,
     )
     return aioredis.Redis(connection_pool=pool)
-
-
-async def round_trip(pool: ConnectionPool, commands: Sequence[Command]) -> list[Any]:
-    """Send ``commands`` pipelined on one connection of ``pool``; their replies, in order."""
-    with map_redis_errors(sent=False):
-        connection: AbstractConnection = await pool.get_connection()  # type: ignore[no-untyped-call]
-    try:
-        with map_redis_errors(sent=True):
-            await connection.send_packed_command(pack(commands))
-            replies = [await _reply(connection) for _ in commands]
-        with map_redis_errors(sent=True):
-            for reply in replies:
-                if isinstance(reply, redis_errors.ResponseError):
-                    raise reply
-        return replies
-    finally:
-        await pool.release(connection)
-
-
-def pack(commands: Sequence[Command]) -> bytes:
-    """Commands in RESP, as one buffer: one write, and less work per argument than
-    redis-py's general packer (its pack_command and encoder were 9% of the worker in a
-    py-spy profile of the throughput run; this function, 4%)."""
-    out: list[bytes] = []
-    for command in commands:
-        out.append(b"*%d\r\n" % len(command))
-        for arg in command:
-            data = arg if isinstance(arg, bytes) else str(arg).encode()
-            out.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(out)
-
-
-async def _reply(connection: AbstractConnection) -> Any:
-    """One reply; an error reply is returned, so the replies after it are still read."""
-    try:
-        return await connection.read_response()
-    except redis_errors.ResponseError as exc:
-        return exc
 
 
 def _outcome(reply: str) -> Outcome:
