@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from redis import exceptions as redis_errors
@@ -44,9 +44,7 @@ MAX_CALLS = 1024
 class Call:
     commands: Sequence[Command]
     confirm: bool
-    replies: asyncio.Future[list[Any]] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
+    replies: asyncio.Future[list[Any]]
 
 
 class Pipeline:
@@ -65,12 +63,13 @@ class Pipeline:
     async def call(self, commands: Sequence[Command], *, confirm: bool = False) -> list[Any]:
         """``commands``' replies in order (an error reply as its exception, not raised);
         with ``confirm``, WAIT's reply after them. Raises StoreError if the write failed."""
-        call = Call(commands, confirm and self._wait is not None)
+        loop = asyncio.get_running_loop()
+        call = Call(commands, confirm and self._wait is not None, loop.create_future())
         self._queue.append(call)
         if not self._scheduled:
             # At the end of this turn, once every caller ready in it has queued.
             self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._start_write)
+            loop.call_soon(self._start_write)
         return await call.replies
 
     def _start_write(self) -> None:

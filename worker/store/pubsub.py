@@ -96,11 +96,13 @@ class Heard:
     """When a connection last delivered anything, and who waits for its next message."""
 
     def __init__(self) -> None:
-        self.at = asyncio.get_running_loop().time()
+        # Called for every message: the loop's clock, looked up once.
+        self._clock = asyncio.get_running_loop().time
+        self.at = self._clock()
         self.waiter: asyncio.Future[None] | None = None
 
     def now(self) -> None:
-        self.at = asyncio.get_running_loop().time()
+        self.at = self._clock()
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(None)
 
