@@ -28,6 +28,7 @@ from worker.limits import raise_open_file_limit
 from worker.store.scripts import script
 
 from . import contestants
+from .counters import QUICK_ROWS, ROWS, run_rows
 from .httpwriters import run_http_writers
 from .measure import fanout, idle_memory, many_counters, redis_memory, throughput
 from .report import render_markdown, render_plot
@@ -35,7 +36,7 @@ from .report import render_markdown, render_plot
 RESULTS = Path(__file__).parent / "results"
 
 Plan = dict[str, Any]
-MEASUREMENTS = ("idle", "throughput", "http", "memory", "fanout", "cluster")
+MEASUREMENTS = ("idle", "throughput", "http", "memory", "fanout", "cluster", "counters")
 FLOOR = "raw-socket floor"
 
 FULL: Plan = {
@@ -54,6 +55,9 @@ FULL: Plan = {
     "cluster_counters": 1000,
     "cluster_clients": 2000,
     "cluster_increments": 20,
+    # Distinct counters, increments in flight (python -m bench.counters).
+    "spread_rows": ROWS,
+    "spread_seconds": 8.0,
 }
 QUICK: Plan = {
     "throughput_seconds": 1.5,
@@ -68,6 +72,8 @@ QUICK: Plan = {
     "cluster_counters": 50,
     "cluster_clients": 100,
     "cluster_increments": 5,
+    "spread_rows": QUICK_ROWS,
+    "spread_seconds": 2.0,
 }
 
 
@@ -185,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         "idle_kib": {},
         "redis_memory": [],
         "many_counters": [],
+        "spread": [],
         "floors": {},
         "failures": [],
     }
@@ -329,6 +336,34 @@ def compare_redis_cluster(plan: Plan, scratch: Path, results: dict[str, Any]) ->
             )
 
 
+def measure_spread(plan: Plan, scratch: Path, results: dict[str, Any]) -> None:
+    """Distinct counters with increments in flight, one worker, one Redis: the ratios to
+    the first row, and every answer that was not an ack."""
+    redis, port = contestants.start_redis(scratch / "redis-spread")
+    server = contestants.ws_counter(port, 1)
+    try:
+        print("== ws-counter x1, distinct counters, increments in flight", flush=True)
+        rows = attempt(
+            results,
+            "ws-counter x1",
+            "distinct counters",
+            run_rows,
+            server,
+            "one Redis",
+            plan["spread_rows"],
+            plan["spread_seconds"],
+        )
+    finally:
+        server.stop()
+        redis.stop()
+    for row in rows or []:
+        results["spread"].append(asdict(row))
+        if row.error_codes:
+            results["failures"].append(
+                f"distinct counters: {row.counters:,} counters answered {row.error_codes}"
+            )
+
+
 def run_all(plan: dict[str, Any], scratch: Path, results: dict[str, Any]) -> None:  # noqa: PLR0912 (one branch per measurement the run may include)
     servers: list[tuple[str, Start]] = [
         ("ws-counter x1", lambda port: contestants.ws_counter(port, 1, **plan["worker_env"])),
@@ -391,6 +426,8 @@ def run_all(plan: dict[str, Any], scratch: Path, results: dict[str, Any]) -> Non
             redis.stop()
     if "cluster" in plan["measure"]:
         compare_redis_cluster(plan, scratch, results)
+    if "counters" in plan["measure"]:
+        measure_spread(plan, scratch, results)
     if "fanout" in plan["measure"] and (not plan["only"] or FLOOR in plan["only"]):
         floor = contestants.floor()
         try:

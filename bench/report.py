@@ -135,6 +135,21 @@ def render_markdown(results: dict[str, Any]) -> str:
             f"{row['increments_per_second']:,.0f} | {row['fanout_p99_ms']:.1f} | {row['exact']} |"
             for row in results["many_counters"]
         ]
+    if results.get("spread"):
+        base = results["spread"][0]["per_second"] or 1
+        lines += [
+            "",
+            "## Distinct counters, increments in flight (one worker, one Redis, same run)",
+            "",
+            "| connections | counters | in flight each | acks/s | of the first row | errors |",
+            "|---:|---:|---:|---:|---:|---|",
+        ]
+        lines += [
+            f"| {row['connections']:,} | {row['counters']:,} | {row['window']} | "
+            f"{row['per_second']:,} | {row['per_second'] / base:.2f}x | "
+            f"{row['error_codes'] or 'none'} |"
+            for row in results["spread"]
+        ]
     lines += [
         "",
         "## Idle memory per connection (server RSS)",
