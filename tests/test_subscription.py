@@ -16,6 +16,8 @@ from pathlib import Path
 from worker.core.state import CounterState
 from worker.settings import load_settings
 from worker.store import RedisStore, Subscription
+from worker.store.keys import channel_name
+from worker.store.pubsub import UNSUBSCRIBE_GRACE
 
 from .conftest import RedisServer, seconds
 
@@ -81,3 +83,64 @@ def test_a_paused_redis_is_noticed_and_the_subscription_comes_back(tmp_path: Pat
         asyncio.run(scenario())
     finally:
         redis.stop()
+
+
+def test_many_counters_subscribe_in_few_commands_and_leave_after_a_grace(
+    redis_server: RedisServer,
+) -> None:
+    counters = [f"many-subs-{n}" for n in range(2500)]
+
+    def channels() -> set[str]:
+        return set(redis_server.cli("PUBSUB", "CHANNELS", "wsc:{many-subs-*").split())
+
+    def subscribe_calls() -> int:
+        stats = redis_server.cli("INFO", "commandstats")
+        line = next((x for x in stats.splitlines() if x.startswith("cmdstat_subscribe:")), "")
+        return int(line.split("calls=")[1].split(",")[0]) if line else 0
+
+    async def scenario() -> None:
+        settings = load_settings({"REDIS_URL": redis_server.url})
+        store = RedisStore(settings)
+        listener = Listener()
+        subscription = Subscription(store, listener)
+        running = asyncio.create_task(subscription.run())
+        try:
+            await asyncio.wait_for(listener.up.wait(), seconds(10))
+            calls = subscribe_calls()
+            confirmed = Confirmations(listener, len(counters))
+            for counter in counters:  # all in one turn of the loop
+                subscription.add(counter)
+            await asyncio.wait_for(confirmed.all.wait(), seconds(10))
+            # 2,500 channels in three commands of at most 1,000.
+            assert subscribe_calls() - calls == 3
+            assert len(channels()) == len(counters)
+            for counter in counters:
+                subscription.discard(counter)
+            # Back within the grace: still subscribed, confirmed again at once.
+            confirmed = Confirmations(listener, 1)
+            subscription.add(counters[0])
+            assert confirmed.all.is_set()
+            # The grace is a timer in the subscription: wait it out, then look once.
+            await asyncio.sleep(UNSUBSCRIBE_GRACE + 1.0)
+            assert channels() == {channel_name(counters[0])}
+        finally:
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+            await subscription.close()
+            await store.close()
+
+    asyncio.run(scenario())
+
+
+class Confirmations:
+    """Set ``all`` once ``count`` counters were confirmed through ``listener``."""
+
+    def __init__(self, listener: Listener, count: int) -> None:
+        self.all = asyncio.Event()
+        self._left = count
+        listener.on_subscribed = self._one  # type: ignore[method-assign]
+
+    def _one(self, counter: str) -> None:
+        self._left -= 1
+        if self._left <= 0:
+            self.all.set()

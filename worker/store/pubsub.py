@@ -10,18 +10,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
 from redis import exceptions as redis_errors
 from redis.asyncio.client import PubSub
 
+from ..core.slots import key_slot
 from .keys import channel_name
 
 log = logging.getLogger("ws_counter.store")
 
 # A pub/sub connection that has heard nothing for this long is sent a PING.
 PING_WHEN_SILENT = 1.0
+# The most channels one SUBSCRIBE or UNSUBSCRIBE names.
+CHANNELS_PER_COMMAND = 1000
+# A counter whose last local client left stays subscribed this long (seconds), so
+# that clients coming and going do not turn into a subscribe and unsubscribe each.
+UNSUBSCRIBE_GRACE = 2.0
 
 Message = dict[str, Any]
 
@@ -42,9 +48,20 @@ class PubSubConnection:
     """One pub/sub connection, the counters subscribed on it, and its commands in order.
 
     ``up`` turns true when Redis confirms the connection's control channel.
+    Subscriptions asked for in one turn of the event loop go to Redis as one
+    command (on a cluster, one per slot: SSUBSCRIBE names channels of one
+    slot), so a thousand clients joining at once cost a few commands.
     """
 
-    def __init__(self, subscribe: str, unsubscribe: str, reply_timeout: float) -> None:
+    def __init__(
+        self,
+        subscribe: str,
+        unsubscribe: str,
+        reply_timeout: float,
+        spawn: Callable[[Coroutine[Any, Any, None]], object],
+        *,
+        sharded: bool = False,
+    ) -> None:
         self.counters: set[str] = set()
         self.pubsub: PubSub | None = None
         self.up = False
@@ -53,24 +70,50 @@ class PubSubConnection:
         self.lock = asyncio.Lock()
         self._verbs = subscribe, unsubscribe
         self.reply_timeout = reply_timeout
+        self._spawn = spawn
+        self._sharded = sharded
+        # Counter -> subscribed or not, as last asked; sent by the next command.
+        self._wanted: dict[str, bool] = {}
+        self._sending = False
 
-    async def subscribe(self, counter: str) -> None:
-        await self._command(self._verbs[0], counter)
+    def want(self, counter: str, subscribed: bool) -> None:
+        """Subscribe or unsubscribe ``counter`` with the next command, together with
+        every other counter asked for by then; the last ask for a counter wins."""
+        self._wanted.pop(counter, None)
+        self._wanted[counter] = subscribed
+        if not self._sending:
+            # The task runs in a later turn: every ask of this one goes with it.
+            self._sending = True
+            self._spawn(self._send_wanted())
 
-    async def unsubscribe(self, counter: str) -> None:
-        await self._command(self._verbs[1], counter)
-
-    async def _command(self, verb: str, counter: str) -> None:
+    async def _send_wanted(self) -> None:
         async with self.lock:
+            self._sending = False
+            wanted, self._wanted = self._wanted, {}
             pubsub = self.pubsub
             if pubsub is None:
-                return
+                return  # the resubscription after a reconnect covers them
+            subscribe, unsubscribe = self._verbs
             try:
-                await getattr(pubsub, verb)(channel_name(counter))
+                for verb, on in ((unsubscribe, False), (subscribe, True)):
+                    channels = [channel_name(c) for c, wants in wanted.items() if wants is on]
+                    for group in self._commands(channels):
+                        await getattr(pubsub, verb)(*group)
             except (redis_errors.RedisError, OSError) as exc:
                 # The reader sees the same failure; the resubscription after it
-                # covers this channel.
-                log.debug("pub/sub %s failed: %s", verb, exc)
+                # covers these channels.
+                log.debug("pub/sub command failed: %s", exc)
+
+    def _commands(self, channels: list[str]) -> list[list[str]]:
+        """``channels`` split into commands: by slot on a cluster, at most 1,000 each."""
+        groups: dict[int, list[str]] = {}
+        for channel in channels:
+            groups.setdefault(key_slot(channel) if self._sharded else 0, []).append(channel)
+        return [
+            group[start : start + CHANNELS_PER_COMMAND]
+            for group in groups.values()
+            for start in range(0, len(group), CHANNELS_PER_COMMAND)
+        ]
 
     async def listen(self, pubsub: PubSub, handle: Callable[[Message], None]) -> None:
         """Hand every message to ``handle`` until the connection fails or stops answering."""
@@ -168,3 +211,38 @@ async def _watch(
             ) from None
         finally:
             heard.waiter = None
+
+
+class Leaving:
+    """Counters that lost their last local client: each is let go (``let_go``) after
+    UNSUBSCRIBE_GRACE seconds, unless a client comes back first (``back``)."""
+
+    def __init__(self, let_go: Callable[[str], None]) -> None:
+        self._let_go = let_go
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+
+    def __len__(self) -> int:
+        return len(self._timers)
+
+    def start(self, counter: str) -> None:
+        if counter not in self._timers:
+            self._timers[counter] = asyncio.get_running_loop().call_later(
+                UNSUBSCRIBE_GRACE, self._expire, counter
+            )
+
+    def back(self, counter: str) -> bool:
+        """Whether ``counter`` was leaving (so it is still subscribed); it stays now."""
+        timer = self._timers.pop(counter, None)
+        if timer is None:
+            return False
+        timer.cancel()
+        return True
+
+    def _expire(self, counter: str) -> None:
+        del self._timers[counter]
+        self._let_go(counter)
+
+    def clear(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()

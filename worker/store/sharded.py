@@ -38,7 +38,7 @@ from ..core.slots import Address, channel_in_slots
 from ..errors import StoreError
 from ..tasks import TaskSet
 from .keys import CONTROL_CHANNEL, channel_name, counter_of_channel
-from .pubsub import PubSubConnection, close_quietly
+from .pubsub import Leaving, PubSubConnection, close_quietly
 from .redis_store import RedisStore
 from .router import ClusterRouter
 from .subscription import BACKOFF_CAP, BACKOFF_FIRST, announce_until_done, decoded, log_lost
@@ -50,7 +50,9 @@ class Shard(PubSubConnection):
     """The SSUBSCRIBE connection to one primary and the counters subscribed there."""
 
     def __init__(self, owner: ShardedSubscription, address: Address, control: str) -> None:
-        super().__init__("ssubscribe", "sunsubscribe", owner.store.reply_timeout)
+        super().__init__(
+            "ssubscribe", "sunsubscribe", owner.store.reply_timeout, owner.tasks.spawn, sharded=True
+        )
         self.owner = owner
         self.address = address
         self.control = control
@@ -93,15 +95,19 @@ class Shard(PubSubConnection):
             if state is not None:
                 owner.listener.on_state(counter, state)
         elif kind == "ssubscribe":
-            owner.listener.on_subscribed(counter)
-            owner.tasks.spawn(
-                announce_until_done(owner.store, counter, lambda: self.wants(counter))
-            )
+            self.confirmed(counter)
         elif kind == "sunsubscribe":
             # Redis moved the counter's slot away: not an unsubscribe we asked for.
             self.counters.discard(counter)
             owner.listener.on_lost(counter)
             owner.router.changed.set()
+
+    def confirmed(self, counter: str) -> None:
+        """``counter`` is subscribed here: its snapshot follows through this connection."""
+        self.owner.listener.on_subscribed(counter)
+        self.owner.tasks.spawn(
+            announce_until_done(self.owner.store, counter, lambda: self.wants(counter))
+        )
 
     def wants(self, counter: str) -> bool:
         return self.up and counter in self.counters
@@ -119,21 +125,31 @@ class ShardedSubscription:
         self._shards: dict[Address, Shard] = {}
         self.tasks = TaskSet()
         self._up = False
+        self._leaving = Leaving(self._let_go)
 
     def add(self, counter: str) -> None:
-        self._counters.add(counter)
         shard = self._shard_of(counter)
+        if self._leaving.back(counter):
+            # Still subscribed: the new clients get what a confirmation would give them.
+            if shard is not None and shard.up and counter in shard.counters:
+                shard.confirmed(counter)
+            return
+        self._counters.add(counter)
         if shard is not None and counter not in shard.counters:
             shard.counters.add(counter)
             if shard.pubsub is not None:
-                self.tasks.spawn(shard.subscribe(counter))
+                shard.want(counter, True)
 
     def discard(self, counter: str) -> None:
+        if counter in self._counters:
+            self._leaving.start(counter)
+
+    def _let_go(self, counter: str) -> None:
         self._counters.discard(counter)
         for shard in self._shards.values():
             if counter in shard.counters:
                 shard.counters.discard(counter)
-                self.tasks.spawn(shard.unsubscribe(counter))
+                shard.want(counter, False)
 
     def _shard_of(self, counter: str) -> Shard | None:
         owner = self.router.owner(counter)
@@ -176,10 +192,10 @@ class ShardedSubscription:
                 if shard is not wanted and counter in shard.counters:
                     shard.counters.discard(counter)
                     self.listener.on_lost(counter)
-                    self.tasks.spawn(shard.unsubscribe(counter))
+                    shard.want(counter, False)
             if wanted is not None and counter not in wanted.counters:
                 wanted.counters.add(counter)
-                self.tasks.spawn(wanted.subscribe(counter))
+                wanted.want(counter, True)
         for shard in self._shards.values():
             if shard.task is None:
                 shard.start()
@@ -211,6 +227,7 @@ class ShardedSubscription:
             self.listener.on_connection(up)
 
     async def close(self) -> None:
+        self._leaving.clear()
         await self.tasks.cancel_all()
         if self._up:
             self._up = False

@@ -8,7 +8,6 @@ from collections.abc import Callable
 from typing import Any
 
 from redis import exceptions as redis_errors
-from redis.asyncio.client import PubSub
 
 from ..core.backoff import backoff_delays
 from ..core.hub import StateListener
@@ -16,7 +15,7 @@ from ..core.state import CounterState, decode_state
 from ..errors import StoreError
 from ..tasks import TaskSet
 from .keys import CONTROL_CHANNEL, channel_name, counter_of_channel
-from .pubsub import PubSubConnection, close_quietly
+from .pubsub import Leaving, PubSubConnection, close_quietly
 from .redis_store import RedisStore
 
 log = logging.getLogger("ws_counter.store")
@@ -65,20 +64,30 @@ class Subscription(PubSubConnection):
     """
 
     def __init__(self, store: RedisStore, listener: StateListener) -> None:
-        super().__init__("subscribe", "unsubscribe", store.reply_timeout)
+        self._background = TaskSet()
+        super().__init__("subscribe", "unsubscribe", store.reply_timeout, self._background.spawn)
         self._store = store
         self._listener = listener
-        self._background = TaskSet()
+        self._leaving = Leaving(self._let_go)
 
     def add(self, counter: str) -> None:
+        if self._leaving.back(counter):
+            # Still subscribed: the new clients get what a confirmation would give them.
+            if self.up:
+                self._confirmed(counter)
+            return
         self.counters.add(counter)
         if self.pubsub is not None:
-            self._background.spawn(self.subscribe(counter))
+            self.want(counter, True)
 
     def discard(self, counter: str) -> None:
+        if counter in self.counters:
+            self._leaving.start(counter)
+
+    def _let_go(self, counter: str) -> None:
         self.counters.discard(counter)
         if self.pubsub is not None:
-            self._background.spawn(self.unsubscribe(counter))
+            self.want(counter, False)
 
     async def run(self) -> None:
         """Keep the subscription alive until cancelled."""
@@ -102,9 +111,9 @@ class Subscription(PubSubConnection):
         pubsub = self.pubsub = self._store.new_pubsub()
         async with self.lock:
             await pubsub.subscribe(CONTROL_CHANNEL, *(channel_name(c) for c in self.counters))
-        await self.listen(pubsub, lambda message: self._dispatch(pubsub, message))
+        await self.listen(pubsub, self._dispatch)
 
-    def _dispatch(self, pubsub: PubSub, message: dict[str, Any]) -> None:
+    def _dispatch(self, message: dict[str, Any]) -> None:
         kind, channel = message["type"], message["channel"]
         if kind == "subscribe":
             if channel == CONTROL_CHANNEL:
@@ -113,14 +122,7 @@ class Subscription(PubSubConnection):
                 return
             counter = counter_of_channel(channel)
             if counter is not None and counter in self.counters:
-                self._listener.on_subscribed(counter)
-                self._background.spawn(
-                    announce_until_done(
-                        self._store,
-                        counter,
-                        lambda: pubsub is self.pubsub and counter in self.counters,
-                    )
-                )
+                self._confirmed(counter)
         elif kind == "message":
             counter = counter_of_channel(channel)
             if counter is None or counter not in self.counters:
@@ -129,11 +131,22 @@ class Subscription(PubSubConnection):
             if state is not None:
                 self._listener.on_state(counter, state)
 
+    def _confirmed(self, counter: str) -> None:
+        """``counter`` is subscribed: its snapshot follows through the subscription."""
+        self._listener.on_subscribed(counter)
+        pubsub = self.pubsub
+        self._background.spawn(
+            announce_until_done(
+                self._store, counter, lambda: pubsub is self.pubsub and counter in self.counters
+            )
+        )
+
     async def _drop(self) -> None:
         pubsub = self.detach()
         self._listener.on_connection(False)
         await close_quietly(pubsub)
 
     async def close(self) -> None:
+        self._leaving.clear()
         await self._background.cancel_all()
         await self._drop()

@@ -1,0 +1,149 @@
+"""``python -m bench.churn``: clients joining and leaving distinct counters on one worker.
+
+Each client opens a WebSocket to a counter no other client uses, waits for the
+snapshot (its first total), and leaves at once; new clients start at a steady
+rate from two load processes. Reported: joins per second reached, the time
+from the open handshake's end until the snapshot arrived (p50, p99), and the
+Redis channels subscribed before, at the end, and once the worker's
+unsubscribe grace has passed: back at the baseline means no subscription leaked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+import redis.asyncio as aioredis
+from websockets.asyncio.client import connect
+from websockets.exceptions import WebSocketException
+
+from worker import runtime
+from worker.store.pubsub import UNSUBSCRIBE_GRACE
+from ws_counter_client.urls import counter_url
+
+from .contestants import start_redis, ws_counter
+from .measure import receive, spawn
+
+PROCESSES = 2
+
+
+@dataclass
+class Churn:
+    joins: int
+    joins_per_second: float
+    failures: int
+    snapshot_p50_ms: float
+    snapshot_p99_ms: float
+    channels_before: int
+    channels_at_end: int
+    channels_after_grace: int
+
+
+def run_joiners(url: str, prefix: str, rate: float, seconds: float, pipe: Connection) -> None:
+    pipe.send(runtime.run(_joiners(url, prefix, rate, seconds)))
+
+
+async def _joiners(url: str, prefix: str, rate: float, seconds: float) -> dict[str, object]:
+    waits: list[float] = []
+    failures = 0
+
+    async def one(number: int) -> None:
+        nonlocal failures
+        try:
+            async with connect(counter_url(url, f"{prefix}{number}"), compression=None) as ws:
+                opened = time.monotonic()
+                await asyncio.wait_for(ws.recv(), 10)
+                waits.append(time.monotonic() - opened)
+        except (OSError, TimeoutError, WebSocketException):  # counted, not raised
+            failures += 1
+
+    started = time.monotonic()
+    tasks = []
+    count = int(rate * seconds)
+    for number in range(count):
+        # Start on schedule: the n-th join is due at n / rate seconds.
+        delay = started + number / rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(number)))
+    await asyncio.gather(*tasks)
+    return {"waits": waits, "failures": failures, "wall": time.monotonic() - started}
+
+
+async def _channels(port: int) -> int:
+    client = aioredis.Redis(port=port)
+    try:
+        return len(await client.pubsub_channels("wsc:*"))
+    finally:
+        await client.aclose()
+
+
+def measure(rate: float, seconds: float, scratch: Path) -> Churn:
+    redis, port = start_redis(scratch / "redis-churn")
+    server = ws_counter(port, 1)
+    try:
+        before = asyncio.run(_channels(port))
+        runs = [
+            spawn(run_joiners, server.url, f"churn{index}-", rate / PROCESSES, seconds)
+            for index in range(PROCESSES)
+        ]
+        results = [receive(pipe, seconds + 120) for _, pipe in runs]
+        for process, _ in runs:
+            process.join(10)
+        at_end = asyncio.run(_channels(port))
+        # The grace is a timer in the worker; nothing to wait on from here but time.
+        time.sleep(UNSUBSCRIBE_GRACE + 1.0)
+        after = asyncio.run(_channels(port))
+    finally:
+        server.stop()
+        redis.stop()
+    waits = sorted(wait for result in results for wait in result["waits"])
+    wall = max(result["wall"] for result in results)
+    joins = len(waits)
+    return Churn(
+        joins,
+        round(joins / wall),
+        sum(result["failures"] for result in results),
+        round(statistics.median(waits) * 1000, 1) if waits else 0.0,
+        round(waits[int(len(waits) * 0.99) - 1] * 1000, 1) if waits else 0.0,
+        before,
+        at_end,
+        after,
+    )
+
+
+def print_churn(row: Churn) -> None:
+    print(
+        f"{row.joins:,} joins, {row.joins_per_second:,.0f}/s, {row.failures} failed;"
+        f" snapshot p50 {row.snapshot_p50_ms} ms p99 {row.snapshot_p99_ms} ms;"
+        f" Redis channels {row.channels_before} before, {row.channels_at_end} at the end,"
+        f" {row.channels_after_grace} after the grace",
+        flush=True,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.churn", description=__doc__)
+    parser.add_argument("--rate", type=float, default=2000.0, help="joins per second (2000)")
+    parser.add_argument("--seconds", type=float, default=5.0, help="how long (5)")
+    parser.add_argument("--json", type=Path, help="write the row here")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="ws-counter-bench-churn-") as scratch:
+        row = measure(args.rate, args.seconds, Path(scratch))
+    print_churn(row)
+    if args.json:
+        args.json.write_text(json.dumps(asdict(row), indent=2))
+    leaked = row.channels_after_grace > row.channels_before
+    return 1 if leaked or row.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
