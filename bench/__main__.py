@@ -132,6 +132,7 @@ def redis_floor(port: int, clients: int, pipeline: int, requests: int) -> float:
             "60",
             "86400",
             "64",
+            "0",
             "1",
             "",
             "",

@@ -270,6 +270,13 @@ class Settings:
         "outcomes a session keeps, so that a resend gets its original total; at least"
         " WS_MAX_PENDING_INCREMENTS",
     )
+    publish_rate: int = setting(
+        25,
+        "WS_PUBLISH_RATE",
+        COUNT_OR_ZERO,
+        "most times a second one counter's state is published to the workers; a state"
+        " held back goes out when its 1/N s is over (0: after every increment)",
+    )
     compression: bool = setting(
         False,
         "WS_COMPRESSION",

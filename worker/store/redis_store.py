@@ -28,6 +28,7 @@ from ..core.state import APPLIED_EARLIER, Applied, CounterState, Outcome, decode
 from ..errors import OutcomeUnknown, StoreRejected, StoreUnavailable
 from ..settings import Settings
 from .errors import NoReplicasError, map_redis_errors, register_error_classes
+from .held import HeldStates
 from .keys import channel_name, id_key, session_key, state_key
 from .pipeline import Command, Pipeline
 from .router import REQUEST_CONNECTIONS, ClusterRouter
@@ -58,6 +59,10 @@ class RedisStore:
                 self._options(None),
             )
         self._publish = "SPUBLISH" if self.router else "PUBLISH"
+        # WS_PUBLISH_RATE: a counter's state goes out at most this often.
+        rate = settings.publish_rate
+        self._interval_ms = 1000 // rate if rate else 0
+        self._held = HeldStates(self._interval_ms / 1000, settings.redis_timeout, self._send_held)
         # One Redis (or the Sentinel-managed master): a client for requests and
         # one for the subscription, which blocks on reads indefinitely (its PING
         # when silent, pubsub.listen, notices a peer that vanished without closing).
@@ -107,6 +112,7 @@ class RedisStore:
             settings.dedup_ttl,
             settings.session_ttl,
             settings.session_window,
+            self._interval_ms,
         ]
         for increment in increments:
             if increment.session is not None:
@@ -137,7 +143,21 @@ class RedisStore:
                 raise OutcomeUnknown(
                     f"applied on the master but confirmed by {confirmed} of {wanted} replicas"
                 )
-        return [_outcome(reply) for reply in replies]
+        *lines, published = replies
+        if published == "held":
+            self._held.hold(counter)
+        return [_outcome(line) for line in lines]
+
+    async def _send_held(self, counter: str, now: bool) -> float:
+        """Publish ``counter``'s held state if its interval is over (or ``now``); else the
+        seconds left to wait."""
+        (wait_ms,) = await self._run_script(
+            counter,
+            script("flush"),
+            [state_key(counter)],
+            [channel_name(counter), self._publish, self._interval_ms, "1" if now else "0"],
+        )
+        return int(wait_ms) / 1000
 
     async def announce(self, counter: str) -> CounterState:
         """Publish the counter's current state on its channel (creating it if absent)."""
@@ -250,6 +270,7 @@ class RedisStore:
         return aioredis.Redis(connection_pool=pool).pubsub()
 
     async def close(self) -> None:
+        await self._held.close()
         for pipeline in [self._pipeline, *self._pipelines.values()]:
             if pipeline is not None:
                 await pipeline.close()

@@ -1,5 +1,6 @@
 #!lua
--- Apply a batch of increments to one counter, in order, and publish once.
+-- Apply a batch of increments to one counter, in order, and publish once
+-- (at most once per ARGV[7] ms: publish_bounded in state.lua).
 -- The shebang declares a script that writes: Redis at maxmemory refuses it
 -- before it runs (OOM), never halfway, and a read-only replica refuses it too.
 --
@@ -12,7 +13,8 @@
 -- ARGV[4]      seconds an increment id is remembered
 -- ARGV[5]      seconds an idle session is remembered
 -- ARGV[6]      W, how many outcomes a session keeps
--- ARGV[7], ... triples (by, kind, n): kind '' (bare), 'iK' (the id key KEYS[K])
+-- ARGV[7]      the least ms between two publishes of this counter (0: no bound)
+-- ARGV[8], ... triples (by, kind, n): kind '' (bare), 'iK' (the id key KEYS[K])
 --              or 'sK' (number n of the session whose hash is KEYS[K])
 --
 -- Exactly-once with an id: the id key holds the increment's outcome for
@@ -31,13 +33,15 @@
 -- its number (kept as '!'), so a retry is refused the same way.
 --
 -- Returns one line per increment: 'ok STATE', 'dup STATE', 'old',
--- 'err overflow MESSAGE' or 'err out_of_order NEXT'.
+-- 'err overflow MESSAGE' or 'err out_of_order NEXT'; then one more line, how
+-- the state went out: 'sent', 'held' (flush.lua sends it) or 'none' (unchanged).
 --
 -- Totals stay strings: Lua numbers are doubles, exact only up to 2^53, while
 -- HINCRBY works on the exact 64-bit integer inside Redis and refuses to
 -- overflow. seq and n are Lua numbers but never come near 2^53.
 local state, channel, publish, fresh_epoch = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
 local id_ttl, session_ttl, window = ARGV[4], ARGV[5], tonumber(ARGV[6])
+local interval = tonumber(ARGV[7])
 
 local epoch = redis.call('HGET', state, 'epoch')
 if not epoch then
@@ -93,7 +97,7 @@ local function with_session(key, by, n)
 end
 
 local results = {}
-for i = 7, #ARGV, 3 do
+for i = 8, #ARGV, 3 do
     local by, kind = ARGV[i], ARGV[i + 1]
     if kind == '' then
         results[#results + 1] = (apply(by))
@@ -107,7 +111,9 @@ for i = 7, #ARGV, 3 do
     end
 end
 
+local published = 'none'
 if last then
-    redis.call(publish, channel, encode_update(last))
+    published = publish_bounded(state, channel, publish, last, interval)
 end
+results[#results + 1] = published
 return results
