@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import statistics
 import sys
@@ -20,6 +21,7 @@ import time
 from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 import redis.asyncio as aioredis
 from websockets.asyncio.client import connect
@@ -30,7 +32,7 @@ from worker.store.pubsub import UNSUBSCRIBE_GRACE
 from ws_counter_client.urls import counter_url
 
 from .contestants import start_redis, ws_counter
-from .measure import receive, spawn
+from .measure import busy_fraction, cpu_seconds, receive, spawn
 
 PROCESSES = 2
 
@@ -45,25 +47,27 @@ class Churn:
     channels_before: int
     channels_at_end: int
     channels_after_grace: int
+    worker_busy: float
+    generator_busy: float
+    failure_kinds: dict[str, int]
 
 
 def run_joiners(url: str, prefix: str, rate: float, seconds: float, pipe: Connection) -> None:
     pipe.send(runtime.run(_joiners(url, prefix, rate, seconds)))
 
 
-async def _joiners(url: str, prefix: str, rate: float, seconds: float) -> dict[str, object]:
+async def _joiners(url: str, prefix: str, rate: float, seconds: float) -> dict[str, Any]:
     waits: list[float] = []
-    failures = 0
+    failures: collections.Counter[str] = collections.Counter()
 
     async def one(number: int) -> None:
-        nonlocal failures
         try:
             async with connect(counter_url(url, f"{prefix}{number}"), compression=None) as ws:
                 opened = time.monotonic()
                 await asyncio.wait_for(ws.recv(), 10)
                 waits.append(time.monotonic() - opened)
-        except (OSError, TimeoutError, WebSocketException):  # counted, not raised
-            failures += 1
+        except (OSError, TimeoutError, WebSocketException) as exc:  # counted, not raised
+            failures[str(exc)[:60] or type(exc).__name__] += 1
 
     started = time.monotonic()
     tasks = []
@@ -75,7 +79,7 @@ async def _joiners(url: str, prefix: str, rate: float, seconds: float) -> dict[s
             await asyncio.sleep(delay)
         tasks.append(asyncio.create_task(one(number)))
     await asyncio.gather(*tasks)
-    return {"waits": waits, "failures": failures, "wall": time.monotonic() - started}
+    return {"waits": waits, "failures": dict(failures), "wall": time.monotonic() - started}
 
 
 async def _channels(port: int) -> int:
@@ -91,11 +95,17 @@ def measure(rate: float, seconds: float, scratch: Path) -> Churn:
     server = ws_counter(port, 1)
     try:
         before = asyncio.run(_channels(port))
+        cpu0 = cpu_seconds(server.pids)
+        started = time.monotonic()
         runs = [
             spawn(run_joiners, server.url, f"churn{index}-", rate / PROCESSES, seconds)
             for index in range(PROCESSES)
         ]
         results = [receive(pipe, seconds + 120) for _, pipe in runs]
+        elapsed = time.monotonic() - started
+        worker_busy = (cpu_seconds(server.pids) - cpu0) / elapsed
+        # Read before joining: an exited process keeps its CPU times until it is reaped.
+        generator_busy = max(busy_fraction(process.pid, 0.0, elapsed) for process, _ in runs)
         for process, _ in runs:
             process.join(10)
         at_end = asyncio.run(_channels(port))
@@ -108,15 +118,21 @@ def measure(rate: float, seconds: float, scratch: Path) -> Churn:
     waits = sorted(wait for result in results for wait in result["waits"])
     wall = max(result["wall"] for result in results)
     joins = len(waits)
+    kinds: collections.Counter[str] = collections.Counter()
+    for result in results:
+        kinds.update(result["failures"])
     return Churn(
         joins,
         round(joins / wall),
-        sum(result["failures"] for result in results),
+        sum(kinds.values()),
         round(statistics.median(waits) * 1000, 1) if waits else 0.0,
         round(waits[int(len(waits) * 0.99) - 1] * 1000, 1) if waits else 0.0,
         before,
         at_end,
         after,
+        round(worker_busy, 2),
+        round(generator_busy, 2),
+        dict(kinds),
     )
 
 
@@ -125,7 +141,9 @@ def print_churn(row: Churn) -> None:
         f"{row.joins:,} joins, {row.joins_per_second:,.0f}/s, {row.failures} failed;"
         f" snapshot p50 {row.snapshot_p50_ms} ms p99 {row.snapshot_p99_ms} ms;"
         f" Redis channels {row.channels_before} before, {row.channels_at_end} at the end,"
-        f" {row.channels_after_grace} after the grace",
+        f" {row.channels_after_grace} after the grace; worker {row.worker_busy:.0%} of a core,"
+        f" busiest load process {row.generator_busy:.0%}"
+        + (f"; failures {row.failure_kinds}" if row.failure_kinds else ""),
         flush=True,
     )
 

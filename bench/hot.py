@@ -1,11 +1,13 @@
 """``python -m bench.hot``: one hot counter watched by many workers, with and without the
 publish bound (WS_PUBLISH_RATE).
 
-One worker serves the writers; 63 raw Redis subscribers stand in for 63 more
+One worker serves 200 WebSocket clients of the counter and paced writers
+(2,000 increments a second in all, each on its way at once, as many people
+clicking would send them); 63 raw Redis subscribers stand in for 63 more
 workers following the same counter, so Redis sends every published state 64
 times. Each run reports, from Redis' own INFO and the subscribers' counts:
 Redis CPU-seconds per acknowledged increment, messages Redis sent per second
-and per acknowledged increment, then the fan-out latency as a person sees it
+and per acknowledged increment, and the fan-out latency as a person sees it
 (from an increment's send until every WebSocket client holds it). Both runs
 happen in one sitting; their ratio is the figure to trust. The writers send
 far faster than a person types: the worker runs with WS_RATE_LIMIT=0.
@@ -29,9 +31,11 @@ from worker import runtime
 from worker.store.keys import channel_name
 
 from .contestants import start_redis, ws_counter
-from .measure import fanout, receive, spawn, throughput
+from .measure import fanout, receive, spawn
 
 STANDINS = 63
+CLIENTS = 200
+RATE = 2000.0
 # The counter the contestant's URL names (its root: the default counter).
 COUNTER = "default"
 
@@ -93,34 +97,35 @@ def _redis_cpu(port: int) -> float:
     return asyncio.run(read())
 
 
-def measure(publish_rate: int, seconds: float, scratch: Path) -> Hot:
+def measure(publish_rate: int, seconds: float, scratch: Path, rate: float = RATE) -> Hot:
     redis, port = start_redis(scratch / f"redis-hot-{publish_rate}")
     server = ws_counter(port, 1, WS_PUBLISH_RATE=str(publish_rate))
     try:
         standins, pipe = spawn(run_standins, port, STANDINS)
         assert receive(pipe, 60) == "subscribed"
         cpu0 = _redis_cpu(port)
-        flat = throughput(server, 50, seconds)
+        run = fanout(server, CLIENTS, rate, seconds)
         cpu = _redis_cpu(port) - cpu0
         pipe.send("stop")
         raw_messages = receive(pipe, 60)
         standins.join(10)
-        # The worker's own subscription got what each stand-in got.
-        messages = raw_messages * (STANDINS + 1) / STANDINS
-        spread = fanout(server, 200, 1000, seconds)
     finally:
         server.stop()
         redis.stop()
+    # The paced writers' increments, all acknowledged when the run is exact.
+    acked = int(rate * seconds)
+    # The worker's own subscription got what each stand-in got.
+    messages = raw_messages * (STANDINS + 1) / STANDINS
     return Hot(
         publish_rate,
-        flat.acked,
-        round(flat.per_second),
-        round(cpu / max(flat.acked, 1) * 1e6, 2),
+        acked,
+        round(acked / seconds),
+        round(cpu / acked * 1e6, 2),
         round(messages / seconds),
-        round(messages / max(flat.acked, 1), 3),
-        spread.p50_ms,
-        spread.p99_ms,
-        flat.exact and spread.exact,
+        round(messages / acked, 3),
+        run.p50_ms,
+        run.p99_ms,
+        run.exact and not run.unreached,
     )
 
 

@@ -103,6 +103,10 @@ class Worker:
             # a connection that stopped reading can hold.
             write_limit=settings.send_buffer_bytes,
             reuse_port=settings.reuse_port,
+            # asyncio's default of 100 overflowed at 2,000 joins a second (python -m
+            # bench.churn): dropped SYNs came back a second later, or timed out.
+            # The kernel caps it at net.core.somaxconn (4,096 by default).
+            backlog=4096,
             server_header="ws-counter",
         )
         self.port = self.server.sockets[0].getsockname()[1]
