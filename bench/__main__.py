@@ -28,7 +28,10 @@ from worker.limits import raise_open_file_limit
 from worker.store.scripts import script
 
 from . import contestants
+from .churn import measure as measure_churn
+from .churn import print_churn
 from .counters import QUICK_ROWS, ROWS, run_rows
+from .hot import run_hot
 from .httpwriters import run_http_writers
 from .measure import fanout, idle_memory, many_counters, redis_memory, throughput
 from .report import render_markdown, render_plot
@@ -36,7 +39,17 @@ from .report import render_markdown, render_plot
 RESULTS = Path(__file__).parent / "results"
 
 Plan = dict[str, Any]
-MEASUREMENTS = ("idle", "throughput", "http", "memory", "fanout", "cluster", "counters")
+MEASUREMENTS = (
+    "idle",
+    "throughput",
+    "http",
+    "memory",
+    "fanout",
+    "cluster",
+    "counters",
+    "hot",
+    "churn",
+)
 FLOOR = "raw-socket floor"
 
 FULL: Plan = {
@@ -58,6 +71,10 @@ FULL: Plan = {
     # Distinct counters, increments in flight (python -m bench.counters).
     "spread_rows": ROWS,
     "spread_seconds": 8.0,
+    # A hot counter with 63 stand-in workers (python -m bench.hot), and churn.
+    "hot_seconds": 5.0,
+    "churn_rate": 2000.0,
+    "churn_seconds": 5.0,
 }
 QUICK: Plan = {
     "throughput_seconds": 1.5,
@@ -74,6 +91,9 @@ QUICK: Plan = {
     "cluster_increments": 5,
     "spread_rows": QUICK_ROWS,
     "spread_seconds": 2.0,
+    "hot_seconds": 1.5,
+    "churn_rate": 300.0,
+    "churn_seconds": 2.0,
 }
 
 
@@ -193,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         "redis_memory": [],
         "many_counters": [],
         "spread": [],
+        "hot": [],
+        "churn": [],
         "floors": {},
         "failures": [],
     }
@@ -210,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         + results["fanout"]
         + results["redis_memory"]
         + results["many_counters"]
+        + results["hot"]
     )
     print("totals exact in every run" if exact else "TOTALS WRONG in some run")
     for failure in results["failures"]:
@@ -365,6 +388,34 @@ def measure_spread(plan: Plan, scratch: Path, results: dict[str, Any]) -> None:
             )
 
 
+def measure_scale(plan: Plan, scratch: Path, results: dict[str, Any]) -> None:
+    """Many distinct counters, a hot counter watched by many workers, and churn."""
+    if "counters" in plan["measure"]:
+        measure_spread(plan, scratch, results)
+    if "hot" in plan["measure"]:
+        print("== ws-counter x1, a hot counter with 63 stand-in workers", flush=True)
+        rows = attempt(
+            results, "ws-counter x1", "hot counter", run_hot, [0, 25], plan["hot_seconds"], scratch
+        )
+        results["hot"] = [asdict(row) for row in rows or []]
+    if "churn" in plan["measure"]:
+        print("== ws-counter x1, clients joining and leaving distinct counters", flush=True)
+        churn = attempt(
+            results,
+            "ws-counter x1",
+            "churn",
+            measure_churn,
+            plan["churn_rate"],
+            plan["churn_seconds"],
+            scratch,
+        )
+        if churn is not None:
+            print_churn(churn)
+            results["churn"].append(asdict(churn))
+            if churn.channels_after_grace > churn.channels_before:
+                results["failures"].append(f"churn: subscriptions leaked: {churn}")
+
+
 def run_all(plan: dict[str, Any], scratch: Path, results: dict[str, Any]) -> None:  # noqa: PLR0912 (one branch per measurement the run may include)
     servers: list[tuple[str, Start]] = [
         ("ws-counter x1", lambda port: contestants.ws_counter(port, 1, **plan["worker_env"])),
@@ -427,8 +478,7 @@ def run_all(plan: dict[str, Any], scratch: Path, results: dict[str, Any]) -> Non
             redis.stop()
     if "cluster" in plan["measure"]:
         compare_redis_cluster(plan, scratch, results)
-    if "counters" in plan["measure"]:
-        measure_spread(plan, scratch, results)
+    measure_scale(plan, scratch, results)
     if "fanout" in plan["measure"] and (not plan["only"] or FLOOR in plan["only"]):
         floor = contestants.floor()
         try:

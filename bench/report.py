@@ -150,6 +150,7 @@ def render_markdown(results: dict[str, Any]) -> str:
             f"{row['error_codes'] or 'none'} |"
             for row in results["spread"]
         ]
+    lines += _scale_sections(results)
     lines += [
         "",
         "## Idle memory per connection (server RSS)",
@@ -219,3 +220,33 @@ def _plot_rss(results: dict[str, Any], path: Path, plt: Any) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+def _scale_sections(results: dict[str, Any]) -> list[str]:
+    """A hot counter with and without the publish bound, and churn."""
+    lines: list[str] = []
+    if results.get("hot"):
+        lines += [
+            "",
+            "## A hot counter, 64 subscribers (same run)",
+            "",
+            "| WS_PUBLISH_RATE | msgs/s | per ack | Redis CPU us/ack | p50 ms | p99 ms | exact |",
+            "|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        lines += [
+            f"| {row['publish_rate']} | {row['messages_per_second']:,} | "
+            f"{row['messages_per_ack']} | {row['redis_cpu_per_ack_us']} | "
+            f"{row['fanout_p50_ms']:.1f} | {row['fanout_p99_ms']:.1f} | {row['exact']} |"
+            for row in results["hot"]
+        ]
+    for row in results.get("churn", []):
+        lines += [
+            "",
+            "## Churn: clients joining and leaving distinct counters",
+            "",
+            f"{row['joins']:,} joins at {row['joins_per_second']:,}/s, {row['failures']} failed;"
+            f" snapshot p50 {row['snapshot_p50_ms']} ms, p99 {row['snapshot_p99_ms']} ms;"
+            f" Redis channels {row['channels_before']} before, {row['channels_after_grace']}"
+            " after the grace.",
+        ]
+    return lines

@@ -124,10 +124,23 @@ class RedisStore:
                 args.extend((increment.by, f"i{index}", ""))
             else:
                 args.extend((increment.by, "", ""))
-        keys = list(key_index)
+        try:
+            lines = await self._apply(counter, list(key_index), args)
+        except OutcomeUnknown:
+            # The step may have run and held its state back; no answer says so.
+            # A flush with nothing held sends nothing.
+            if self._interval_ms:
+                self._held.hold(counter)
+            raise
+        return [_outcome(line) for line in lines]
+
+    async def _apply(self, counter: str, keys: list[str], args: list[Any]) -> list[str]:
+        """Run the increment step (and WAIT); its lines. Arms the flush of a held state
+        before anything else is decided: a WAIT that falls short still left it held."""
         wanted = self._settings.redis_replica_acks
         if not wanted:
             (replies,) = await self._run_script(counter, script("increment"), keys, args)
+            confirmed = 0
         else:
             # WAIT on the same connection, in the same write, counts the
             # replicas that have every write this connection made: an
@@ -135,18 +148,18 @@ class RedisStore:
             replies, confirmed = await self._run_script(
                 counter, script("increment"), keys, args, confirm=True
             )
-            if confirmed < wanted:
-                # A primary its replicas no longer hear: maybe no longer the primary.
-                await self.ask_sentinels_again()
-                if self.router is not None:
-                    self.router.changed.set()
-                raise OutcomeUnknown(
-                    f"applied on the master but confirmed by {confirmed} of {wanted} replicas"
-                )
         *lines, published = replies
         if published == "held":
             self._held.hold(counter)
-        return [_outcome(line) for line in lines]
+        if wanted and confirmed < wanted:
+            # A primary its replicas no longer hear: maybe no longer the primary.
+            await self.ask_sentinels_again()
+            if self.router is not None:
+                self.router.changed.set()
+            raise OutcomeUnknown(
+                f"applied on the master but confirmed by {confirmed} of {wanted} replicas"
+            )
+        return list(lines)
 
     async def _send_held(self, counter: str, now: bool) -> float:
         """Publish ``counter``'s held state if its interval is over (or ``now``); else the

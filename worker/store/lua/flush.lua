@@ -12,7 +12,7 @@
 -- worker's step), else the ms left until it may be sent.
 --
 -- No shebang, as for announce.lua: with Redis at maxmemory the publish still
--- goes out before the HSET that records it is refused.
+-- goes out, and only the HSET that records it is refused.
 local state, channel, publish, interval = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3])
 local now_anyway = ARGV[4] == '1'
 
@@ -27,5 +27,7 @@ if not now_anyway and ms >= last_ms and ms - last_ms < interval then
 end
 local fields = redis.call('HMGET', state, 'epoch', 'seq', 'total')
 redis.call(publish, channel, encode_update(encode_state(fields[1], tonumber(fields[2]), fields[3])))
-redis.call('HSET', state, 'pub', string.format('%d', ms), 'due', '0')
+-- pcall: at maxmemory the record is refused; the state went out all the same,
+-- and the next increment's step publishes afresh.
+redis.pcall('HSET', state, 'pub', string.format('%d', ms), 'due', '0')
 return 0
