@@ -14,6 +14,7 @@ processes of the machine, so no clock sync is needed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import time
@@ -21,7 +22,7 @@ from collections.abc import Awaitable
 from multiprocessing.connection import Connection
 from typing import Any
 
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from worker import runtime
@@ -77,7 +78,7 @@ class Agent:
             self.send("sent", {c: max(a, default=0) for c, a in tally.acks.items()})
             _, targets = await self.next_message("finish")
             await self._converge(targets)
-            verified = await self._verify()
+            verified = await self._verify(targets)
             for client in self.clients:
                 await client.close()
         finally:
@@ -161,16 +162,19 @@ class Agent:
                 "after the last ack"
             )
 
-    async def _verify(self) -> dict[str, State]:
-        """Read each counter's state on a fresh connection."""
+    async def _verify(self, targets: dict[str, int]) -> dict[str, State]:
+        """Read each counter's state on a fresh connection: its snapshot, then what follows
+        until it holds the newest acknowledged seq. A state may reach the workers up to
+        1/WS_PUBLISH_RATE s after its ack, so a snapshot taken at once can be that much
+        behind; a counter whose history was lost never gets there and is judged as read."""
         verified = {}
         for counter in self.tally.coverage:
             try:
                 async with connect(
                     counter_url(self.share.url, counter), compression=None, open_timeout=15
                 ) as connection:
-                    message = json.loads(await asyncio.wait_for(connection.recv(), 15))
-                verified[counter] = (message["epoch"], message["seq"], message["total"])
+                    state = await _newest_state(connection, targets.get(counter, 0))
+                verified[counter] = state
             except (OSError, TimeoutError, InvalidStatus, ConnectionClosed) as exc:
                 self.tally.errors.append(f"could not read the final total of {counter}: {exc}")
         return verified
@@ -225,3 +229,18 @@ def agent_main(share: Share, run_id: str, inbox: Connection, outbox: Connection)
         return 0
 
     runtime.run(main())
+
+
+async def _newest_state(connection: ClientConnection, target: int, seconds: float = 15) -> State:
+    """The first total on ``connection`` and those after it, until one has seq ``target``
+    (or more) or ``seconds`` pass: the last one read."""
+    state: State | None = None
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            while state is None or state[1] < target:
+                message = json.loads(await connection.recv())
+                if message.get("type") == "total":
+                    state = (message["epoch"], message["seq"], message["total"])
+    if state is None:
+        raise TimeoutError(f"no total within {seconds:g} s")
+    return state
