@@ -17,7 +17,7 @@ import signal
 import time
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tools.loadtest.loadclient import send_at_rate
@@ -134,6 +134,8 @@ def run(scenario: Scenario, directory: Path, lab_number: int = 0) -> Run:
             history = asyncio.run(_drive(scenario, deployment))
         finally:
             deployment.stop()
+    # Kept beside the logs: a failed run's lost acknowledgements can be traced later.
+    (directory / "history.json").write_text(json.dumps(asdict(history)))
     return Run(scenario, history, check(history))
 
 
