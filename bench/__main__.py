@@ -30,7 +30,7 @@ from worker.store.scripts import script
 from . import contestants
 from .churn import measure as measure_churn
 from .churn import print_churn
-from .counters import QUICK_ROWS, ROWS, run_rows
+from .counters import QUICK_ROWS, ROWS, rows_on_one_redis
 from .hot import run_hot
 from .httpwriters import run_http_writers
 from .measure import fanout, idle_memory, many_counters, redis_memory, throughput
@@ -363,23 +363,16 @@ def compare_redis_cluster(plan: Plan, scratch: Path, results: dict[str, Any]) ->
 def measure_spread(plan: Plan, scratch: Path, results: dict[str, Any]) -> None:
     """Distinct counters with increments in flight, one worker, one Redis: the ratios to
     the first row, and every answer that was not an ack."""
-    redis, port = contestants.start_redis(scratch / "redis-spread")
-    server = contestants.ws_counter(port, 1)
-    try:
-        print("== ws-counter x1, distinct counters, increments in flight", flush=True)
-        rows = attempt(
-            results,
-            "ws-counter x1",
-            "distinct counters",
-            run_rows,
-            server,
-            "one Redis",
-            plan["spread_rows"],
-            plan["spread_seconds"],
-        )
-    finally:
-        server.stop()
-        redis.stop()
+    print("== ws-counter x1, distinct counters, increments in flight", flush=True)
+    rows = attempt(
+        results,
+        "ws-counter x1",
+        "distinct counters",
+        rows_on_one_redis,
+        scratch,
+        plan["spread_rows"],
+        plan["spread_seconds"],
+    )
     for row in rows or []:
         results["spread"].append(asdict(row))
         if row.error_codes:

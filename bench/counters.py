@@ -42,6 +42,32 @@ def run_rows(
     return results
 
 
+def rows_on_worker(
+    redis_port: int | None,
+    env: dict[str, str],
+    redis: str,
+    rows: list[tuple[int, int, int]],
+    seconds: float,
+) -> list[Spread]:
+    """``rows`` against one worker started for them (``env``: more of its settings)."""
+    contestant = ws_counter(redis_port, 1, **env)
+    try:
+        return run_rows(contestant, redis, rows, seconds)
+    finally:
+        contestant.stop()
+
+
+def rows_on_one_redis(
+    scratch: Path, rows: list[tuple[int, int, int]], seconds: float
+) -> list[Spread]:
+    """``rows`` against one worker on a Redis of their own."""
+    redis, port = start_redis(scratch / "redis-spread")
+    try:
+        return rows_on_worker(port, {}, "one Redis", rows, seconds)
+    finally:
+        redis.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.counters", description=__doc__)
     parser.add_argument("--seconds", type=float, default=8.0, help="each row's length (8)")
@@ -51,24 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rows = QUICK_ROWS if args.quick else ROWS
     directory = Path(tempfile.mkdtemp(prefix="ws-counter-bench-counters-"))
-    results: list[Spread] = []
-    redis, port = start_redis(directory / "redis")
-    try:
-        contestant = ws_counter(port, 1)
-        try:
-            results += run_rows(contestant, "one Redis", rows, args.seconds)
-        finally:
-            contestant.stop()
-    finally:
-        redis.stop()
+    results = rows_on_one_redis(directory, rows, args.seconds)
     if args.cluster:
         cluster = start_redis_cluster(directory / "cluster")
         try:
-            contestant = ws_counter(None, 1, REDIS_CLUSTER_NODES=cluster.seeds)
-            try:
-                results += run_rows(contestant, "Redis Cluster", rows, args.seconds)
-            finally:
-                contestant.stop()
+            env = {"REDIS_CLUSTER_NODES": cluster.seeds}
+            results += rows_on_worker(None, env, "Redis Cluster", rows, args.seconds)
         finally:
             cluster.stop()
     if args.json:

@@ -99,6 +99,27 @@ def receive(pipe: Connection, timeout: float) -> Any:
     return pipe.recv()
 
 
+def run_writer_processes(
+    contestant: Contestant,
+    writers: Callable[[WriterPlan, Connection], None],
+    plans: list[WriterPlan],
+    seconds: float,
+) -> tuple[list[dict[str, Any]], float, float]:
+    """Each plan in a load process of its own, until all report: their results, the
+    server's CPU seconds meanwhile and the busiest load process's share of a core."""
+    cpu0 = cpu_seconds(contestant.pids)
+    started = time.monotonic()
+    runs = [spawn(writers, plan) for plan in plans]
+    results = [receive(pipe, seconds + 120) for _, pipe in runs]
+    wall = time.monotonic() - started
+    cpu = cpu_seconds(contestant.pids) - cpu0
+    # Read before joining: an exited process keeps its CPU times until it is reaped.
+    busy = max(busy_fraction(process.pid, 0.0, wall) for process, _ in runs)
+    for process, _ in runs:
+        process.join(10)
+    return results, cpu, busy
+
+
 @dataclass
 class Throughput:
     acked: int
@@ -123,17 +144,9 @@ def throughput(
     """Writers as fast as acks come back (``run_writers`` on WebSockets, or
     ``run_http_writers`` by the HTTP API); the totals must add up."""
     before = asyncio.run(read_total(contestant.url))
-    cpu0 = cpu_seconds(contestant.pids)
     plan = WriterPlan(contestant.url, connections // processes, seconds, window, dedup=dedup)
-    started = time.monotonic()
     with RssSampler(contestant.pids) as rss:
-        runs = [spawn(writers, plan) for _ in range(processes)]
-        results = [receive(pipe, seconds + 120) for _, pipe in runs]
-    wall = time.monotonic() - started
-    cpu = cpu_seconds(contestant.pids) - cpu0
-    busy = max(busy_fraction(process.pid, 0.0, wall) for process, _ in runs)
-    for process, _ in runs:
-        process.join(10)
+        results, cpu, busy = run_writer_processes(contestant, writers, [plan] * processes, seconds)
     acked = sum(r["acked"] for r in results)
     after = asyncio.run(read_total(contestant.url))
     exact = after - before == sum(r["total_by"] for r in results)
@@ -181,15 +194,7 @@ def spread(
         )
         for index in range(processes)
     ]
-    cpu0 = cpu_seconds(contestant.pids)
-    started = time.monotonic()
-    runs = [spawn(run_writers, plan) for plan in plans]
-    results = [receive(pipe, seconds + 120) for _, pipe in runs]
-    wall = time.monotonic() - started
-    cpu = cpu_seconds(contestant.pids) - cpu0
-    busy = max(busy_fraction(process.pid, 0.0, wall) for process, _ in runs)
-    for process, _ in runs:
-        process.join(10)
+    results, cpu, busy = run_writer_processes(contestant, run_writers, plans, seconds)
     acked = sum(r["acked"] for r in results)
     codes: dict[str, int] = {}
     for result in results:

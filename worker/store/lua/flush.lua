@@ -19,8 +19,7 @@ local now_anyway = ARGV[4] == '1'
 if redis.call('HGET', state, 'due') ~= '1' then
     return 0
 end
-local now = redis.call('TIME')
-local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local ms = now_ms()
 local last_ms = tonumber(redis.call('HGET', state, 'pub') or '0')
 if not now_anyway and ms >= last_ms and ms - last_ms < interval then
     return interval - (ms - last_ms)
