@@ -61,9 +61,20 @@ class Deployment:
         os.kill(self.processes[name].pid, signum)
 
     def restart(self, name: str) -> None:
-        """Start a killed process again as it was started (a Redis on its own files)."""
+        """Start a killed process again as it was started (a Redis on its own files).
+
+        A Sentinel-managed Redis comes back as a replica of the primary the
+        Sentinels name now, as docs/operations.md tells operators: started with
+        its old role it would serve as a primary beside the real one until the
+        Sentinels notice, and writes acknowledged there are lost.
+        """
         old = self.processes[name]
-        child = Child(name, old.argv, old.env, log_path=old.log_path).start()
+        argv = list(old.argv)
+        if name in self.redis and self.sentinels:
+            primary = self.lab[current_primary(self, 0)].address
+            if primary != self.lab[name].address:
+                argv = [*_without_replicaof(argv), "--replicaof", primary, str(REDIS_PORT)]
+        child = Child(name, argv, old.env, log_path=old.log_path).start()
         self.processes[name] = child
         ready = is_redis_ready if name in self.redis else (lambda line: "subscribed to" in line)
         child.wait_for_line(ready, READY_SECONDS)
@@ -71,6 +82,13 @@ class Deployment:
     def stop(self) -> None:
         for child in reversed(list(self.processes.values())):
             child.stop()
+
+
+def _without_replicaof(argv: list[str]) -> list[str]:
+    if "--replicaof" not in argv:
+        return argv
+    at = argv.index("--replicaof")
+    return argv[:at] + argv[at + 3 :]
 
 
 def hosts_of(kind: str, replicas: int = 1) -> list[str]:

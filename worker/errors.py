@@ -11,6 +11,7 @@
     └── StoreError                the step between the worker and Redis failed
         ├── StoreUnavailable      Redis could not be reached or would not run it: not applied
         │   ├── StoreFull         Redis is at maxmemory (noeviction) and refuses writes
+        │   ├── StoreMisconfigured  Redis refused our credentials, certificate or ACL
         │   └── OutcomeUnknown    the request may have reached Redis: retry it unchanged
         └── StoreRejected         Redis ran it and refused this increment; carries .code
 
@@ -73,6 +74,11 @@ class StoreError(WorkerError):
 
 class StoreUnavailable(StoreError):
     """Redis is unreachable or would not run the request; nothing was applied."""
+
+
+class StoreMisconfigured(StoreUnavailable):
+    """Redis refused the worker's credentials, TLS or ACL permissions: nothing was applied,
+    and nothing will be until a setting changes; the message names it."""
 
 
 class StoreFull(StoreUnavailable):

@@ -146,19 +146,17 @@ LOG_LEVEL = Kind(_choice("debug", "info", "warning", "error"), "LEVEL")
 ORIGINS = Kind(_origins, "ORIGINS")
 PER_SECOND = Kind(_non_negative("number"), "PER_SECOND")
 SECRET = Kind(parse_secret, "SECRET")
+PASSWORD = Kind(str, "PASSWORD")
 PATH = Kind(str, "PATH")
 
 
 @dataclass(frozen=True, slots=True)
-class Settings:
-    """Everything a worker can be told; each field declares its variable, kind and help.
+class RedisSettings:
+    """How the worker reaches Redis: which Redis, and with what credentials and TLS.
 
-    ``setting(default, variable, kind, help)``; the flag is the field's name
-    (``redis_url``: ``--redis-url``).
+    Declared like every other setting; ``Settings`` holds these and the rest.
     """
 
-    host: str = setting("127.0.0.1", "WS_HOST", HOST, "address to listen on")
-    port: int = setting(8000, "WS_PORT", PORT, "port to listen on")
     redis_url: str = setting(
         "redis://127.0.0.1:6379/0",
         "REDIS_URL",
@@ -194,6 +192,85 @@ class Settings:
         "replicas that must confirm an increment (Redis WAIT) before it is acknowledged;"
         " with Sentinel, 1 keeps acknowledged increments through a failover",
     )
+    redis_username: str = setting(
+        "",
+        "REDIS_USERNAME",
+        NAME,
+        "ACL user the worker logs in to Redis as (empty: the default user); the least"
+        " privilege it needs is the ACL line in docs/operations.md",
+    )
+    redis_password: str = setting(
+        "",
+        "REDIS_PASSWORD",
+        PASSWORD,
+        "password of that user (prefer REDIS_PASSWORD_FILE or the environment to a flag)",
+        secret=True,
+    )
+    redis_password_file: str = setting(
+        "", "REDIS_PASSWORD_FILE", PATH, "file holding the Redis password (a mounted secret)"
+    )
+    redis_tls: bool = setting(
+        False,
+        "REDIS_TLS",
+        BOOL,
+        "talk to Redis (every node of a cluster, the master Sentinel names) over TLS;"
+        " a rediss:// REDIS_URL turns it on too",
+    )
+    redis_tls_ca_file: str = setting(
+        "",
+        "REDIS_TLS_CA_FILE",
+        PATH,
+        "CA certificates (PEM) Redis' certificate must chain to (none: the system's)",
+    )
+    redis_tls_cert_file: str = setting(
+        "",
+        "REDIS_TLS_CERT_FILE",
+        PATH,
+        "client certificate (PEM) for a Redis that asks for one (tls-auth-clients)",
+    )
+    redis_tls_key_file: str = setting(
+        "", "REDIS_TLS_KEY_FILE", PATH, "private key (PEM) of REDIS_TLS_CERT_FILE"
+    )
+    redis_tls_check_hostname: bool = setting(
+        True,
+        "REDIS_TLS_CHECK_HOSTNAME",
+        BOOL,
+        "refuse a Redis whose certificate does not name the host or address connected to",
+    )
+    redis_sentinel_username: str = setting(
+        "", "REDIS_SENTINEL_USERNAME", NAME, "ACL user for the Sentinels (empty: none)"
+    )
+    redis_sentinel_password: str = setting(
+        "",
+        "REDIS_SENTINEL_PASSWORD",
+        PASSWORD,
+        "the Sentinels' own password (Sentinel's requirepass), which may differ from Redis'",
+        secret=True,
+    )
+    redis_sentinel_password_file: str = setting(
+        "",
+        "REDIS_SENTINEL_PASSWORD_FILE",
+        PATH,
+        "file holding the Sentinels' password (a mounted secret)",
+    )
+    redis_sentinel_tls: bool = setting(
+        False,
+        "REDIS_SENTINEL_TLS",
+        BOOL,
+        "talk to the Sentinels over TLS, with the REDIS_TLS_* files (Sentinel's tls-port)",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Settings(RedisSettings):
+    """Everything a worker can be told; each field declares its variable, kind and help.
+
+    ``setting(default, variable, kind, help)``; the flag is the field's name
+    (``redis_url``: ``--redis-url``).
+    """
+
+    host: str = setting("127.0.0.1", "WS_HOST", HOST, "address to listen on")
+    port: int = setting(8000, "WS_PORT", PORT, "port to listen on")
     max_message_bytes: int = setting(
         4096,
         "WS_MAX_MESSAGE_BYTES",
@@ -369,8 +446,13 @@ def load_settings(env: Mapping[str, str], flags: Mapping[str, Any] | None = None
     # A Redis Cluster is reached by its nodes alone (with Sentinel, REDIS_URL is ignored).
     _exclusive(values, ("redis_url", "redis_cluster_nodes"))
     _exclusive(values, ("redis_sentinels", "redis_cluster_nodes"))
-    if values.get("jwt_secret_file"):
-        values["jwt_secret"] = _read_secret_file(values["jwt_secret_file"])
+    for file_field, field, parse in SECRET_FILES:
+        if values.get(file_field):
+            values[field] = _read_secret_file(_env_of(file_field), values[file_field], parse)
+    if values.get("redis_password") and "@" in values.get("redis_url", "").partition("//")[2]:
+        raise SettingsError("REDIS_URL and REDIS_PASSWORD: give the password one way, not both")
+    _check_readable(values, ("redis_tls_ca_file", "redis_tls_cert_file", "redis_tls_key_file"))
+    _together(values, ("redis_tls_cert_file", "redis_tls_key_file"))
     settings = Settings(**values)
     if settings.session_window < settings.max_pending_increments:
         # Every increment a connection has in flight must be answerable with
@@ -390,16 +472,51 @@ def _exclusive(values: Mapping[str, Any], fields: tuple[str, ...]) -> None:
         raise SettingsError(f"{names}: give one way to reach Redis, not several")
 
 
-def _read_secret_file(path: str) -> str:
-    source = f"WS_JWT_SECRET_FILE: {path}"
+def _together(values: Mapping[str, Any], fields: tuple[str, ...]) -> None:
+    """All of ``fields`` or none: one is useless without the others."""
+    given = [field for field in fields if values.get(field)]
+    if given and len(given) < len(fields):
+        missing = [_env_of(field) for field in fields if field not in given]
+        raise SettingsError(f"{_env_of(given[0])}: also give {' and '.join(missing)}")
+
+
+def _env_of(field: str) -> str:
+    return next(declared.env for declared in SETTINGS if declared.field == field)
+
+
+def _check_readable(values: Mapping[str, Any], fields: tuple[str, ...]) -> None:
+    """Files named by settings exist and can be read now, not at the first connection."""
+    for field in fields:
+        path = values.get(field)
+        if not path:
+            continue
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise SettingsError(f"{_env_of(field)}: {path}: {exc.strerror}") from None
+
+
+# Secrets that may come from a file instead (a mounted Docker or Kubernetes
+# secret): the file's setting, the secret's, and how the secret is checked.
+SECRET_FILES: tuple[tuple[str, str, Callable[[str], str]], ...] = (
+    ("jwt_secret_file", "jwt_secret", parse_secret),
+    ("redis_password_file", "redis_password", str),
+    ("redis_sentinel_password_file", "redis_sentinel_password", str),
+)
+
+
+def _read_secret_file(env: str, path: str, parse: Callable[[str], str]) -> str:
+    source = f"{env}: {path}"
     try:
-        secret = parse_secret(Path(path).read_text().strip())
+        # A trailing newline (echo, most editors) is not part of the secret.
+        secret = parse(Path(path).read_text().strip())
     except OSError as exc:
         raise SettingsError(f"{source}: {exc.strerror}") from None
     except ValueError as exc:
         raise SettingsError(f"{source}: the secret {exc}") from None
     if not secret:
-        # An empty file would mean no tokens at all: refuse it like a short secret.
+        # An empty file would mean no tokens or no password at all: refuse it.
         raise SettingsError(f"{source}: the file is empty")
     return secret
 

@@ -79,7 +79,9 @@ class Api:
         if path == "/readyz":
             if worker.ready:
                 return _text(200, "ready\n")
-            reason = "draining" if worker.draining else "not subscribed to Redis"
+            # The operator's view: what is wrong with Redis, naming the setting to fix.
+            trouble = worker.subscription.trouble.reason or "not subscribed to Redis"
+            reason = "draining" if worker.draining else trouble
             return _text(503, f"not ready: {reason}\n")
         if path == "/metrics":
             return HttpResponse(

@@ -11,7 +11,7 @@ from typing import Protocol
 from ..batcher import Batcher
 from ..metrics import Metrics
 from ..settings import Settings
-from ..store import RedisStore
+from ..store import Follower, RedisStore
 from ..tasks import TaskSet
 
 
@@ -21,6 +21,7 @@ class WorkerContext(Protocol):
     tasks: TaskSet
     batcher: Batcher
     store: RedisStore
+    subscription: Follower
 
     @property
     def draining(self) -> bool: ...

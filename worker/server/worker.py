@@ -143,8 +143,7 @@ class Worker:
 
     def _on_redis_connection(self, up: bool) -> None:
         if not up:
-            log.warning("redis connection lost", extra={"event": "redis_lost"})
-            return
+            return  # logged once, with its reason, by the subscription
         if self._was_connected:
             self.metrics.redis_reconnects.inc()
         self._was_connected = True
@@ -159,7 +158,7 @@ class Worker:
         try:
             if group.state is not None:
                 client.push_total(group.state, "", b"")
-            elif not await self._first_total(client):
+            elif not await _arrives(client.first_total, self.settings.open_timeout):
                 await connection.close(CloseCode.TRY_AGAIN_LATER, "counter state unavailable")
                 return
             async for message in connection:
@@ -171,14 +170,6 @@ class Worker:
             self._open -= 1
             self.hub.leave(group, client)
 
-    async def _first_total(self, client: Client) -> bool:
-        try:
-            async with asyncio.timeout(self.settings.open_timeout):
-                await client.first_total.wait()
-        except TimeoutError:
-            return False
-        return True
-
     def _on_rollback(self, counter: str, epoch: str) -> None:
         log.warning(
             "counter %s went back in time within epoch %s; starting a new epoch",
@@ -187,12 +178,7 @@ class Worker:
             extra={"event": "rollback", "counter": counter},
         )
         self.metrics.rollbacks.inc()
-        self.tasks.spawn(self._rebase(counter, epoch))
-
-    async def _rebase(self, counter: str, epoch: str) -> None:
-        # On failure the next state of the old epoch triggers another attempt.
-        with contextlib.suppress(StoreError):
-            await self.store.rebase(counter, epoch)
+        self.tasks.spawn(_rebase(self.store, counter, epoch))
 
     async def drain(self) -> None:
         """Stop serving: /readyz 503 at once, finish in-flight increments, close with 1012."""
@@ -233,3 +219,18 @@ class Worker:
         await self.tasks.cancel_all()
         await self.store.close()
         log.info("stopped", extra={"event": "stopped"})
+
+
+async def _arrives(event: asyncio.Event, seconds: float) -> bool:
+    try:
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
+
+
+async def _rebase(store: RedisStore, counter: str, epoch: str) -> None:
+    # On failure the next state of the old epoch triggers another attempt.
+    with contextlib.suppress(StoreError):
+        await store.rebase(counter, epoch)

@@ -1,7 +1,9 @@
 """The Redis adapter: the only part of the worker that talks to Redis.
 
 ``keys`` says where a counter lives, ``scripts`` holds the Lua steps,
-``redis_store`` runs them (``router`` picks a Redis Cluster's primary),
+``redis_store`` runs them through ``nodes`` (one pipeline per node; ``router``
+picks a Redis Cluster's primary), ``connect`` makes every connection
+(credentials, TLS),
 ``subscription`` and ``sharded`` follow the channels, and ``errors`` maps
 redis-py's exceptions onto the worker's, by class.
 """

@@ -18,13 +18,20 @@ they run rather than at their first write.
 from __future__ import annotations
 
 import contextlib
+import ssl
 from collections.abc import Iterator
 
 from redis import exceptions as redis_errors
 from redis._parsers.base import BaseParser
 
 from ..core.protocol import Unavailable
-from ..errors import OutcomeUnknown, StoreFull, StoreRejected, StoreUnavailable
+from ..errors import (
+    OutcomeUnknown,
+    StoreFull,
+    StoreMisconfigured,
+    StoreRejected,
+    StoreUnavailable,
+)
 
 
 class NoReplicasError(redis_errors.ResponseError):
@@ -57,6 +64,8 @@ def map_redis_errors(*, sent: bool) -> Iterator[None]:
     """Raise the worker's StoreError for redis-py's exceptions (``raise ... from``)."""
     try:
         yield
+    except (*CREDENTIALS_REFUSED, redis_errors.NoPermissionError) as exc:
+        raise StoreMisconfigured(misconfiguration(exc) or str(exc)) from exc
     except redis_errors.OutOfMemoryError as exc:
         raise StoreFull(f"Redis is at its maxmemory and refuses writes: {exc}") from exc
     except NOT_NOW as exc:
@@ -64,8 +73,65 @@ def map_redis_errors(*, sent: bool) -> Iterator[None]:
     except redis_errors.ResponseError as exc:
         raise StoreRejected("rejected", f"Redis refused: {exc}") from exc
     except CONNECTION_FAILED as exc:
+        wrong = misconfiguration(exc)
+        if wrong is not None:
+            # Refused before anything was written (the TLS handshake failed).
+            raise StoreMisconfigured(wrong) from exc
         if sent:
             raise OutcomeUnknown(f"lost contact with Redis during the request: {exc}") from exc
         raise StoreUnavailable(f"{Unavailable.REDIS}: {exc}") from exc
     except redis_errors.RedisError as exc:
         raise StoreUnavailable(f"Redis client error: {exc}") from exc
+
+
+CREDENTIALS_REFUSED = (
+    redis_errors.AuthenticationError,
+    redis_errors.AuthenticationWrongNumberOfArgsError,
+)
+
+
+def misconfiguration(exc: BaseException, *, sentinel: bool = False) -> str | None:
+    """What to fix when ``exc`` says the worker's own settings are wrong, naming the
+    setting; None for a failure that waiting may cure (Redis down, a network fault).
+
+    Judged by class along the exception's chain: redis-py raises its own
+    ConnectionError from the ssl module's error.
+    """
+    user, password, tls = (
+        ("REDIS_SENTINEL_USERNAME", "REDIS_SENTINEL_PASSWORD", "REDIS_SENTINEL_TLS")
+        if sentinel
+        else ("REDIS_USERNAME", "REDIS_PASSWORD", "REDIS_TLS")
+    )
+    for link in _chain(exc):
+        if isinstance(link, CREDENTIALS_REFUSED):
+            return f"Redis refused the credentials ({link}): check {user} and {password}"
+        if isinstance(link, redis_errors.NoPermissionError):
+            return (
+                f"the Redis user lacks a permission the worker needs ({link}): give {user} the"
+                " ACL in docs/operations.md"
+            )
+        if isinstance(link, ssl.SSLCertVerificationError):
+            if "hostname" in (link.verify_message or "").lower():
+                return (
+                    f"Redis' certificate does not name the host connected to ({link}): connect"
+                    " by a name the certificate holds, or set REDIS_TLS_CHECK_HOSTNAME=false"
+                )
+            return (
+                f"Redis' certificate is not trusted ({link}): set REDIS_TLS_CA_FILE to the CA"
+                " that signed it"
+            )
+        if isinstance(link, ssl.SSLError):
+            return (
+                f"the TLS handshake with Redis failed ({link}): check {tls} (is that port TLS?)"
+                " and REDIS_TLS_CERT_FILE / REDIS_TLS_KEY_FILE"
+            )
+    return None
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        yield link
+        link = link.__cause__ or link.__context__

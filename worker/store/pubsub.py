@@ -17,6 +17,8 @@ from redis import exceptions as redis_errors
 from redis.asyncio.client import PubSub
 
 from ..core.slots import key_slot
+from ..errors import StoreMisconfigured
+from .errors import misconfiguration
 from .keys import channel_name
 
 log = logging.getLogger("ws_counter.store")
@@ -42,6 +44,36 @@ class Follower(Protocol):
     async def run(self) -> None: ...
 
     async def close(self) -> None: ...
+
+    @property
+    def trouble(self) -> Trouble: ...
+
+
+class Trouble:
+    """Why the subscription is down, for /readyz and the log.
+
+    A reason is logged when it is new, not on every reconnect: a worker
+    without Redis would otherwise say the same thing every two seconds. A
+    reason that names a setting (wrong password, untrusted certificate, a
+    missing ACL permission) is an error, since no retry cures it.
+    """
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+
+    def failed(self, what: str, exc: BaseException) -> None:
+        wrong = str(exc) if isinstance(exc, StoreMisconfigured) else misconfiguration(exc)
+        reason = f"Redis is misconfigured: {wrong}" if wrong else f"{what}: {exc}"
+        if reason != self.reason:
+            level = logging.ERROR if wrong else logging.WARNING
+            event = "redis_misconfigured" if wrong else "redis_subscription_lost"
+            log.log(level, "%s", reason, extra={"event": event})
+        self.reason = reason
+
+    def cleared(self) -> None:
+        if self.reason is not None:
+            log.info("redis subscription established", extra={"event": "redis_subscribed"})
+        self.reason = None
 
 
 class PubSubConnection:

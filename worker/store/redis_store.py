@@ -1,8 +1,9 @@
-"""Counter state in Redis: atomic increments, announcements and the clients that carry them.
+"""Counter state in Redis: atomic increments, announcements, rebases and reads.
 
-Neither client retries anything on its own: a retried call after a lost reply
-could apply an increment twice, and a silent pub/sub reconnect would skip the
-resync that repairs what pub/sub dropped meanwhile. Every call takes a
+Nothing here retries on its own (``connect`` turns redis-py's retries off): a
+retried call after a lost reply could apply an increment twice, and a silent
+pub/sub reconnect would skip the resync that repairs what pub/sub dropped
+meanwhile. Every call takes a
 connection from the pool first (``sent=False``: a failure there applied
 nothing) and only then writes, so ``map_redis_errors`` can tell "not applied"
 from "outcome unknown" by the step that failed, not by an error's text.
@@ -14,13 +15,8 @@ import secrets
 from collections.abc import Sequence
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 from redis.asyncio.client import PubSub
-from redis.asyncio.connection import ConnectionPool
-from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
-from redis.backoff import NoBackoff
 
 from ..core.protocol import Increment
 from ..core.slots import Address
@@ -30,10 +26,9 @@ from ..settings import Settings
 from .errors import NoReplicasError, map_redis_errors, register_error_classes
 from .held import HeldStates
 from .keys import channel_name, id_key, session_key, state_key
-from .pipeline import Command, Pipeline
-from .router import REQUEST_CONNECTIONS, ClusterRouter
+from .nodes import Nodes
+from .pipeline import Command
 from .scripts import Script, script
-from .sentinel import FailoverWatch
 
 
 def new_epoch() -> str:
@@ -51,53 +46,18 @@ class RedisStore:
     def __init__(self, settings: Settings) -> None:
         register_error_classes()
         self._settings = settings
-        self.router: ClusterRouter | None = None
-        if settings.redis_cluster_nodes:
-            self.router = ClusterRouter(
-                settings.redis_cluster_nodes,
-                self._options(settings.redis_timeout),
-                self._options(None),
-            )
+        self.nodes = Nodes(settings)
+        self.router = self.nodes.router
         self._publish = "SPUBLISH" if self.router else "PUBLISH"
         # WS_PUBLISH_RATE: a counter's state goes out at most this often.
         rate = settings.publish_rate
         self._interval_ms = 1000 // rate if rate else 0
         self._held = HeldStates(self._interval_ms / 1000, settings.redis_timeout, self._send_held)
-        # One Redis (or the Sentinel-managed master): a client for requests and
-        # one for the subscription, which blocks on reads indefinitely (its PING
-        # when silent, pubsub.listen, notices a peer that vanished without closing).
-        self._clients: tuple[aioredis.Redis, aioredis.Redis] | None = None
-        self.failovers: FailoverWatch | None = None
-        if self.router is None:
-            self._clients = (
-                self._new_client(socket_timeout=settings.redis_timeout),
-                self._new_client(socket_timeout=None),
-            )
-        # Requests go out through a pipeline per Redis node: the one Redis's now,
-        # each cluster primary's as its counters are first asked for.
-        self._pipeline: Pipeline | None = None
-        self._pipelines: dict[Address, Pipeline] = {}
-        if self._clients is not None:
-            self._pipeline = self._new_pipeline(self._clients[0].connection_pool)
-        if self._clients is not None and settings.redis_sentinels:
-            self.failovers = FailoverWatch(
-                settings.redis_sentinels,
-                settings.redis_master_name,
-                {**self._options(None), "socket_timeout": None},
-                [client.connection_pool for client in self._clients],
-                settings.redis_timeout,
-            )
 
     @property
     def reply_timeout(self) -> float:
         """How long a Redis reply may take (REDIS_TIMEOUT)."""
         return self._settings.redis_timeout
-
-    def _options(self, socket_timeout: float | None) -> dict[str, Any]:
-        return connection_options(self._settings, socket_timeout)
-
-    def _new_client(self, socket_timeout: float | None) -> aioredis.Redis:
-        return new_client(self._settings, socket_timeout)
 
     async def increment(self, counter: str, increments: Sequence[Increment]) -> list[Outcome]:
         """Apply increments in order in one atomic step; one outcome per increment."""
@@ -226,12 +186,12 @@ class RedisStore:
 
     async def watch_failovers(self) -> None:
         """With Sentinel, follow every failover as the Sentinels announce it (until cancelled)."""
-        if self.failovers is not None:
-            await self.failovers.run()
+        if self.nodes.failovers is not None:
+            await self.nodes.failovers.run()
 
     async def ask_sentinels_again(self) -> None:
-        if self.failovers is not None:
-            await self.failovers.ask_again()
+        if self.nodes.failovers is not None:
+            await self.nodes.failovers.ask_again()
 
     async def _round_trip(
         self, counter: str, *commands: Command, confirm: bool = False
@@ -239,7 +199,7 @@ class RedisStore:
         """``commands`` for ``counter``'s Redis, in the next write to it; their replies
         (with ``confirm``, WAIT's after them). An error reply raises, mapped by class."""
         try:
-            replies = await self._pipeline_for(counter).call(commands, confirm=confirm)
+            replies = await self.nodes.pipeline_for(counter).call(commands, confirm=confirm)
             with map_redis_errors(sent=True):
                 for reply in replies:
                     if isinstance(reply, redis_errors.ResponseError):
@@ -254,83 +214,15 @@ class RedisStore:
                 await self.ask_sentinels_again()
             raise
 
-    def _pipeline_for(self, counter: str) -> Pipeline:
-        if self.router is None:
-            assert self._pipeline is not None
-            return self._pipeline
-        owner = self.router.owner(counter)
-        if owner is None:
-            raise StoreUnavailable(f"no Redis Cluster node owns the slot of {counter} now")
-        pipeline = self._pipelines.get(owner)
-        if pipeline is None:
-            pipeline = self._pipelines[owner] = self._new_pipeline(self.router.pool(owner))
-        return pipeline
-
-    def _new_pipeline(self, pool: ConnectionPool) -> Pipeline:
-        acks = self._settings.redis_replica_acks
-        # WAIT leaves room within the socket timeout for its own reply.
-        wait_ms = max(1, int(self._settings.redis_timeout * 1000 * 0.75))
-        wait = ("WAIT", acks, wait_ms) if acks else None
-        return Pipeline(pool, REQUEST_CONNECTIONS, wait)
-
     def new_pubsub(self) -> PubSub:
-        assert self._clients is not None
-        return self._clients[1].pubsub()
+        return self.nodes.new_pubsub()
 
     def new_shard_pubsub(self, address: Address) -> PubSub:
-        assert self.router is not None
-        pool = self.router.pool(address, subscriber=True)
-        return aioredis.Redis(connection_pool=pool).pubsub()
+        return self.nodes.new_shard_pubsub(address)
 
     async def close(self) -> None:
         await self._held.close()
-        for pipeline in [self._pipeline, *self._pipelines.values()]:
-            if pipeline is not None:
-                await pipeline.close()
-        for client in self._clients or ():
-            await client.aclose()
-        if self.router is not None:
-            await self.router.close()
-
-
-def connection_options(settings: Settings, socket_timeout: float | None) -> dict[str, Any]:
-    """How every connection to Redis is made: no retries of its own, keepalive on."""
-    return {
-        "socket_timeout": socket_timeout,
-        "socket_connect_timeout": settings.redis_timeout,
-        "socket_keepalive": True,
-        "retry": Retry(NoBackoff(), 0),
-        "retry_on_error": [],
-        "decode_responses": True,
-    }
-
-
-def new_client(settings: Settings, socket_timeout: float | None) -> aioredis.Redis:
-    """A client of the one Redis, or of the master the Sentinels name."""
-    options = connection_options(settings, socket_timeout)
-    if settings.redis_sentinels:
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
-            list(settings.redis_sentinels),
-            socket_timeout=settings.redis_timeout,
-            socket_connect_timeout=settings.redis_timeout,
-            retry=Retry(NoBackoff(), 0),
-        )
-        client: aioredis.Redis = sentinel.master_for(settings.redis_master_name, **options)
-        return client
-    if socket_timeout is None:
-        return aioredis.Redis.from_url(settings.redis_url, **options)
-    # Requests share a few connections rather than opening one per counter
-    # with a call in flight: a load over 1,000 counters opened hundreds at
-    # once and queued behind their handshakes for seconds. A request waits
-    # for a free connection (at most the Redis timeout: then unavailable,
-    # nothing sent).
-    pool = aioredis.BlockingConnectionPool.from_url(
-        settings.redis_url,
-        max_connections=REQUEST_CONNECTIONS,
-        timeout=settings.redis_timeout,
-        **options,
-    )
-    return aioredis.Redis(connection_pool=pool)
+        await self.nodes.close()
 
 
 def _outcome(reply: str) -> Outcome:

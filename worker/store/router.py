@@ -18,18 +18,15 @@ import logging
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis import exceptions as redis_errors
 from redis.asyncio.connection import BlockingConnectionPool, ConnectionPool
 
 from ..core.slots import Address, Topology, View, key_slot, newest_view, parse_cluster_info
-from ..errors import StoreUnavailable
+from ..errors import StoreMisconfigured, StoreUnavailable
+from .connect import REQUEST_CONNECTIONS
+from .errors import map_redis_errors
 from .keys import state_key
 
 log = logging.getLogger("ws_counter.store")
-
-# Connections for requests per Redis node (one Redis, or a cluster's primary); each
-# carries one pipelined round trip at a time.
-REQUEST_CONNECTIONS = 32
 
 
 class ClusterRouter:
@@ -87,6 +84,9 @@ class ClusterRouter:
         answers = await asyncio.gather(*(self._view(a) for a in addresses), return_exceptions=True)
         topology = newest_view([answer for answer in answers if isinstance(answer, View)])
         if topology is None:
+            for answer in answers:
+                if isinstance(answer, StoreMisconfigured):
+                    raise answer  # names the setting to fix; the others say the same
             failures = [f"{a[0]}:{a[1]}: {x}" for a, x in zip(addresses, answers, strict=True)]
             raise StoreUnavailable("no Redis Cluster node answered: " + "; ".join(failures))
         if topology != self.topology:
@@ -100,11 +100,10 @@ class ClusterRouter:
 
     async def _view(self, address: Address) -> View:
         client = aioredis.Redis(connection_pool=self.pool(address))
-        try:
+        # Nothing here writes: every failure means only that this node gave no view.
+        with map_redis_errors(sent=False):
             info = await client.execute_command("CLUSTER", "INFO")  # type: ignore[no-untyped-call]
             slots = await client.execute_command("CLUSTER", "SLOTS")  # type: ignore[no-untyped-call]
-        except (redis_errors.RedisError, OSError) as exc:
-            raise StoreUnavailable(str(exc)) from exc
         healthy, epoch = parse_cluster_info(str(info))
         return View(Topology.from_cluster_slots(slots), healthy, epoch)
 

@@ -38,10 +38,10 @@ from ..core.slots import Address, channel_in_slots
 from ..errors import StoreError
 from ..tasks import TaskSet
 from .keys import CONTROL_CHANNEL, channel_name, counter_of_channel
-from .pubsub import Leaving, PubSubConnection, close_quietly
+from .pubsub import Leaving, PubSubConnection, Trouble, close_quietly
 from .redis_store import RedisStore
 from .router import ClusterRouter
-from .subscription import BACKOFF_CAP, BACKOFF_FIRST, announce_until_done, decoded, log_lost
+from .subscription import BACKOFF_CAP, BACKOFF_FIRST, announce_until_done, decoded
 
 log = logging.getLogger("ws_counter.store")
 
@@ -71,7 +71,8 @@ class Shard(PubSubConnection):
                     await pubsub.ssubscribe(channel)
             await self.listen(pubsub, self.dispatch)
         except (redis_errors.RedisError, OSError) as exc:
-            log_lost(f"redis shard {self.address[0]}:{self.address[1]}", exc)
+            lost = "lost" if self.up else "cannot subscribe"
+            owner.trouble.failed(f"redis shard {self.address[0]}:{self.address[1]} {lost}", exc)
         finally:
             self.detach()
             await close_quietly(pubsub)
@@ -83,6 +84,7 @@ class Shard(PubSubConnection):
         if channel == self.control:
             if kind == "ssubscribe":
                 self.up = True
+                owner.trouble.cleared()
                 owner.report()
             elif kind == "sunsubscribe":
                 owner.router.changed.set()
@@ -126,6 +128,7 @@ class ShardedSubscription:
         self.tasks = TaskSet()
         self._up = False
         self._leaving = Leaving(self._let_go)
+        self.trouble = Trouble()
 
     def add(self, counter: str) -> None:
         shard = self._shard_of(counter)
@@ -163,7 +166,7 @@ class ShardedSubscription:
             try:
                 await self.router.refresh()
             except StoreError as exc:
-                log.warning("redis cluster unreachable: %s", exc, extra={"event": "redis_lost"})
+                self.trouble.failed("redis cluster unreachable", exc)
                 self.report()
                 await asyncio.sleep(next(delays))
                 continue

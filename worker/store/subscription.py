@@ -15,18 +15,13 @@ from ..core.state import CounterState, decode_state
 from ..errors import StoreError
 from ..tasks import TaskSet
 from .keys import CONTROL_CHANNEL, channel_name, counter_of_channel
-from .pubsub import Leaving, PubSubConnection, close_quietly
+from .pubsub import Leaving, PubSubConnection, Trouble, close_quietly
 from .redis_store import RedisStore
 
 log = logging.getLogger("ws_counter.store")
 
 # Reconnects and announcements back off from 50 ms to 2 s.
 BACKOFF_FIRST, BACKOFF_CAP = 0.05, 2.0
-
-
-def log_lost(what: str, exc: BaseException) -> None:
-    """A pub/sub connection ended by a Redis or socket error (it is made again)."""
-    log.warning("%s lost: %s", what, exc, extra={"event": "redis_subscription_lost"})
 
 
 def decoded(channel: str, payload: str) -> CounterState | None:
@@ -69,6 +64,7 @@ class Subscription(PubSubConnection):
         self._store = store
         self._listener = listener
         self._leaving = Leaving(self._let_go)
+        self.trouble = Trouble()
 
     def add(self, counter: str) -> None:
         if self._leaving.back(counter):
@@ -97,7 +93,8 @@ class Subscription(PubSubConnection):
             try:
                 await self._session()
             except (redis_errors.RedisError, OSError) as exc:
-                log_lost("redis subscription", exc)
+                what = "redis subscription lost" if self.up else "cannot subscribe to Redis"
+                self.trouble.failed(what, exc)
             finally:
                 established = self.up
                 await self._drop()
@@ -118,6 +115,7 @@ class Subscription(PubSubConnection):
         if kind == "subscribe":
             if channel == CONTROL_CHANNEL:
                 self.up = True
+                self.trouble.cleared()
                 self._listener.on_connection(True)
                 return
             counter = counter_of_channel(channel)
