@@ -185,6 +185,11 @@ COUNTER_URLS: list[tuple[str, str | None, dict[str, str | int | None], str]] = [
     ("ws://h/counters/v?token=t", None, {"since": 7}, "ws://h/counters/v?token=t&since=7"),
     ("ws://h", "v", {"token": None}, "ws://h/counters/v"),
     ("ws://h", "v", {"token": "a b&c"}, "ws://h/counters/v?token=a+b%26c"),
+    # The page's address, as people copy it, names the same service.
+    ("http://h:8080/", "votes", {}, "ws://h:8080/counters/votes"),
+    ("https://h/counters/votes", None, {}, "wss://h/counters/votes"),
+    ("HTTPS://h/", None, {}, "wss://h/"),
+    ("wss://h", "v", {}, "wss://h/counters/v"),
 ]
 COUNTERS_OF_URLS = [
     ("ws://h/counters/votes", "votes"),
@@ -200,6 +205,12 @@ def test_counter_urls(
     url: str, counter: str | None, query: dict[str, str | int | None], expected: str
 ) -> None:
     assert counter_url(url, counter, **query) == expected
+
+
+@pytest.mark.parametrize("url", ["ftp://h/", "h:8080", "redis://h/"])
+def test_a_url_of_another_scheme_is_refused(url: str) -> None:
+    with pytest.raises(ValueError, match="is not a ws://, wss://, http:// or https:// URL"):
+        counter_url(url, "votes")
 
 
 @pytest.mark.parametrize(("url", "counter"), COUNTERS_OF_URLS)

@@ -49,6 +49,13 @@ def _add_cluster(subparsers: Subparsers) -> None:
             help="run a Redis Cluster of N primaries (N >= 3), each with a replica, instead of"
             " one Redis; workers use sharded pub/sub",
         )
+        parser.add_argument(
+            "--tls",
+            action="store_true",
+            help="TLS on every hop: HAProxy serves wss:// and https:// with a throwaway CA's"
+            " certificate, Redis takes only TLS and the workers log in as the least-privilege"
+            " ACL user",
+        )
         parser.add_argument("--log-dir", type=Path, help="keep each process's output here")
         parser.add_argument("--verbose", action="store_true", help="echo every process's output")
         if name == "demo":
@@ -77,7 +84,14 @@ def _add_client(subparsers: Subparsers) -> None:
         "url",
         nargs="?",
         default="ws://127.0.0.1:8080/",
-        help="counter URL, e.g. ws://127.0.0.1:8080/counters/votes (default ws://127.0.0.1:8080/)",
+        help="counter URL, e.g. ws://127.0.0.1:8080/counters/votes (default ws://127.0.0.1:8080/;"
+        " wss://, and the page's http(s):// address, work too)",
+    )
+    parser.add_argument(
+        "--ca",
+        dest="ca_file",
+        metavar="FILE",
+        help="trust the CA certificates (PEM) in FILE for a wss:// URL",
     )
 
 
@@ -107,7 +121,7 @@ def _healthcheck(args: argparse.Namespace) -> int:
 
 def _client(args: argparse.Namespace) -> int:
     try:
-        return runtime.run(run_client(args.url))
+        return runtime.run(run_client(args.url, args.ca_file))
     except KeyboardInterrupt:
         print()
         return 130

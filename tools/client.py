@@ -9,6 +9,7 @@ neither loses nor doubles a number.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import sys
 import threading
 from typing import TextIO
@@ -22,6 +23,7 @@ from ws_counter_client import (
     IncrementRefused,
     Total,
     connect,
+    tls_context,
 )
 from ws_counter_client.rules import check_by
 
@@ -50,9 +52,10 @@ def parse_number(line: str) -> int | None:
 
 
 class InteractiveClient:
-    def __init__(self, url: str, out: TextIO) -> None:
+    def __init__(self, url: str, out: TextIO, ca_file: str | None = None) -> None:
         self.url = url
         self.out = out
+        self.ca_file = ca_file
         self.lines: asyncio.Queue[str | None] = asyncio.Queue()
         self.increments: set[asyncio.Task[None]] = set()
 
@@ -61,16 +64,23 @@ class InteractiveClient:
         self.out.flush()
 
     async def run(self) -> int:
+        try:
+            client = connect(
+                self.url, on_connection=self._on_connection, ssl=tls_context(self.ca_file)
+            )
+        except (ValueError, OSError, ssl.SSLError) as exc:
+            self.out.write(f"ws-counter client: {exc}\n")
+            return 2
         self._read_lines()
         try:
-            async with connect(self.url, on_connection=self._on_connection) as counter:
+            async with client as counter:
                 printer = asyncio.create_task(self._print_totals(counter))
                 try:
                     await self._add_typed_numbers(counter)
                 finally:
                     printer.cancel()
         except InvalidURI as exc:
-            self.out.write(f"invalid URL: {exc}\n")
+            self.out.write(f"\ninvalid URL: {exc}\n")
             return 2
         except CounterClientError as exc:
             self.out.write(f"\n{exc}\n")
@@ -125,5 +135,5 @@ class InteractiveClient:
         threading.Thread(target=read, name="stdin", daemon=True).start()
 
 
-async def run_client(url: str) -> int:
-    return await InteractiveClient(url, sys.stdout).run()
+async def run_client(url: str, ca_file: str | None = None) -> int:
+    return await InteractiveClient(url, sys.stdout, ca_file).run()

@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from .certs import Certificate
 from .processes import Child, ChildFailed, free_port
 from .rediscluster import RedisClusterProcesses
+from .redissecurity import RedisSecurity
 from .redisserver import (
     READY_TIMEOUT,
     REDIS_OPTIONS,
@@ -45,6 +47,9 @@ class ClusterOptions:
     worker_env: Mapping[str, str] = field(default_factory=dict)
     log_dir: Path | None = None
     echo: Callable[[str, str], None] | None = None
+    # TLS on every hop: HAProxy serves wss:// and https://, Redis takes only TLS
+    # and the workers log in as the least-privilege ACL user (tools/redissecurity.py).
+    tls: bool = False
 
 
 def worker_argv() -> list[str]:
@@ -86,6 +91,14 @@ class LocalCluster:
         self.haproxy: Child | None = None
         self._scratch = Path(tempfile.mkdtemp(prefix="ws-counter-cluster-"))
         self.uses_haproxy = self._decide_haproxy()
+        self.security: RedisSecurity | None = None
+        self.front_certificate: Certificate | None = None
+        if options.tls:
+            if not self.uses_haproxy:
+                raise ClusterError("--tls needs HAProxy, which terminates TLS for the workers")
+            self.security = RedisSecurity(self._scratch / "tls")
+            names = tuple(dict.fromkeys(("localhost", "127.0.0.1", options.host)))
+            self.front_certificate = self.security.authority.issue("front", names)
 
     def _decide_haproxy(self) -> bool:
         wanted = self.options.haproxy
@@ -100,11 +113,22 @@ class LocalCluster:
 
     @property
     def redis_url(self) -> str:
-        return f"redis://127.0.0.1:{self.redis_port}/0"
+        scheme = "rediss" if self.security else "redis"
+        return f"{scheme}://127.0.0.1:{self.redis_port}/0"
 
     @property
     def url(self) -> str:
-        return f"ws://{self.options.host}:{self.options.port}/"
+        scheme = "wss" if self.options.tls else "ws"
+        return f"{scheme}://{self.options.host}:{self.options.port}/"
+
+    @property
+    def ca_file(self) -> Path | None:
+        """The throwaway CA that signed the front's and Redis' certificates (with --tls)."""
+        return self.security.ca if self.security else None
+
+    def redis_cli_args(self) -> tuple[str, ...]:
+        """What redis-cli needs besides host and port to reach this cluster's Redis."""
+        return self.security.cli_args() if self.security else ()
 
     def worker_url(self, index: int) -> str:
         return f"ws://127.0.0.1:{self.worker_ports[index]}/"
@@ -137,12 +161,14 @@ class LocalCluster:
                 self.options.redis_options,
                 log_dir=self.options.log_dir or self._scratch,
                 echo=self.options.echo,
+                security=self.security,
             ).start()
             return
         self.redis = start_redis_server(
             self.redis_port,
             self._scratch / "redis",
             self.options.redis_options,
+            extra=self.security.server_args(self.redis_port) if self.security else (),
             log_path=self._log_path("redis"),
             echo=self.options.echo,
         )
@@ -153,6 +179,8 @@ class LocalCluster:
 
     def _worker_child(self, index: int) -> Child:
         redis = {"REDIS_CLUSTER_NODES": self.redis_cluster.seeds} if self.redis_cluster else {}
+        if self.security:
+            redis.update(self.security.worker_env())
         env = worker_env(
             self.worker_ports[index],
             None if self.redis_cluster else self.redis_url,
@@ -182,8 +210,13 @@ class LocalCluster:
     def _start_haproxy(self) -> None:
         config = self._scratch / "haproxy.cfg"
         config.write_text(self.options.haproxy_config or HAPROXY_CONFIG.read_text())
+        tls = {}
+        if self.front_certificate is not None:
+            bundle = self.front_certificate.pem_bundle(self._scratch / "tls" / "front.pem")
+            tls["LB_TLS_CRT"] = str(bundle)
         env = {
             **os.environ,
+            **tls,
             "LB_BIND": f"{self.options.host}:{self.options.port}",
             **{
                 f"WS_WORKER_{index + 1}": f"127.0.0.1:{port}"

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import shlex
+import shutil
 import signal
 import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 from rich.console import Console
 
@@ -23,10 +26,15 @@ def _describe(cluster: LocalCluster, console: Console) -> None:
         else ("no HAProxy installed: workers share the port with SO_REUSEPORT")
     )
     console.print(f"ws-counter cluster is up: [bold]{cluster.url}[/bold]", highlight=False)
-    console.print(
-        f"  counter page:  http://{cluster.options.host}:{cluster.options.port}/", highlight=False
-    )
+    console.print(f"  counter page:  {page_url(cluster)}", highlight=False)
     console.print(f"  front:         {front}", highlight=False)
+    if cluster.ca_file is not None:
+        console.print(
+            f"  TLS:           certificates of a throwaway CA, {cluster.ca_file}\n"
+            "                 (clients: --ca with that file; browsers: trust it, or accept"
+            " the warning)",
+            highlight=False,
+        )
     if cluster.haproxy is not None:
         console.print(
             f"  haproxy        pid {cluster.haproxy.pid}  port {cluster.options.port}",
@@ -49,6 +57,11 @@ def _describe(cluster: LocalCluster, console: Console) -> None:
             )
 
 
+def page_url(cluster: LocalCluster, path: str = "/") -> str:
+    scheme = "https" if cluster.options.tls else "http"
+    return f"{scheme}://{cluster.options.host}:{cluster.options.port}{path}"
+
+
 def run_cluster_command(args: argparse.Namespace) -> int:
     console = Console()
     echo = (
@@ -64,6 +77,7 @@ def run_cluster_command(args: argparse.Namespace) -> int:
         redis_cluster=args.redis_cluster,
         log_dir=args.log_dir,
         echo=echo,
+        tls=args.tls,
     )
     try:
         cluster = LocalCluster(options)
@@ -99,23 +113,41 @@ def _demo(cluster: LocalCluster, args: argparse.Namespace, console: Console) -> 
         ramp=2000.0,
         processes=2 if args.clients >= 200 else 1,
         loopback_only=True,
+        ca_file=str(cluster.ca_file) if cluster.ca_file else None,
     )
     report = run_loadtest(options, console)
     print_summary(report, console)
     status = 0 if report["passed"] else 1
     if args.exit:
         return status
-    page = f"http://{cluster.options.host}:{cluster.options.port}/counters/{options.counter}"
+    page = page_url(cluster, f"/counters/{options.counter}")
     wait_for_interrupt(
         lambda: console.print(
-            "\nThe cluster stays up until Ctrl-C: add to the counter in the page, or with"
-            f" `ws-counter client {cluster.url}counters/{options.counter}`.\n"
+            "\nThe cluster stays up until Ctrl-C: add to the counter in the page, or with\n"
+            f"  {client_command(cluster, options.counter)}\n"
             f"Counter page: [bold]{page}[/bold]",
             highlight=False,
         )
     )
     console.print("stopping ...")
     return status
+
+
+def client_command(cluster: LocalCluster, counter: str) -> str:
+    """``ws-counter client`` for ``counter``, spelled so that it runs as pasted into any
+    shell: by its full path when the virtualenv that holds it is not on PATH."""
+    installed = Path(sys.executable).with_name("ws-counter")
+    on_path = shutil.which("ws-counter")
+    if on_path and (not installed.exists() or Path(on_path).samefile(installed)):
+        program = ["ws-counter"]
+    elif installed.exists():
+        program = [str(installed.absolute())]
+    else:
+        program = [sys.executable, "-m", "tools"]
+    words = [*program, "client", f"{cluster.url}counters/{counter}"]
+    if cluster.ca_file is not None:
+        words += ["--ca", str(cluster.ca_file.absolute())]
+    return shlex.join(words)
 
 
 def wait_for_interrupt(announce: Callable[[], None] = lambda: None) -> None:

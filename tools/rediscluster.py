@@ -14,6 +14,7 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 
 from .processes import Child, ChildFailed, free_ports
+from .redissecurity import RedisSecurity
 from .redisserver import (
     READY_TIMEOUT,
     REDIS_OPTIONS,
@@ -51,6 +52,7 @@ class RedisClusterProcesses:
         *,
         log_dir: Path | None = None,
         echo: Callable[[str, str], None] | None = None,
+        security: RedisSecurity | None = None,
     ) -> None:
         if primaries < 3:
             raise ClusterError("a Redis Cluster needs at least 3 primaries")
@@ -59,6 +61,7 @@ class RedisClusterProcesses:
         self.options = options
         self.log_dir = log_dir
         self.echo = echo
+        self.security = security
         self.ports = free_cluster_ports(primaries * 2)
         self.nodes: dict[int, Child] = {}
 
@@ -124,7 +127,7 @@ class RedisClusterProcesses:
             self.directory / str(port),
             self.options,
             name=f"redis-{port}",
-            extra=CLUSTER_OPTIONS,
+            extra=(*CLUSTER_OPTIONS, *(self.security.server_args(port) if self.security else ())),
             log_path=log_path,
             echo=self.echo,
             timeout=READY_TIMEOUT,
@@ -136,8 +139,13 @@ class RedisClusterProcesses:
         """redis-cli against one node (``port``), or a --cluster command naming its own."""
         binary = require_binary("redis-cli", "redis-tools")
         target = [] if port is None else ["-p", str(port)]
+        access = self.security.cli_args() if self.security else ()
         result = subprocess.run(
-            [binary, *target, *args], capture_output=True, text=True, timeout=timeout, check=False
+            [binary, *access, *target, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
         if result.returncode != 0:
             raise ClusterError(f"redis-cli {' '.join(args)}: {result.stdout}{result.stderr}")

@@ -20,6 +20,7 @@ from __future__ import annotations
 from .client import CounterClient, connect
 from .results import (
     Ack,
+    CertificateRejected,
     ClientClosed,
     ConnectionRefused,
     CounterClientError,
@@ -27,10 +28,11 @@ from .results import (
     IncrementUnknown,
     Total,
 )
-from .urls import counter_url
+from .urls import counter_url, tls_context
 
 __all__ = [
     "Ack",
+    "CertificateRejected",
     "ClientClosed",
     "ConnectionRefused",
     "CounterClient",
@@ -40,4 +42,5 @@ __all__ = [
     "Total",
     "connect",
     "counter_url",
+    "tls_context",
 ]

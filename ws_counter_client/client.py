@@ -21,6 +21,7 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
+from ssl import SSLCertVerificationError, SSLContext
 from types import TracebackType
 from typing import Any
 
@@ -31,7 +32,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from . import core
 from .results import Ack, ClientClosed, CounterClientError, Total
 from .rules import Session
-from .urls import counter_of_url, counter_url
+from .urls import counter_of_url, counter_url, tls_options
 
 log = logging.getLogger("ws_counter.client")
 
@@ -44,7 +45,7 @@ CLOSE_GRACE = 5.0
 MAX_FRAME_BYTES = 2**16
 
 
-def connect(
+def connect(  # noqa: PLR0913 (the options are keyword-only)
     url: str,
     counter: str | None = None,
     *,
@@ -53,6 +54,7 @@ def connect(
     backoff: tuple[float, float] = (0.5, 15.0),
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     on_connection: Callable[[bool, str], None] | None = None,
+    ssl: SSLContext | None = None,
 ) -> CounterClient:
     """A client of one counter, to use as ``async with connect(...) as counter:``.
 
@@ -60,13 +62,17 @@ def connect(
     names the counter (default: the one ``url``'s path names, else
     ``default``). ``backoff`` is the first and the largest delay between
     reconnects, in seconds. ``on_connection(up, detail)`` is told of every
-    connect and disconnect.
+    connect and disconnect. ``ssl`` is the TLS context for a ``wss://`` URL
+    (default: the system's CAs); ``tls_context(ca_file)`` makes one that trusts
+    a CA of your own. ``http://`` and ``https://`` URLs are taken as ``ws://``
+    and ``wss://``.
     """
     return CounterClient(
         counter_url(url, counter, token=token),
         open_timeout=open_timeout,
         policy=core.Policy(backoff=backoff, max_in_flight=max_in_flight),
         on_connection=on_connection,
+        ssl=ssl,
     )
 
 
@@ -107,8 +113,10 @@ class CounterClient:
         open_timeout: float,
         policy: core.Policy,
         on_connection: Callable[[bool, str], None] | None,
+        ssl: SSLContext | None = None,
     ) -> None:
         self.url = url
+        self._tls = tls_options(url, ssl)
         self.counter = counter_of_url(url)
         self._open_timeout = open_timeout
         self._on_connection = on_connection or (lambda up, detail: None)
@@ -218,7 +226,11 @@ class CounterClient:
         url = counter_url(self.url, since=self._core.since)
         try:
             async with ws_connect(
-                url, open_timeout=self._open_timeout, compression=None, max_size=MAX_FRAME_BYTES
+                url,
+                open_timeout=self._open_timeout,
+                compression=None,
+                max_size=MAX_FRAME_BYTES,
+                **self._tls,
             ) as connection:
                 self._outbox = Outbox(connection)
                 self._on_connection(True, "connected")
@@ -229,6 +241,8 @@ class CounterClient:
             response = exc.response
             reason = response.body.decode(errors="replace").strip()
             return core.Lost(f"HTTP {response.status_code}", response.status_code, reason)
+        except SSLCertVerificationError as exc:
+            return core.Lost(f"TLS certificate not trusted: {exc.verify_message}", untrusted=True)
         except (OSError, InvalidHandshake, ConnectionClosed, TimeoutError) as exc:
             return core.Lost(_describe(exc))
         finally:

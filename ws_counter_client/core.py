@@ -61,6 +61,7 @@ from worker.core.protocol import check_by, is_integer
 
 from .results import (
     Ack,
+    CertificateRejected,
     ClientClosed,
     ConnectionRefused,
     CounterClientError,
@@ -114,6 +115,8 @@ class Lost:
     detail: str = "closed"
     status: int | None = None
     reason: str = ""
+    # The server's TLS certificate was not trusted: permanent, like a refusal.
+    untrusted: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,6 +392,8 @@ class ClientCore(Generic[T]):
             return []
         if event.status in PERMANENT_STATUSES:
             return self._stop(ConnectionRefused(event.status, event.reason or event.detail))
+        if event.untrusted:
+            return self._stop(CertificateRejected(event.detail))
         limit = self.policy.max_reconnects
         if limit is not None and self.reconnects >= limit:
             return self._stop(CounterClientError(f"gave up after {limit} reconnects"))

@@ -4,6 +4,7 @@
 
     CounterClientError
     ├── ConnectionRefused     the worker refused the handshake with a status a retry cannot change
+    ├── CertificateRejected   the server's TLS certificate is not trusted (give the CA)
     ├── IncrementRefused      an increment refused for good; carries .code; nothing applied
     ├── IncrementUnknown      what became of an increment cannot be known; never sent again
     └── ClientClosed          the client stopped before the increment was acknowledged
@@ -25,6 +26,11 @@ class ConnectionRefused(CounterClientError):
         super().__init__(f"HTTP {status}: {reason}")
         self.status = status
         self.reason = reason
+
+
+class CertificateRejected(CounterClientError):
+    """The server's TLS certificate failed verification: no retry can change that. Trust
+    its CA (``connect(..., ssl=ssl.create_default_context(cafile=...))``, or ``--ca``)."""
 
 
 class IncrementRefused(CounterClientError):

@@ -27,7 +27,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from worker import runtime
 from worker.limits import raise_open_file_limit
-from ws_counter_client.urls import counter_url
+from ws_counter_client.urls import counter_url, tls_context, tls_options
 
 from .loadclient import LoadClient, send_at_rate
 from .plan import Share
@@ -49,8 +49,12 @@ class Agent:
         self.outbox = outbox
         self.inbox: asyncio.Queue[Any] = asyncio.Queue()
         self.tally = Tally(sorted({counter for _, counter in share.clients}))
+        # One TLS context for the process's clients (loading a CA file is not free).
+        self.tls = tls_options(share.url, tls_context(share.ca_file))
         self.clients = [
-            LoadClient(self.tally, share.url, counter, share.dedup, f"{run_id}-{number}")
+            LoadClient(
+                self.tally, share.url, counter, share.dedup, f"{run_id}-{number}", tls=self.tls
+            )
             for number, counter in share.clients
         ]
         self.random = random.Random(share.index)
@@ -171,7 +175,10 @@ class Agent:
         for counter in self.tally.coverage:
             try:
                 async with connect(
-                    counter_url(self.share.url, counter), compression=None, open_timeout=15
+                    counter_url(self.share.url, counter),
+                    compression=None,
+                    open_timeout=15,
+                    **self.tls,
                 ) as connection:
                     state = await _newest_state(connection, targets.get(counter, 0))
                 verified[counter] = state

@@ -38,7 +38,17 @@ def add_loadtest_parser(subparsers: Any) -> None:
         "and fan-out latency. Exit status 0 only when the totals are exact and every "
         "threshold holds.",
     )
-    parser.add_argument("url", help="WebSocket URL of the service, e.g. ws://127.0.0.1:8080/")
+    parser.add_argument(
+        "url",
+        help="the service's URL, e.g. ws://127.0.0.1:8080/ (wss://, and http(s):// for the same)",
+    )
+    parser.add_argument(
+        "--ca",
+        dest="ca_file",
+        metavar="FILE",
+        help="trust the CA certificates (PEM) in FILE for a wss:// URL (ws-counter cluster"
+        " --tls prints its throwaway CA)",
+    )
     _add_load_shape(parser)
     _add_checks_and_output(parser)
 

@@ -10,9 +10,11 @@ coverage low-water mark that fan-out latency is measured with).
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -55,10 +57,13 @@ class LoadClient:
         dedup: str,
         ids_prefix: str,
         policy: core.Policy = LOAD_POLICY,
+        *,
+        tls: dict[str, Any] | None = None,
     ) -> None:
         self.tally = tally
         self.counter = counter
         self.url = counter_url(url, counter)
+        self.tls = tls or {}
         book = Session[Pending]() if dedup == "session" else Ids[Pending](prefix=ids_prefix)
         self.core: core.ClientCore[Pending] = core.ClientCore(counter, book, policy)
         self.outbox: Outbox | None = None
@@ -114,6 +119,7 @@ class LoadClient:
             open_timeout=OPEN_TIMEOUT,
             ping_interval=None,
             max_size=MAX_FRAME_BYTES,
+            **self.tls,
         )
 
     async def _life(self, connection: ClientConnection) -> None:
@@ -230,6 +236,8 @@ def _handshake_failure(exc: BaseException) -> str:
         return f"HTTP {exc.response.status_code}"
     if isinstance(exc, TimeoutError):
         return "timeout"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS certificate not trusted ({exc.verify_message}): give its CA with --ca"
     if isinstance(exc, OSError):
         return exc.strerror or type(exc).__name__
     return type(exc).__name__

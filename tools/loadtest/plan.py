@@ -5,11 +5,13 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
+import ssl
 from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from worker.core.protocol import is_valid_counter_name
+from ws_counter_client.urls import WEBSOCKET_SCHEMES, tls_context
 
 # How each load client makes its increments exactly-once: numbers in a session
 # of its own (the default), or an id per increment.
@@ -37,6 +39,8 @@ class LoadOptions:
     converge_timeout: float = 15.0
     max_run_seconds: float = 600.0
     dedup: str = "session"
+    # CA certificates (PEM) to trust for a wss:// URL; None: the system's.
+    ca_file: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The parameters for the report, without the token a URL may carry."""
@@ -59,6 +63,7 @@ class Share:
     converge_timeout: float
     max_run_seconds: float
     dedup: str
+    ca_file: str | None = None
 
 
 def validate(options: LoadOptions) -> None:  # noqa: PLR0912 (one check per option, each naming its flag)
@@ -87,9 +92,13 @@ def validate(options: LoadOptions) -> None:  # noqa: PLR0912 (one check per opti
     for name in counter_names(options):
         if not is_valid_counter_name(name):
             raise PlanError(f"invalid counter name {name!r}: 1 to 64 of a-z 0-9 _ -")
-    scheme = urlsplit(options.url).scheme
-    if scheme not in ("ws", "wss"):
-        raise PlanError("the URL must start with ws:// or wss://")
+    if urlsplit(options.url).scheme not in WEBSOCKET_SCHEMES:
+        raise PlanError("the URL must start with ws://, wss://, http:// or https://")
+    if options.ca_file:
+        try:
+            tls_context(options.ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise PlanError(f"--ca {options.ca_file}: {exc}") from None
     if options.loopback_only and not is_loopback_url(options.url):
         raise PlanError(f"--loopback-only: {options.url} is not a loopback address")
 
@@ -131,6 +140,7 @@ def split(options: LoadOptions) -> list[Share]:
                 converge_timeout=options.converge_timeout,
                 max_run_seconds=options.max_run_seconds,
                 dedup=options.dedup,
+                ca_file=options.ca_file,
             )
         )
     return shares

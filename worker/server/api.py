@@ -80,7 +80,11 @@ class Api:
             if worker.ready:
                 return _text(200, "ready\n")
             # The operator's view: what is wrong with Redis, naming the setting to fix.
-            trouble = worker.subscription.trouble.reason or "not subscribed to Redis"
+            trouble = (
+                worker.store.misconfigured
+                or worker.subscription.trouble.reason
+                or "not subscribed to Redis"
+            )
             reason = "draining" if worker.draining else trouble
             return _text(503, f"not ready: {reason}\n")
         if path == "/metrics":

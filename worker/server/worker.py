@@ -66,7 +66,7 @@ class Worker:
 
     @property
     def ready(self) -> bool:
-        return self.hub.connected and not self.draining
+        return self.hub.connected and not self.draining and not self.store.misconfigured
 
     @property
     def at_connection_limit(self) -> bool:

@@ -135,3 +135,11 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         seen.add(id(link))
         yield link
         link = link.__cause__ or link.__context__
+
+
+def reset_hint(exc: BaseException) -> str:
+    """A hint for a connection reset by its peer: a plain connection to a TLS port is
+    reset so, which nothing else tells apart from a Redis that went away."""
+    if any(isinstance(link, ConnectionResetError) for link in _chain(exc)):
+        return " (a TLS port resets plain connections: if it is one, set REDIS_TLS=true)"
+    return ""

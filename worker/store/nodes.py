@@ -16,7 +16,7 @@ from redis.asyncio.connection import ConnectionPool
 from ..core.slots import Address
 from ..errors import StoreUnavailable
 from ..settings import Settings
-from .connect import REQUEST_CONNECTIONS, new_client, pool_options, sentinel_options
+from .connect import REQUEST_CONNECTIONS, new_client, pool_options, sentinel_options, uses_tls
 from .pipeline import Pipeline
 from .router import ClusterRouter
 from .sentinel import FailoverWatch
@@ -27,6 +27,7 @@ class Nodes:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
+        self.tls = uses_tls(settings)
         self.router: ClusterRouter | None = None
         self.failovers: FailoverWatch | None = None
         self._clients: tuple[aioredis.Redis, aioredis.Redis] | None = None

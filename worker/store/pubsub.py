@@ -18,7 +18,7 @@ from redis.asyncio.client import PubSub
 
 from ..core.slots import key_slot
 from ..errors import StoreMisconfigured
-from .errors import misconfiguration
+from .errors import misconfiguration, reset_hint
 from .keys import channel_name
 
 log = logging.getLogger("ws_counter.store")
@@ -58,12 +58,16 @@ class Trouble:
     missing ACL permission) is an error, since no retry cures it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, plain: bool) -> None:
         self.reason: str | None = None
+        # Connections without TLS (REDIS_TLS off): a reset may mean a TLS port.
+        self._plain = plain
 
     def failed(self, what: str, exc: BaseException) -> None:
         wrong = str(exc) if isinstance(exc, StoreMisconfigured) else misconfiguration(exc)
         reason = f"Redis is misconfigured: {wrong}" if wrong else f"{what}: {exc}"
+        if self._plain and not wrong:
+            reason += reset_hint(exc)
         if reason != self.reason:
             level = logging.ERROR if wrong else logging.WARNING
             event = "redis_misconfigured" if wrong else "redis_subscription_lost"

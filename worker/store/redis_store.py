@@ -11,17 +11,18 @@ from "outcome unknown" by the step that failed, not by an error's text.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import secrets
 from collections.abc import Sequence
 from typing import Any
 
 from redis import exceptions as redis_errors
-from redis.asyncio.client import PubSub
 
+from ..core.backoff import backoff_delays
 from ..core.protocol import Increment
-from ..core.slots import Address
 from ..core.state import APPLIED_EARLIER, Applied, CounterState, Outcome, decode_state
-from ..errors import OutcomeUnknown, StoreRejected, StoreUnavailable
+from ..errors import OutcomeUnknown, StoreError, StoreMisconfigured, StoreRejected, StoreUnavailable
 from ..settings import Settings
 from .errors import NoReplicasError, map_redis_errors, register_error_classes
 from .held import HeldStates
@@ -29,6 +30,12 @@ from .keys import channel_name, id_key, session_key, state_key
 from .nodes import Nodes
 from .pipeline import Command
 from .scripts import Script, script
+
+log = logging.getLogger("ws_counter.store")
+
+# A counter name no client can use (its braces are refused in names): flushing
+# it reads one field of a key that never exists.
+ACCESS_PROBE = "{probe}"
 
 
 def new_epoch() -> str:
@@ -53,6 +60,9 @@ class RedisStore:
         rate = settings.publish_rate
         self._interval_ms = 1000 // rate if rate else 0
         self._held = HeldStates(self._interval_ms / 1000, settings.redis_timeout, self._send_held)
+        # Why requests fail for a reason only a setting cures (credentials, TLS,
+        # ACL), naming it; None while they work. /readyz shows it.
+        self._misconfigured: str | None = None
 
     @property
     def reply_timeout(self) -> float:
@@ -61,31 +71,11 @@ class RedisStore:
 
     async def increment(self, counter: str, increments: Sequence[Increment]) -> list[Outcome]:
         """Apply increments in order in one atomic step; one outcome per increment."""
-        settings = self._settings
-        # Each dedup key once in KEYS (a connection's increments share their
-        # session's); each increment names its key by index.
-        key_index: dict[str, int] = {state_key(counter): 1}
-        args: list[Any] = [
-            channel_name(counter),
-            self._publish,
-            new_epoch(),
-            settings.dedup_ttl,
-            settings.session_ttl,
-            settings.session_window,
-            self._interval_ms,
-        ]
-        for increment in increments:
-            if increment.session is not None:
-                key = session_key(counter, increment.session)
-                index = key_index.setdefault(key, len(key_index) + 1)
-                args.extend((increment.by, f"s{index}", increment.n))
-            elif increment.id is not None:
-                index = key_index.setdefault(id_key(counter, increment.id), len(key_index) + 1)
-                args.extend((increment.by, f"i{index}", ""))
-            else:
-                args.extend((increment.by, "", ""))
+        keys, args = _increment_call(
+            self._settings, counter, increments, self._publish, self._interval_ms
+        )
         try:
-            lines = await self._apply(counter, list(key_index), args)
+            lines = await self._apply(counter, keys, args)
         except OutcomeUnknown:
             # The step may have run and held its state back; no answer says so.
             # A flush with nothing held sends nothing.
@@ -184,6 +174,29 @@ class RedisStore:
                 raise
         return await self._round_trip(counter, ("EVAL", lua.source, *call), confirm=confirm)
 
+    @property
+    def misconfigured(self) -> str | None:
+        """Why Redis or a Sentinel refuses the worker, naming the setting to fix; None
+        while neither does."""
+        watch = self.nodes.failovers
+        return self._misconfigured or (watch.misconfigured if watch else None)
+
+    async def check_access(self) -> None:
+        """Run a step that changes nothing, so that credentials, TLS or ACL permissions
+        that stop the worker's scripts show at once (``misconfigured``), not at the
+        first increment; while they do, again with backoff, so that /readyz recovers
+        when an operator fixes them. Any other failure is for the callers that meet it."""
+        delays = backoff_delays(0.5, 5.0)
+        while True:
+            try:
+                await self._send_held(ACCESS_PROBE, now=False)
+            except StoreMisconfigured:
+                await asyncio.sleep(next(delays))
+                continue
+            except StoreError:
+                pass
+            return
+
     async def watch_failovers(self) -> None:
         """With Sentinel, follow every failover as the Sentinels announce it (until cancelled)."""
         if self.nodes.failovers is not None:
@@ -204,7 +217,14 @@ class RedisStore:
                 for reply in replies:
                     if isinstance(reply, redis_errors.ResponseError):
                         raise reply
+            self._misconfigured = None
             return replies
+        except StoreMisconfigured as exc:
+            reason = f"Redis is misconfigured: {exc}"
+            if reason != self._misconfigured:
+                log.error("%s", reason, extra={"event": "redis_misconfigured"})
+            self._misconfigured = reason
+            raise
         except StoreUnavailable as exc:
             if self.router is not None:
                 # A MOVED, ASK, TRYAGAIN or CLUSTERDOWN reply, or a primary gone:
@@ -214,15 +234,42 @@ class RedisStore:
                 await self.ask_sentinels_again()
             raise
 
-    def new_pubsub(self) -> PubSub:
-        return self.nodes.new_pubsub()
-
-    def new_shard_pubsub(self, address: Address) -> PubSub:
-        return self.nodes.new_shard_pubsub(address)
-
     async def close(self) -> None:
         await self._held.close()
         await self.nodes.close()
+
+
+def _increment_call(
+    settings: Settings,
+    counter: str,
+    increments: Sequence[Increment],
+    publish: str,
+    interval_ms: int,
+) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of increment.lua for ``increments`` (the forms are listed there)."""
+    # Each dedup key once in KEYS (a connection's increments share their
+    # session's); each increment names its key by index.
+    key_index: dict[str, int] = {state_key(counter): 1}
+    args: list[Any] = [
+        channel_name(counter),
+        publish,
+        new_epoch(),
+        settings.dedup_ttl,
+        settings.session_ttl,
+        settings.session_window,
+        interval_ms,
+    ]
+    for increment in increments:
+        if increment.session is not None:
+            key = session_key(counter, increment.session)
+            index = key_index.setdefault(key, len(key_index) + 1)
+            args.extend((increment.by, f"s{index}", increment.n))
+        elif increment.id is not None:
+            index = key_index.setdefault(id_key(counter, increment.id), len(key_index) + 1)
+            args.extend((increment.by, f"i{index}", ""))
+        else:
+            args.extend((increment.by, "", ""))
+    return list(key_index), args
 
 
 def _outcome(reply: str) -> Outcome:

@@ -29,6 +29,7 @@ from redis import exceptions as redis_errors
 from redis.asyncio.connection import ConnectionPool
 
 from ..core.backoff import backoff_delays
+from .errors import misconfiguration
 from .pubsub import listen
 
 log = logging.getLogger("ws_counter.store")
@@ -55,6 +56,8 @@ class FailoverWatch:
         self._pools = pools
         self._master: str | None = None
         self._reply_timeout = reply_timeout
+        # A Sentinel refused our credentials or TLS (REDIS_SENTINEL_*): /readyz says so.
+        self.misconfigured: str | None = None
 
     async def ask_again(self) -> None:
         """Drop idle connections to the requests' master, so the next asks the Sentinels."""
@@ -84,15 +87,26 @@ class FailoverWatch:
             try:
                 await pubsub.subscribe(SWITCH_CHANNEL)
                 delays = backoff_delays(BACKOFF_FIRST, BACKOFF_CAP)
+                self.misconfigured = None
                 # A Sentinel that vanished silently is noticed, as a data node is.
                 await listen(pubsub, self._heard, self._reply_timeout)
             except (redis_errors.RedisError, OSError) as exc:
-                log.debug("sentinel %s:%s: %s", host, port, exc)
+                self._failed(f"{host}:{port}", exc)
             finally:
                 with contextlib.suppress(redis_errors.RedisError, OSError):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
                     await client.aclose()
             await asyncio.sleep(next(delays))
+
+    def _failed(self, sentinel: str, exc: BaseException) -> None:
+        wrong = misconfiguration(exc, sentinel=True)
+        if wrong is None:
+            log.debug("sentinel %s: %s", sentinel, exc)
+            return
+        reason = f"Sentinel {sentinel} is misconfigured: {wrong}"
+        if reason != self.misconfigured:
+            log.error("%s", reason, extra={"event": "redis_misconfigured"})
+        self.misconfigured = reason
 
     async def _heard(self, message: dict[str, Any]) -> None:
         if message.get("type") != "message":

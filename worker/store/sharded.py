@@ -63,7 +63,7 @@ class Shard(PubSubConnection):
 
     async def run(self) -> None:
         owner = self.owner
-        pubsub = self.pubsub = owner.store.new_shard_pubsub(self.address)
+        pubsub = self.pubsub = owner.store.nodes.new_shard_pubsub(self.address)
         try:
             async with self.lock:
                 # One SSUBSCRIBE per channel: a command may name channels of one slot only.
@@ -85,6 +85,7 @@ class Shard(PubSubConnection):
             if kind == "ssubscribe":
                 self.up = True
                 owner.trouble.cleared()
+                owner.tasks.spawn(owner.store.check_access())
                 owner.report()
             elif kind == "sunsubscribe":
                 owner.router.changed.set()
@@ -128,7 +129,7 @@ class ShardedSubscription:
         self.tasks = TaskSet()
         self._up = False
         self._leaving = Leaving(self._let_go)
-        self.trouble = Trouble()
+        self.trouble = Trouble(plain=not store.nodes.tls)
 
     def add(self, counter: str) -> None:
         shard = self._shard_of(counter)

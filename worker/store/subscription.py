@@ -64,7 +64,7 @@ class Subscription(PubSubConnection):
         self._store = store
         self._listener = listener
         self._leaving = Leaving(self._let_go)
-        self.trouble = Trouble()
+        self.trouble = Trouble(plain=not store.nodes.tls)
 
     def add(self, counter: str) -> None:
         if self._leaving.back(counter):
@@ -105,7 +105,7 @@ class Subscription(PubSubConnection):
 
     async def _session(self) -> None:
         self.up = False
-        pubsub = self.pubsub = self._store.new_pubsub()
+        pubsub = self.pubsub = self._store.nodes.new_pubsub()
         async with self.lock:
             await pubsub.subscribe(CONTROL_CHANNEL, *(channel_name(c) for c in self.counters))
         await self.listen(pubsub, self._dispatch)
@@ -116,6 +116,7 @@ class Subscription(PubSubConnection):
             if channel == CONTROL_CHANNEL:
                 self.up = True
                 self.trouble.cleared()
+                self._background.spawn(self._store.check_access())
                 self._listener.on_connection(True)
                 return
             counter = counter_of_channel(channel)

@@ -264,6 +264,10 @@ export function backoffCeiling(first, cap, attempt) {
  */
 export function counterUrl(url, counter, token) {
   const target = new URL(url);
+  // The page's http(s):// address names the same service (WEBSOCKET_SCHEMES in urls.py).
+  const scheme = { "ws:": "ws:", "wss:": "wss:", "http:": "ws:", "https:": "wss:" }[target.protocol];
+  if (!scheme) throw new TypeError(url + " is not a ws://, wss://, http:// or https:// URL");
+  if (scheme !== target.protocol) target.href = scheme + target.href.slice(target.protocol.length);
   const prefix = target.pathname.replace(/\/+$/, "");
   const namesIt = prefix.endsWith("/counters/" + counter) || (counter === "default" && prefix === "");
   if (counter !== undefined && counter !== null && !namesIt) {
