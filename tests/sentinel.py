@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 from tools.processes import Child, free_port
+from tools.redissecurity import RedisSecurity
 from tools.redisserver import require_binary, start_redis_server
 
 from .conftest import seconds
@@ -13,8 +15,12 @@ MASTER_NAME = "mymaster"
 
 
 class SentinelSet:
-    def __init__(self, directory: Path) -> None:
+    """With ``security``, every node and Sentinel takes TLS only and a password
+    (tools/redissecurity.py), and the workers log in as the least-privilege user."""
+
+    def __init__(self, directory: Path, security: RedisSecurity | None = None) -> None:
         self.directory = directory
+        self.security = security
         # A master and one replica. Workers wait for that one replica to confirm
         # each increment (REDIS_REPLICA_ACKS=1): with more replicas than confirm,
         # a failover may promote one that lacks acknowledged increments.
@@ -26,6 +32,24 @@ class SentinelSet:
     @property
     def addresses(self) -> str:
         return ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
+
+    def worker_env(self) -> dict[str, str]:
+        """How a worker reaches this set: the Sentinels, and its credentials and TLS."""
+        env = {"REDIS_SENTINELS": self.addresses, "REDIS_MASTER_NAME": MASTER_NAME}
+        if self.security is not None:
+            env |= self.security.worker_env() | self.security.sentinel_worker_env()
+        return env
+
+    def cli(self, port: int, *args: str, sentinel: bool = False) -> str:
+        """redis-cli against the node or Sentinel on ``port``."""
+        access = self.security.cli_args(sentinel=sentinel) if self.security else ()
+        return subprocess.run(
+            ["redis-cli", *access, "-p", str(port), *args],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=seconds(10),
+        ).stdout.strip()
 
     def start(self) -> SentinelSet:
         # Sentinel mode is a mode of redis-server itself.
@@ -49,21 +73,25 @@ class SentinelSet:
         return self
 
     def _start_redis(self, name: str, extra: list[str]) -> None:
+        secure = self.security.server_args(self.ports[name]) if self.security else ()
         child = start_redis_server(
             self.ports[name],
             self.directory / name,
             name=f"redis-{name}",
-            extra=extra,
+            extra=[*secure, *extra],
             timeout=seconds(30),
         )
         self.children.append(child)
 
     def _start_sentinel(self, binary: str, index: int, port: int) -> None:
         config = self.directory / f"sentinel-{index}.conf"
+        security = self.security
         config.write_text(
-            f"port {port}\nbind 127.0.0.1\ndir {self.directory}\n"
+            (security.sentinel_config(port) if security else f"port {port}\n")
+            + f"bind 127.0.0.1\ndir {self.directory}\n"
             f"sentinel monitor {MASTER_NAME} 127.0.0.1 {self.ports['a']} 2\n"
-            f"sentinel down-after-milliseconds {MASTER_NAME} 1000\n"
+            + (security.sentinel_auth(MASTER_NAME) if security else "")
+            + f"sentinel down-after-milliseconds {MASTER_NAME} 1000\n"
             f"sentinel failover-timeout {MASTER_NAME} 10000\n"
         )
         child = Child(f"sentinel-{index}", [binary, str(config), "--sentinel"]).start()

@@ -12,7 +12,6 @@ import os
 import signal
 import socket
 import statistics
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from websockets.exceptions import InvalidStatus
 
 from tools.cluster import ClusterOptions, LocalCluster
 from tools.processes import free_port
+from tools.redissecurity import RedisSecurity
 from worker.store.keys import channel_name, state_key
 
 from .clients import counter_url, receive, receive_until
@@ -79,15 +79,19 @@ def test_redis_crash_and_restart_mid_load_loses_no_acknowledged_increment(
     assert report["close_codes"] == {"1000": 60}, "clients stayed connected through the outage"
 
 
-def test_sentinel_failover_mid_load_keeps_every_acknowledged_increment(tmp_path: Path) -> None:
+@pytest.mark.parametrize("secure", [False, True], ids=["plain", "tls-acl"])
+def test_sentinel_failover_mid_load_keeps_every_acknowledged_increment(
+    tmp_path: Path, secure: bool
+) -> None:
     """SENTINEL FAILOVER under load: workers follow the new master. REDIS_REPLICA_ACKS equals
     the number of replicas (1), so every acknowledged increment is on whichever replica takes
-    over; states only the old master had get a new epoch, and the totals add up."""
-    sentinels = SentinelSet(tmp_path / "redis").start()
+    over; states only the old master had get a new epoch, and the totals add up. Secure:
+    TLS everywhere, the Sentinels' own password, and the worker's least-privilege user."""
+    security = RedisSecurity(tmp_path / "tls") if secure else None
+    sentinels = SentinelSet(tmp_path / "redis", security).start()
     port = free_port()
     env = {
-        "REDIS_SENTINELS": sentinels.addresses,
-        "REDIS_MASTER_NAME": MASTER_NAME,
+        **sentinels.worker_env(),
         "REDIS_REPLICA_ACKS": "1",
         "REDIS_TIMEOUT": "1",
         "WS_REUSE_PORT": "true",
@@ -105,18 +109,8 @@ def test_sentinel_failover_mid_load_keeps_every_acknowledged_increment(tmp_path:
         )
         run.wait_until_acking()
         mark = sentinels.sentinels[0].mark()
-        subprocess.run(
-            [
-                "redis-cli",
-                "-p",
-                str(sentinels.sentinel_ports[0]),
-                "SENTINEL",
-                "FAILOVER",
-                MASTER_NAME,
-            ],
-            check=True,
-            capture_output=True,
-            timeout=seconds(10),
+        sentinels.cli(
+            sentinels.sentinel_ports[0], "SENTINEL", "FAILOVER", MASTER_NAME, sentinel=True
         )
         switched = sentinels.sentinels[0].wait_for_line(
             lambda line: "+switch-master" in line, seconds(30), mark
@@ -125,13 +119,7 @@ def test_sentinel_failover_mid_load_keeps_every_acknowledged_increment(tmp_path:
         new_master = int(switched.split()[-1])
         assert new_master == sentinels.ports["b"]
         # What the load test saw acknowledged is what the new master holds.
-        held = subprocess.run(
-            ["redis-cli", "-p", str(new_master), "HGET", state_key("failover"), "total"],
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=seconds(10),
-        ).stdout.strip()
+        held = sentinels.cli(new_master, "HGET", state_key("failover"), "total")
     finally:
         for worker in workers:
             worker.stop()

@@ -16,6 +16,7 @@ from websockets.asyncio.client import connect
 
 from tools.cluster import ClusterOptions, LocalCluster
 from tools.processes import free_port
+from tools.redissecurity import ADMIN_USER
 from worker.core.protocol import incr_message
 from worker.core.slots import key_slot
 from worker.store.keys import state_key
@@ -105,14 +106,25 @@ async def steady_clients(
     return acked, problems
 
 
+def ca_args(cluster: LocalCluster) -> tuple[str, ...]:
+    """The load test's --ca for a cluster started with --tls."""
+    return ("--ca", str(cluster.ca_file)) if cluster.ca_file else ()
+
+
+# Secure: TLS on every hop (the cluster bus and replication too) and the workers
+# logged in as the least-privilege ACL user (tools/redissecurity.py).
+SECURE = pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls-acl"])
+
+
+@SECURE
 def test_a_primary_killed_under_load_fails_over_without_losing_an_acknowledged_increment(
-    tmp_path: Path,
+    tmp_path: Path, tls: bool
 ) -> None:
     """SIGKILL a primary: its replica takes over, its counters' clients get `unavailable` and
     go on; with replica acks every acknowledged increment is there; other shards see nothing."""
     settings = {"REDIS_REPLICA_ACKS": "1", "REDIS_TIMEOUT": "1"}
     options = ClusterOptions(
-        workers=2, port=free_port(), redis_cluster=3, worker_env=settings, log_dir=tmp_path
+        workers=2, port=free_port(), redis_cluster=3, worker_env=settings, log_dir=tmp_path, tls=tls
     )
     with LocalCluster(options) as cluster:
         assert cluster.redis_cluster is not None
@@ -124,6 +136,7 @@ def test_a_primary_killed_under_load_fails_over_without_losing_an_acknowledged_i
             cluster.url,
             *("--clients", "120", "--counter", "failover", "--counters", "30"),
             *("--rate", "240", "--duration", "18"),
+            *ca_args(cluster),
             json_path=tmp_path / "report.json",
         )
         run.wait_until_acking()
@@ -178,16 +191,23 @@ def migrate_slot(cluster: LocalCluster, slot: int, source: int, target: int) -> 
     source_id, target_id = node_id(cluster, source), node_id(cluster, target)
     nodes.cli("CLUSTER", "SETSLOT", str(slot), "IMPORTING", source_id, port=target)
     nodes.cli("CLUSTER", "SETSLOT", str(slot), "MIGRATING", target_id, port=source)
+    # The target may want a login (over TLS when the cluster bus has it, as Redis decides).
+    login = ("AUTH2", ADMIN_USER, nodes.security.admin_password) if nodes.security else ()
     while keys := nodes.cli("CLUSTER", "GETKEYSINSLOT", str(slot), "100", port=source).split():
-        nodes.cli("MIGRATE", "127.0.0.1", str(target), "", "0", "5000", "KEYS", *keys, port=source)
+        nodes.cli(
+            "MIGRATE", "127.0.0.1", str(target), "", "0", "5000", *login, "KEYS", *keys, port=source
+        )
     for port in nodes.primary_ports():
         nodes.cli("CLUSTER", "SETSLOT", str(slot), "NODE", target_id, port=port)
 
 
-def test_a_live_counters_slot_migrates_to_another_primary(tmp_path: Path) -> None:
+@SECURE
+def test_a_live_counters_slot_migrates_to_another_primary(tmp_path: Path, tls: bool) -> None:
     """Migrating a counter's slot under load: clients keep converging, nothing is lost or
     doubled, and seq never goes backwards."""
-    options = ClusterOptions(workers=2, port=free_port(), redis_cluster=3, log_dir=tmp_path)
+    options = ClusterOptions(
+        workers=2, port=free_port(), redis_cluster=3, log_dir=tmp_path, tls=tls
+    )
     with LocalCluster(options) as cluster:
         source = primary_of(cluster, "moving")
         assert cluster.redis_cluster is not None
@@ -195,6 +215,7 @@ def test_a_live_counters_slot_migrates_to_another_primary(tmp_path: Path) -> Non
         run = BackgroundLoadtest(
             cluster.url,
             *("--clients", "40", "--counter", "moving", "--rate", "200", "--duration", "10"),
+            *ca_args(cluster),
             json_path=tmp_path / "report.json",
         )
         run.wait_until_acking()

@@ -4,10 +4,12 @@ A throwaway CA signs one certificate that every node serves (for
 ``localhost`` and ``127.0.0.1``). Each node takes TLS only (``--port 0``),
 for clients, replication and the cluster bus alike, and knows two users:
 
-* ``admin``, with every right, for the tools' redis-cli and for replication;
+* ``admin``, with every right, for the tools' redis-cli, replication and
+  the Sentinels;
 * the worker's user, with exactly ``worker.store.acl.WORKER_ACL_RULES``.
 
 The default user is off, so nothing reaches Redis without a password.
+Sentinels (``sentinel_config``) take TLS only too, and a password of their own.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class RedisSecurity:
         self.server = self.authority.issue("redis")
         self.admin_password = secrets.token_hex(16)
         self.worker_password = secrets.token_hex(16)
+        self.sentinel_password = secrets.token_hex(16)
         self.worker_password_file = directory / "worker-password"
         self.worker_password_file.write_text(self.worker_password + "\n")
         self.worker_password_file.chmod(0o600)
@@ -48,12 +51,36 @@ class RedisSecurity:
             *("--masteruser", ADMIN_USER, "--masterauth", self.admin_password),
         )
 
-    def cli_args(self) -> tuple[str, ...]:
-        """redis-cli arguments to reach such a node as the admin."""
+    def sentinel_config(self, port: int) -> str:
+        """sentinel.conf lines: TLS on ``port`` (to clients, other Sentinels and Redis) and
+        the Sentinels' own password; ``sentinel_auth`` follows the monitor line."""
         return (
-            *("--tls", "--cacert", str(self.ca)),
-            *("--user", ADMIN_USER, "--pass", self.admin_password, "--no-auth-warning"),
+            f"port 0\ntls-port {port}\n"
+            f"tls-cert-file {self.server.cert}\ntls-key-file {self.server.key}\n"
+            f"tls-ca-cert-file {self.ca}\ntls-auth-clients optional\ntls-replication yes\n"
+            f"requirepass {self.sentinel_password}\n"
+            f"sentinel sentinel-pass {self.sentinel_password}\n"
         )
+
+    def sentinel_auth(self, master_name: str) -> str:
+        """The lines that follow a ``sentinel monitor`` line: how to log in to that master."""
+        return (
+            f"sentinel auth-user {master_name} {ADMIN_USER}\n"
+            f"sentinel auth-pass {master_name} {self.admin_password}\n"
+        )
+
+    def cli_args(self, *, sentinel: bool = False) -> tuple[str, ...]:
+        """redis-cli arguments to reach such a node as the admin (or a Sentinel)."""
+        login = (
+            ("--pass", self.sentinel_password)
+            if sentinel
+            else ("--user", ADMIN_USER, "--pass", self.admin_password)
+        )
+        return ("--tls", "--cacert", str(self.ca), *login, "--no-auth-warning")
+
+    def sentinel_worker_env(self) -> dict[str, str]:
+        """What a worker adds to ``worker_env`` for such Sentinels."""
+        return {"REDIS_SENTINEL_TLS": "true", "REDIS_SENTINEL_PASSWORD": self.sentinel_password}
 
     def worker_env(self) -> dict[str, str]:
         """A worker's environment for such nodes: TLS with the CA, the least-privilege user."""

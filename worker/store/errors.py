@@ -71,6 +71,8 @@ def map_redis_errors(*, sent: bool) -> Iterator[None]:
     except NOT_NOW as exc:
         raise StoreUnavailable(f"Redis cannot run it now: {exc}") from exc
     except redis_errors.ResponseError as exc:
+        if _refused_in_script(exc):
+            raise StoreMisconfigured(misconfiguration(exc) or str(exc)) from exc
         raise StoreRejected("rejected", f"Redis refused: {exc}") from exc
     except CONNECTION_FAILED as exc:
         wrong = misconfiguration(exc)
@@ -84,6 +86,8 @@ def map_redis_errors(*, sent: bool) -> Iterator[None]:
         raise StoreUnavailable(f"Redis client error: {exc}") from exc
 
 
+# OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH and X509_V_ERR_IP_ADDRESS_MISMATCH.
+NAME_MISMATCH = frozenset({62, 64})
 CREDENTIALS_REFUSED = (
     redis_errors.AuthenticationError,
     redis_errors.AuthenticationWrongNumberOfArgsError,
@@ -105,13 +109,13 @@ def misconfiguration(exc: BaseException, *, sentinel: bool = False) -> str | Non
     for link in _chain(exc):
         if isinstance(link, CREDENTIALS_REFUSED):
             return f"Redis refused the credentials ({link}): check {user} and {password}"
-        if isinstance(link, redis_errors.NoPermissionError):
+        if isinstance(link, redis_errors.NoPermissionError) or _refused_in_script(link):
             return (
                 f"the Redis user lacks a permission the worker needs ({link}): give {user} the"
                 " ACL in docs/operations.md"
             )
         if isinstance(link, ssl.SSLCertVerificationError):
-            if "hostname" in (link.verify_message or "").lower():
+            if link.verify_code in NAME_MISMATCH:
                 return (
                     f"Redis' certificate does not name the host connected to ({link}): connect"
                     " by a name the certificate holds, or set REDIS_TLS_CHECK_HOSTNAME=false"
@@ -126,6 +130,14 @@ def misconfiguration(exc: BaseException, *, sentinel: bool = False) -> str | Non
                 " and REDIS_TLS_CERT_FILE / REDIS_TLS_KEY_FILE"
             )
     return None
+
+
+def _refused_in_script(exc: BaseException) -> bool:
+    """An ACL refusal of a command a Lua step called: Redis gives it no error code of its
+    own (not NOPERM), only this text, from 7.0 on."""
+    return isinstance(exc, redis_errors.ResponseError) and (
+        "user executing the script can't" in str(exc)
+    )
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:

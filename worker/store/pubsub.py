@@ -70,13 +70,12 @@ class Trouble:
             reason += reset_hint(exc)
         if reason != self.reason:
             level = logging.ERROR if wrong else logging.WARNING
-            event = "redis_misconfigured" if wrong else "redis_subscription_lost"
+            event = "redis_misconfigured" if wrong else "redis_lost"
             log.log(level, "%s", reason, extra={"event": event})
         self.reason = reason
 
     def cleared(self) -> None:
-        if self.reason is not None:
-            log.info("redis subscription established", extra={"event": "redis_subscribed"})
+        # The worker logs the subscription's return ("ready"); the next loss is news.
         self.reason = None
 
 

@@ -217,7 +217,9 @@ class RedisStore:
                 for reply in replies:
                     if isinstance(reply, redis_errors.ResponseError):
                         raise reply
-            self._misconfigured = None
+            if self._misconfigured is not None:
+                log.info("Redis access works again", extra={"event": "redis_access_ok"})
+                self._misconfigured = None
             return replies
         except StoreMisconfigured as exc:
             reason = f"Redis is misconfigured: {exc}"
