@@ -29,11 +29,13 @@ def _describe(cluster: LocalCluster, console: Console) -> None:
     console.print(f"  counter page:  {page_url(cluster)}", highlight=False)
     console.print(f"  front:         {front}", highlight=False)
     if cluster.ca_file is not None:
+        # soft_wrap: a path broken over two lines cannot be copied.
         console.print(
-            f"  TLS:           certificates of a throwaway CA, {cluster.ca_file}\n"
-            "                 (clients: --ca with that file; browsers: trust it, or accept"
-            " the warning)",
+            f"  TLS:           a throwaway CA signed the certificates: {cluster.ca_file}\n"
+            "                 clients take it with --ca; browsers: trust it, or accept the"
+            " warning",
             highlight=False,
+            soft_wrap=True,
         )
     if cluster.haproxy is not None:
         console.print(

@@ -76,7 +76,7 @@ class Agent:
         try:
             await self._connect_all()
             tally = self.tally
-            self.send("connected", tally.connected, sum(tally.failed_connects.values()))
+            self.send("connected", tally.connected, dict(tally.failed_connects))
             await self.next_message("go")
             await self._drive()
             self.send("sent", {c: max(a, default=0) for c, a in tally.acks.items()})

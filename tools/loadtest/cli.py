@@ -7,6 +7,7 @@ import multiprocessing
 import secrets
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import fields
 from multiprocessing.connection import Connection, wait
@@ -170,7 +171,8 @@ def run_loadtest(options: LoadOptions, console: Console | None = None) -> dict[s
     try:
         with _Display(console, progress, options) as display:
             exchange = _Exchange(inboxes, outboxes, processes, progress, display.refresh)
-            exchange.collect("connected", timeout=options.clients / options.ramp + 60)
+            connected = exchange.collect("connected", timeout=options.clients / options.ramp + 60)
+            _require_a_connection(options, connected)
             exchange.broadcast(("go",))
             budget = options.max_run_seconds + 60
             sent = exchange.collect("sent", timeout=budget)
@@ -182,12 +184,28 @@ def run_loadtest(options: LoadOptions, console: Console | None = None) -> dict[s
             results = [
                 m[1] for m in exchange.collect("result", timeout=options.converge_timeout + 120)
             ]
+    except BaseException:
+        # Nothing more to learn from them: do not wait for their phases to time out.
+        for process in processes:
+            process.kill()
+        raise
     finally:
         for process in processes:
             process.join(timeout=10)
             if process.is_alive():
                 process.kill()
     return build_report(options, results, time.monotonic() - started, run_id)
+
+
+def _require_a_connection(options: LoadOptions, connected: list[tuple[Any, ...]]) -> None:
+    """A run in which no client could connect cannot be made: say why, at once."""
+    if any(message[1] for message in connected):
+        return
+    reasons: Counter[str] = Counter()
+    for message in connected:
+        reasons.update(message[2])
+    why = "; ".join(f"{reason} ({count}x)" for reason, count in reasons.most_common(3))
+    raise LoadTestFailed(f"no client could connect to {options.url}: {why or 'no reason given'}")
 
 
 class _Exchange:
