@@ -136,7 +136,7 @@ def run_loadtest_command(args: argparse.Namespace) -> int:
         validate(options)
         report = run_loadtest(options, console)
     except (PlanError, LoadTestFailed) as exc:
-        console.print(f"[red]loadtest: {exc}[/red]", highlight=False)
+        console.print(f"[red]loadtest: {exc}[/red]", highlight=False, soft_wrap=True)
         return 2
     print_summary(report, console)
     if args.json:
