@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tools.makesecrets import redis_config
+from tools.redissecurity import WORKER_USER
 from tools.redisserver import REDIS_OPTIONS
 
 from .deploy import (
@@ -65,7 +67,8 @@ def test_redis_cluster_variants_keep_the_redis_options_and_form_six_nodes() -> N
     assert statefulset["spec"]["replicas"] == 6
     args = statefulset["spec"]["template"]["spec"]["containers"][0]["args"]
     for command in [*commands, args]:
-        assert tuple(command[1 : 1 + len(REDIS_OPTIONS)]) == REDIS_OPTIONS
+        options = command[2:] if command[1] == "/secrets/redis.conf" else command[1:]
+        assert tuple(options[: len(REDIS_OPTIONS)]) == REDIS_OPTIONS
         assert command[command.index("--cluster-enabled") + 1] == "yes"
         assert command[command.index("--cluster-require-full-coverage") + 1] == "no"
     find_resource(resources, "Job", "redis-cluster-init")
@@ -116,8 +119,8 @@ def test_redis_persistence_and_memory_are_the_same_everywhere() -> None:
     """Compose, the k8s StatefulSet and the local cluster all fsync AOF on every write and
     bound Redis' memory with noeviction, never an eviction policy."""
     compose_command = compose()["services"]["redis"]["command"]
-    assert compose_command[0] == "redis-server"
-    assert tuple(compose_command[1:]) == REDIS_OPTIONS
+    assert compose_command[:2] == ["redis-server", "/secrets/redis.conf"]
+    assert tuple(compose_command[2 : 2 + len(REDIS_OPTIONS)]) == REDIS_OPTIONS
     statefulset = find_resource(render_kustomization(ROOT / "k8s"), "StatefulSet", "redis")
     args = statefulset["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[0] == "redis-server"
@@ -131,3 +134,19 @@ def test_sentinel_overlay_points_workers_at_sentinels() -> None:
     assert config["REDIS_SENTINELS"].count(":26379") == 3
     assert config["REDIS_MASTER_NAME"]
     assert not [r for r in resources if r["kind"] == "StatefulSet"]
+
+
+def test_compose_runs_redis_on_tls_with_the_least_privilege_user() -> None:
+    """Redis takes TLS only with the ACL file make-secrets writes; workers log in as its
+    worker user over TLS, checking Redis' certificate against the deployment's CA."""
+    services = compose()["services"]
+    config = dict(line.split(" ", 1) for line in redis_config(Path("/secrets"), "pw").splitlines())
+    assert config["port"] == "0" and config["tls-port"] == "6379"
+    assert config["aclfile"] == "/secrets/users.acl"
+    assert services["redis"]["command"][1] == "/secrets/redis.conf"
+    assert services["secrets"]["entrypoint"] == ["ws-counter", "make-secrets", "/secrets"]
+    environment = services["worker"]["environment"]
+    assert environment["REDIS_URL"].startswith("rediss://redis:")
+    assert environment["REDIS_USERNAME"] == WORKER_USER
+    assert environment["REDIS_PASSWORD_FILE"] == "/secrets/worker-password"
+    assert environment["REDIS_TLS_CA_FILE"] == config["tls-ca-cert-file"]

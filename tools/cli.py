@@ -1,4 +1,5 @@
-"""The ``ws-counter`` command line: serve, cluster, demo, client, healthcheck and loadtest."""
+"""The ``ws-counter`` command line: serve, cluster, demo, client, healthcheck, loadtest and
+make-secrets."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from worker.main import add_serve_parser, serve_command
 from .client import run_client
 from .demo import run_cluster_command
 from .loadtest.cli import add_loadtest_parser, run_loadtest_command
+from .makesecrets import add_make_secrets_parser, make_secrets_command
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -139,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_client(subparsers)
     _add_healthcheck(subparsers)
     add_loadtest_parser(subparsers)
+    add_make_secrets_parser(subparsers)
     return parser
 
 
@@ -149,6 +152,7 @@ COMMANDS = {
     "client": _client,
     "healthcheck": _healthcheck,
     "loadtest": run_loadtest_command,
+    "make-secrets": make_secrets_command,
 }
 
 

@@ -1,0 +1,152 @@
+"""``ws-counter make-secrets DIR``: what a deployment needs to run Redis with TLS and ACLs.
+
+It writes, and keeps on later runs (so that restarting a deployment rotates
+nothing):
+
+* ``ca.crt`` and ``ca.key``: a CA of the deployment's own;
+* ``redis.crt`` and ``redis.key``: Redis' certificate, for ``redis``,
+  ``localhost``, ``127.0.0.1`` and every ``--redis-name``;
+* ``front.pem``: HAProxy's certificate and key in one file, for
+  ``localhost``, ``127.0.0.1``, ``lb`` and every ``--front-name``;
+* ``worker-password`` and ``admin-password``;
+* ``users.acl``: Redis' ACL file. The default user may only PING (health
+  checks); ``admin`` may do anything; the worker's user gets exactly
+  ``worker.store.acl.WORKER_ACL_RULES``. Passwords are stored hashed.
+* ``redis.conf``: what every Redis node adds to its options (``redis-server
+  /secrets/redis.conf ...``): TLS only, on 6379, for clients, replication and
+  the cluster bus; the ACL file; how a replica logs in to its primary.
+  ``--mounted-at`` is where the deployment mounts these files (/secrets).
+
+docker-compose.yml runs it as a one-shot service into a volume that only the
+project's containers mount; Kubernetes takes its files as Secrets
+(docs/operations.md, "Redis credentials and TLS").
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import secrets
+from pathlib import Path
+
+from worker.store.acl import WORKER_ACL_RULES
+
+from .certs import Authority
+from .redissecurity import ADMIN_USER, WORKER_USER
+
+REDIS_NAMES = ("redis", "localhost", "127.0.0.1")
+FRONT_NAMES = ("localhost", "127.0.0.1", "lb")
+# Health checks and probes log in as no one: the default user may PING, nothing else.
+DEFAULT_USER = "user default on nopass resetkeys resetchannels -@all +ping"
+
+
+def add_make_secrets_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    parser = subparsers.add_parser(
+        "make-secrets",
+        help="write a CA, certificates, passwords and Redis' ACL file for a deployment",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+    )
+    parser.add_argument("directory", type=Path, help="where to write them (kept if there)")
+    parser.add_argument(
+        "--redis-name", action="append", default=[], help="another name for Redis' certificate"
+    )
+    parser.add_argument(
+        "--front-name", action="append", default=[], help="another name for HAProxy's certificate"
+    )
+    parser.add_argument(
+        "--mounted-at",
+        default="/secrets",
+        help="where the containers see these files, for redis.conf (default /secrets)",
+    )
+
+
+def make_secrets_command(args: argparse.Namespace) -> int:
+    written = make_secrets(
+        args.directory, tuple(args.redis_name), tuple(args.front_name), args.mounted_at
+    )
+    for path in written:
+        print(f"wrote {path}")
+    print(f"{args.directory}: ready")
+    return 0
+
+
+def make_secrets(
+    directory: Path,
+    redis_names: tuple[str, ...] = (),
+    front_names: tuple[str, ...] = (),
+    mounted_at: str = "/secrets",
+) -> list[Path]:
+    """Write what is missing in ``directory``; the paths written."""
+    directory.mkdir(parents=True, exist_ok=True)
+    before = set(directory.iterdir())
+    authority = Authority(directory, "ws-counter deployment CA")
+    if not (directory / "redis.crt").exists():
+        authority.issue("redis", tuple(dict.fromkeys((*REDIS_NAMES, *redis_names))))
+    front = directory / "front.pem"
+    if not front.exists():
+        names = tuple(dict.fromkeys((*FRONT_NAMES, *front_names)))
+        authority.issue("front", names).pem_bundle(front)
+    passwords = {user: _password(directory / f"{role}-password")
+                 for user, role in ((WORKER_USER, "worker"), (ADMIN_USER, "admin"))}  # fmt: skip
+    acl = directory / "users.acl"
+    if not acl.exists():
+        acl.write_text(acl_file(passwords[WORKER_USER], passwords[ADMIN_USER]))
+    config = directory / "redis.conf"
+    if not config.exists():
+        config.write_text(redis_config(Path(mounted_at), passwords[ADMIN_USER]))
+    for path in directory.iterdir():
+        # The volume or Secret is mounted only by the deployment's own containers, each
+        # running as a different user (Redis, HAProxy, the worker): all may read. The
+        # CA's key signs nothing after this and stays with whoever ran it.
+        path.chmod(0o600 if path.name == "ca.key" else 0o644)
+    for leftover in directory.glob("*.csr"):
+        leftover.unlink()
+    for leftover in directory.glob("*.ext"):
+        leftover.unlink()
+    return sorted(set(directory.iterdir()) - before)
+
+
+def acl_file(worker_password: str, admin_password: str) -> str:
+    """Redis' ACL file: the default user for probes, the admin, the worker's least privilege."""
+    return "\n".join(
+        (
+            DEFAULT_USER,
+            f"user {ADMIN_USER} on #{_sha256(admin_password)} ~* &* +@all",
+            f"user {WORKER_USER} on #{_sha256(worker_password)} {WORKER_ACL_RULES}",
+            "",
+        )
+    )
+
+
+def redis_config(mounted_at: Path, admin_password: str) -> str:
+    """redis.conf lines for a node that takes TLS only and the ACL file, and whose replicas
+    log in to their primary as the admin."""
+    return "".join(
+        f"{line}\n"
+        for line in (
+            "port 0",
+            "tls-port 6379",
+            f"tls-cert-file {mounted_at / 'redis.crt'}",
+            f"tls-key-file {mounted_at / 'redis.key'}",
+            f"tls-ca-cert-file {mounted_at / 'ca.crt'}",
+            # Clients prove who they are with a password; no client certificates.
+            "tls-auth-clients no",
+            "tls-replication yes",
+            "tls-cluster yes",
+            f"aclfile {mounted_at / 'users.acl'}",
+            f"masteruser {ADMIN_USER}",
+            f"masterauth {admin_password}",
+        )
+    )
+
+
+def _password(path: Path) -> str:
+    if not path.exists():
+        path.write_text(secrets.token_hex(24) + "\n")
+    return path.read_text().strip()
+
+
+def _sha256(password: str) -> str:
+    return hashlib.sha256(password.encode()).hexdigest()
