@@ -27,7 +27,7 @@ import pytest
 from tools.processes import Child, free_port
 
 from .conftest import seconds
-from .deploy import COMPOSE_FILE, ROOT
+from .deploy import COMPOSE_FILE, ROOT, TLS_COMPOSE_FILE
 from .loadrun import BackgroundLoadtest
 
 pytestmark = pytest.mark.containers
@@ -47,17 +47,19 @@ def require(command: str) -> str:
 
 
 class ComposeProject:
-    """One docker-compose.yml project under podman-compose, torn down completely."""
+    """One docker-compose.yml project under podman-compose (with ``extra`` compose files),
+    torn down completely."""
 
-    def __init__(self, lb_port: int) -> None:
+    def __init__(self, lb_port: int, extra: tuple[Path, ...] = ()) -> None:
         self.name = f"wsc-test-{secrets.token_hex(3)}"
         self.lb_port = lb_port
+        self.files = [arg for path in (COMPOSE_FILE, *extra) for arg in ("-f", str(path))]
         self.compose = require("podman-compose")
         self.podman = require("podman")
 
     def run(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            [self.compose, "-p", self.name, "-f", str(COMPOSE_FILE), *args],
+            [self.compose, "-p", self.name, *self.files, *args],
             capture_output=True,
             text=True,
             timeout=seconds(timeout),
@@ -104,13 +106,30 @@ class ComposeProject:
 
 
 @pytest.fixture
-def project() -> Iterator[ComposeProject]:
-    running = ComposeProject(free_port())
+def project(request: pytest.FixtureRequest) -> Iterator[ComposeProject]:
+    extra: tuple[Path, ...] = getattr(request, "param", ())
+    running = ComposeProject(free_port(), extra)
     try:
         yield running
     finally:
         running.down()
     assert not running.containers("worker") and not running.containers("redis")
+
+
+def start(project: ComposeProject) -> list[str]:
+    """Build, make the secrets, start Redis, the workers and HAProxy; the workers' names
+    once HAProxy has them all up. podman-compose ignores depends_on conditions, so the
+    one-shot secrets service runs to its end first, as the compose file's header says."""
+    built = project.run("build", "worker")
+    assert built.returncode == 0, built.stdout + built.stderr
+    made = project.run("run", "--rm", "secrets")
+    assert made.returncode == 0, made.stdout + made.stderr
+    started = project.run("up", "-d", *SERVICES)
+    assert started.returncode == 0, started.stdout + started.stderr
+    workers = project.containers("worker")
+    assert len(workers) == 3, workers
+    wait_for_balanced_workers(project, workers)
+    return workers
 
 
 def wait_for_log_line(project: ComposeProject, container: str, pattern: str) -> None:
@@ -147,13 +166,7 @@ def wait_for_balanced_workers(project: ComposeProject, workers: list[str]) -> No
 def test_compose_cluster_builds_serves_and_counts_exactly_through_a_worker_kill(
     project: ComposeProject, tmp_path: Path
 ) -> None:
-    built = project.run("build", "worker")
-    assert built.returncode == 0, built.stdout + built.stderr
-    started = project.run("up", "-d", *SERVICES)
-    assert started.returncode == 0, started.stdout + started.stderr
-    workers = project.containers("worker")
-    assert len(workers) == 3, workers
-    wait_for_balanced_workers(project, workers)
+    workers = start(project)
 
     # The user story: `docker compose run --rm loadtest`.
     story = project.run("run", "--rm", "loadtest", timeout=300)
@@ -179,6 +192,16 @@ def test_compose_cluster_builds_serves_and_counts_exactly_through_a_worker_kill(
     assert report is not None and report["correct"] is True
     assert report["reconnects"] > 0, "the killed worker had clients that reconnected"
     assert report["increments_acked"] == report["increments_sent"]
+
+
+@pytest.mark.parametrize("project", [(TLS_COMPOSE_FILE,)], indirect=True, ids=["tls"])
+def test_compose_cluster_with_tls_counts_exactly_over_wss(project: ComposeProject) -> None:
+    """deploy/compose.tls.yml: HAProxy serves wss:// with the deployment CA's certificate,
+    and the load test trusts that CA (`docker compose ... run --rm loadtest`)."""
+    start(project)
+    story = project.run("run", "--rm", "loadtest", timeout=300)
+    assert story.returncode == 0, story.stdout + story.stderr
+    assert "CORRECT" in story.stdout and "wss://lb:8080/" in story.stdout
 
 
 def test_nginx_example_config_is_valid() -> None:

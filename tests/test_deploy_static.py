@@ -17,6 +17,7 @@ import yaml
 from tools.makesecrets import redis_config
 from tools.redissecurity import WORKER_USER
 from tools.redisserver import REDIS_OPTIONS
+from worker.store.acl import WORKER_ACL_RULES
 
 from .deploy import (
     COMPOSE_FILE,
@@ -37,8 +38,10 @@ def test_dockerfile_passes_hadolint() -> None:
     run(tool("hadolint"), "--failure-threshold", "info", str(ROOT / "Dockerfile"))
 
 
-def test_compose_file_matches_the_compose_spec() -> None:
-    run(tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(COMPOSE_FILE))
+@pytest.mark.parametrize("path", [COMPOSE_FILE, *sorted((ROOT / "deploy").glob("compose.*.yml"))],
+                         ids=lambda path: path.name)  # fmt: skip
+def test_compose_files_match_the_compose_spec(path: Path) -> None:
+    run(tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(path))
 
 
 def test_redis_cluster_compose_file_matches_the_compose_spec() -> None:
@@ -123,8 +126,8 @@ def test_redis_persistence_and_memory_are_the_same_everywhere() -> None:
     assert tuple(compose_command[2 : 2 + len(REDIS_OPTIONS)]) == REDIS_OPTIONS
     statefulset = find_resource(render_kustomization(ROOT / "k8s"), "StatefulSet", "redis")
     args = statefulset["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert args[0] == "redis-server"
-    assert tuple(args[1 : 1 + len(REDIS_OPTIONS)]) == REDIS_OPTIONS
+    assert args[:2] == ["redis-server", "/secrets/redis.conf"]
+    assert tuple(args[2 : 2 + len(REDIS_OPTIONS)]) == REDIS_OPTIONS
     assert REDIS_OPTIONS[REDIS_OPTIONS.index("--maxmemory-policy") + 1] == "noeviction"
 
 
@@ -150,3 +153,49 @@ def test_compose_runs_redis_on_tls_with_the_least_privilege_user() -> None:
     assert environment["REDIS_USERNAME"] == WORKER_USER
     assert environment["REDIS_PASSWORD_FILE"] == "/secrets/worker-password"
     assert environment["REDIS_TLS_CA_FILE"] == config["tls-ca-cert-file"]
+
+
+def test_kubernetes_runs_redis_on_tls_with_the_least_privilege_user() -> None:
+    """Base and Redis Cluster overlay: Redis includes the Secret's redis.conf (TLS only, the
+    ACL file); workers mount only the CA and their own password from it and use them."""
+    base = render_kustomization(ROOT / "k8s")
+    config = find_resource(base, "ConfigMap", "ws-counter-worker")["data"]
+    assert config["REDIS_URL"].startswith("rediss://")
+    assert config["REDIS_USERNAME"] == WORKER_USER
+    worker = find_resource(base, "Deployment", "ws-counter-worker")["spec"]["template"]["spec"]
+    (credentials,) = [v for v in worker["volumes"] if v["name"] == "redis-credentials"]
+    keys = {item["key"] for item in credentials["secret"]["items"]}
+    assert keys == {"ca.crt", "worker-password"}
+    mount = next(
+        m for m in worker["containers"][0]["volumeMounts"] if m["name"] == "redis-credentials"
+    )
+    assert config["REDIS_PASSWORD_FILE"] == f"{mount['mountPath']}/worker-password"
+    assert config["REDIS_TLS_CA_FILE"] == f"{mount['mountPath']}/ca.crt"
+    cluster = render_kustomization(ROOT / "k8s" / "overlays" / "redis-cluster")
+    for resources, name in ((base, "redis"), (cluster, "redis-cluster")):
+        pod = find_resource(resources, "StatefulSet", name)["spec"]["template"]["spec"]
+        assert pod["containers"][0]["args"][1] == "/secrets/redis.conf"
+        (secrets,) = [v for v in pod["volumes"] if v["name"] == "secrets"]
+        assert secrets["secret"]["secretName"] == credentials["secret"]["secretName"]
+        probe = pod["containers"][0]["readinessProbe"]["exec"]["command"]
+        assert "--tls" in probe
+    cluster_config = find_resource(cluster, "ConfigMap", "ws-counter-worker")["data"]
+    assert cluster_config["REDIS_TLS"] == "true" and "REDIS_URL" not in cluster_config
+
+
+def test_the_sentinel_overlay_takes_the_bitnami_charts_password() -> None:
+    """Bitnami's defaults: the default user with a password, shared by the Sentinels, no TLS.
+    The values file's ACL user is the worker's least privilege."""
+    resources = render_kustomization(ROOT / "k8s" / "overlays" / "sentinel")
+    config = find_resource(resources, "ConfigMap", "ws-counter-worker")["data"]
+    assert not {"REDIS_URL", "REDIS_USERNAME", "REDIS_TLS_CA_FILE"} & set(config)
+    assert config["REDIS_PASSWORD_FILE"] == config["REDIS_SENTINEL_PASSWORD_FILE"]
+    worker = find_resource(resources, "Deployment", "ws-counter-worker")["spec"]["template"]
+    (credentials,) = [v for v in worker["spec"]["volumes"] if v["name"] == "redis-credentials"]
+    assert credentials["secret"]["secretName"] == "ws-counter-redis-auth"
+    (item,) = credentials["secret"]["items"]
+    assert config["REDIS_PASSWORD_FILE"].endswith("/" + item["path"])
+    values = yaml.safe_load((ROOT / "k8s/overlays/sentinel/bitnami-values.yaml").read_text())
+    (user,) = values["auth"]["acl"]["users"]
+    rules = f"resetkeys {user['keys']} resetchannels {user['channels']} {user['commands']}"
+    assert (user["username"], rules) == (WORKER_USER, WORKER_ACL_RULES)
