@@ -35,6 +35,7 @@ from .hot import run_hot
 from .httpwriters import run_http_writers
 from .measure import fanout, idle_memory, many_counters, redis_memory, throughput
 from .report import render_markdown, render_plot
+from .tls import measure_tls, print_tls
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -49,6 +50,7 @@ MEASUREMENTS = (
     "counters",
     "hot",
     "churn",
+    "tls",
 )
 FLOOR = "raw-socket floor"
 
@@ -75,6 +77,8 @@ FULL: Plan = {
     "hot_seconds": 5.0,
     "churn_rate": 2000.0,
     "churn_seconds": 5.0,
+    # Plain and TLS in alternation, this many times each (python -m bench.tls).
+    "tls_rounds": 2,
 }
 QUICK: Plan = {
     "throughput_seconds": 1.5,
@@ -94,6 +98,7 @@ QUICK: Plan = {
     "hot_seconds": 1.5,
     "churn_rate": 300.0,
     "churn_seconds": 2.0,
+    "tls_rounds": 1,
 }
 
 
@@ -215,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         "spread": [],
         "hot": [],
         "churn": [],
+        "tls": [],
         "floors": {},
         "failures": [],
     }
@@ -233,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         + results["redis_memory"]
         + results["many_counters"]
         + results["hot"]
+        + results["tls"]
     )
     print("totals exact in every run" if exact else "TOTALS WRONG in some run")
     for failure in results["failures"]:
@@ -407,6 +414,21 @@ def measure_scale(plan: Plan, scratch: Path, results: dict[str, Any]) -> None:
             results["churn"].append(asdict(churn))
             if churn.channels_after_grace > churn.channels_before:
                 results["failures"].append(f"churn: subscriptions leaked: {churn}")
+    if "tls" in plan["measure"]:
+        print("== ws-counter x1, the cost of TLS on each hop", flush=True)
+        costs = attempt(
+            results,
+            "ws-counter x1",
+            "TLS",
+            measure_tls,
+            plan["writers"],
+            plan["throughput_seconds"],
+            plan["tls_rounds"],
+            scratch,
+        )
+        if costs is not None:
+            print_tls(costs)
+            results["tls"] = [asdict(cost) for cost in costs]
 
 
 def run_all(plan: dict[str, Any], scratch: Path, results: dict[str, Any]) -> None:  # noqa: PLR0912 (one branch per measurement the run may include)

@@ -223,7 +223,7 @@ def _plot_rss(results: dict[str, Any], path: Path, plt: Any) -> None:
 
 
 def _scale_sections(results: dict[str, Any]) -> list[str]:
-    """A hot counter with and without the publish bound, and churn."""
+    """A hot counter with and without the publish bound, the cost of TLS, and churn."""
     lines: list[str] = []
     if results.get("hot"):
         lines += [
@@ -238,6 +238,19 @@ def _scale_sections(results: dict[str, Any]) -> list[str]:
             f"{row['messages_per_ack']} | {row['redis_cpu_per_ack_us']} | "
             f"{row['fanout_p50_ms']:.1f} | {row['fanout_p99_ms']:.1f} | {row['exact']} |"
             for row in results["hot"]
+        ]
+    if results.get("tls"):
+        lines += [
+            "",
+            "## Cost of TLS (same run, plain and TLS in alternation)",
+            "",
+            "| hop | plain incr/s | TLS incr/s | TLS / plain | exact |",
+            "|---|---:|---:|---:|---|",
+        ]
+        lines += [
+            f"| {row['hop']} | {row['plain_per_second']:,} | {row['tls_per_second']:,} |"
+            f" {row['ratio']:.2f}x | {row['exact']} |"
+            for row in results["tls"]
         ]
     for row in results.get("churn", []):
         lines += [

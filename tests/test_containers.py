@@ -197,9 +197,9 @@ def test_compose_cluster_builds_serves_and_counts_exactly_through_a_worker_kill(
 @pytest.mark.parametrize("project", [(TLS_COMPOSE_FILE,)], indirect=True, ids=["tls"])
 def test_compose_cluster_with_tls_counts_exactly_over_wss(project: ComposeProject) -> None:
     """deploy/compose.tls.yml: HAProxy serves wss:// with the deployment CA's certificate,
-    and the load test trusts that CA (`docker compose ... run --rm loadtest`)."""
+    and the load test trusts that CA (`docker compose ... run --rm loadtest-tls`)."""
     start(project)
-    story = project.run("run", "--rm", "loadtest", timeout=300)
+    story = project.run("run", "--rm", "loadtest-tls", timeout=300)
     assert story.returncode == 0, story.stdout + story.stderr
     assert "CORRECT" in story.stdout and "wss://lb:8080/" in story.stdout
 

@@ -72,3 +72,20 @@ def test_the_python_example_in_docs_clients_runs(cluster: LocalCluster) -> None:
     assert lines[1].startswith(f"acknowledged {before + 5} ")
     assert lines[2] == "refused: overflow"
     assert len(lines) == 4
+
+
+def test_every_test_the_docs_name_exists() -> None:
+    """`tests/x.py` and `tests/x.py::test_name[param]` in the docs name real tests."""
+    named = {
+        match
+        for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+        for match in re.findall(r"`(tests/[\w/]+\.py(?:::\w+)?)(?:\[[\w-]+\])?`", path.read_text())
+    }
+    assert len(named) > 10
+    missing = []
+    for reference in sorted(named):
+        file, _, test = reference.partition("::")
+        source = ROOT / file
+        if not source.exists() or (test and f"def {test}(" not in source.read_text()):
+            missing.append(reference)
+    assert missing == []

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from worker.errors import SettingsError
-from worker.settings import SETTINGS, Settings, load_settings
+from worker.settings import SETTINGS, Settings, insecure_redis, load_settings
 
 pytestmark = pytest.mark.unit
 
@@ -87,3 +87,27 @@ def test_every_setting_is_documented() -> None:
     docs = (Path(__file__).parent.parent / "docs" / "protocol.md").read_text()
     missing = [s.env for s in SETTINGS if f"`{s.env}`" not in docs or f"`{s.flag}`" not in docs]
     assert missing == []
+
+
+# (settings, warned): Redis across a network without TLS and without a password is
+# warned about at start; TLS, a password or a Redis on this host is not.
+INSECURE_REDIS: list[tuple[dict[str, str], bool]] = [
+    ({}, False),
+    ({"REDIS_URL": "redis://localhost:6379/0"}, False),
+    ({"REDIS_URL": "redis://[::1]:6379/0"}, False),
+    ({"REDIS_URL": "redis://redis:6379/0"}, True),
+    ({"REDIS_URL": "redis://10.0.0.5:6379/0"}, True),
+    ({"REDIS_URL": "rediss://redis:6379/0"}, False),
+    ({"REDIS_URL": "redis://redis:6379/0", "REDIS_TLS": "true"}, False),
+    ({"REDIS_URL": "redis://redis:6379/0", "REDIS_PASSWORD": "pw"}, False),
+    ({"REDIS_URL": "redis://:pw@redis:6379/0"}, False),
+    ({"REDIS_SENTINELS": "127.0.0.1:26379,10.0.0.2:26379"}, True),
+    ({"REDIS_CLUSTER_NODES": "127.0.0.1:7000"}, False),
+]
+
+
+@pytest.mark.parametrize(("env", "warned"), INSECURE_REDIS)
+def test_an_unprotected_redis_across_a_network_is_warned_about(
+    env: dict[str, str], warned: bool
+) -> None:
+    assert (insecure_redis(load_settings(env)) is not None) is warned

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from .certs import Certificate
+from .certs import Authority, Certificate
 from .processes import Child, ChildFailed, free_port
 from .rediscluster import RedisClusterProcesses
 from .redissecurity import RedisSecurity
@@ -50,6 +50,8 @@ class ClusterOptions:
     # TLS on every hop: HAProxy serves wss:// and https://, Redis takes only TLS
     # and the workers log in as the least-privilege ACL user (tools/redissecurity.py).
     tls: bool = False
+    # Redis' half of that on its own (None: as ``tls``); the benchmark sets it apart.
+    redis_tls: bool | None = None
 
 
 def worker_argv() -> list[str]:
@@ -93,12 +95,16 @@ class LocalCluster:
         self.uses_haproxy = self._decide_haproxy()
         self.security: RedisSecurity | None = None
         self.front_certificate: Certificate | None = None
-        if options.tls:
-            if not self.uses_haproxy:
-                raise ClusterError("--tls needs HAProxy, which terminates TLS for the workers")
+        self.authority: Authority | None = None
+        if options.tls and not self.uses_haproxy:
+            raise ClusterError("--tls needs HAProxy, which terminates TLS for the workers")
+        if options.tls if options.redis_tls is None else options.redis_tls:
             self.security = RedisSecurity(self._scratch / "tls")
+            self.authority = self.security.authority
+        if options.tls:
+            self.authority = self.authority or Authority(self._scratch / "tls")
             names = tuple(dict.fromkeys(("localhost", "127.0.0.1", options.host)))
-            self.front_certificate = self.security.authority.issue("front", names)
+            self.front_certificate = self.authority.issue("front", names)
 
     def _decide_haproxy(self) -> bool:
         wanted = self.options.haproxy
@@ -124,7 +130,7 @@ class LocalCluster:
     @property
     def ca_file(self) -> Path | None:
         """The throwaway CA that signed the front's and Redis' certificates (with --tls)."""
-        return self.security.ca if self.security else None
+        return self.authority.cert if self.authority else None
 
     def redis_cli_args(self) -> tuple[str, ...]:
         """What redis-cli needs besides host and port to reach this cluster's Redis."""

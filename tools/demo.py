@@ -28,7 +28,14 @@ def _describe(cluster: LocalCluster, console: Console) -> None:
     console.print(f"ws-counter cluster is up: [bold]{cluster.url}[/bold]", highlight=False)
     console.print(f"  counter page:  {page_url(cluster)}", highlight=False)
     console.print(f"  front:         {front}", highlight=False)
-    if cluster.ca_file is not None:
+    if cluster.ca_file is None:
+        console.print(
+            "  security:      none (plain ws:// and http://, a Redis without password or TLS):"
+            " for local development only; --tls for TLS on every hop and an authenticated Redis",
+            highlight=False,
+            soft_wrap=True,
+        )
+    else:
         # soft_wrap: a path broken over two lines cannot be copied.
         console.print(
             f"  TLS:           a throwaway CA signed the certificates: {cluster.ca_file}\n"

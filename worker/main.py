@@ -12,7 +12,7 @@ from . import logs, runtime
 from .errors import SettingsError
 from .limits import raise_open_file_limit
 from .server import Worker
-from .settings import Settings, add_arguments, flags_of, load_settings
+from .settings import Settings, add_arguments, flags_of, insecure_redis, load_settings
 
 log = logging.getLogger("ws_counter.worker")
 
@@ -43,6 +43,9 @@ async def serve(settings: Settings) -> int:
     warning = raise_open_file_limit(settings.max_connections)
     if warning is not None:
         log.warning(warning, extra={"event": "open_file_limit"})
+    insecure = insecure_redis(settings)
+    if insecure is not None:
+        log.warning(insecure, extra={"event": "redis_insecure"})
     worker = Worker(settings)
     stop = runtime.stop_requested()
     await worker.start()

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .errors import SettingsError
 
@@ -519,6 +521,32 @@ def _read_secret_file(env: str, path: str, parse: Callable[[str], str]) -> str:
         # An empty file would mean no tokens or no password at all: refuse it.
         raise SettingsError(f"{source}: the file is empty")
     return secret
+
+
+def insecure_redis(settings: Settings) -> str | None:
+    """A warning when Redis is reached across a network without TLS and without a password;
+    None for TLS, a password, or a Redis on this host (local development)."""
+    url = urlsplit(settings.redis_url)
+    if settings.redis_tls or url.scheme == "rediss" or settings.redis_password or url.password:
+        return None
+    nodes = settings.redis_sentinels or settings.redis_cluster_nodes
+    hosts = [host for host, _ in nodes] if nodes else [url.hostname or "localhost"]
+    if all(_is_loopback(host) for host in hosts):
+        return None
+    return (
+        "Redis is reached without TLS and without a password: anyone on its network can"
+        " change every total. For local development only; docs/operations.md, 'Security"
+        " checklist', has the settings"
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
