@@ -53,16 +53,27 @@ ensure_test_system() {
     ensure_commands chromium:chromium curl:curl ip:iproute2 iptables:iptables
 }
 
+# ensure_venv run|test: the project with what running it needs (the demo), or
+# with the test tools too (browsers' driver, linters, kubectl, ...).
 ensure_venv() {
+    local what=$1
     if [[ ! -x $VENV/bin/python ]]; then
         say "creating virtualenv $VENV"
         "$PYTHON" -m venv "$VENV"
     fi
-    local stamp=$VENV/.ws-counter-installed
+    local stamp=$VENV/.ws-counter-$what
+    if [[ -f $VENV/.ws-counter-test && $VENV/.ws-counter-test -nt pyproject.toml ]]; then
+        return  # the test install holds everything the demo needs too
+    fi
     if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
-        say "installing ws-counter and its test tools into $VENV"
         "$VENV/bin/python" -m pip install -q --upgrade pip
-        "$VENV/bin/python" -m pip install -q -e '.[test]'
+        if [[ $what == test ]]; then
+            say "installing ws-counter and its test tools into $VENV"
+            "$VENV/bin/python" -m pip install -q -e '.[test]'
+        else
+            say "installing ws-counter into $VENV"
+            "$VENV/bin/python" -m pip install -q -e .
+        fi
         touch "$stamp"
     fi
 }
@@ -119,7 +130,9 @@ run_tests() {
 }
 
 usage() {
-    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' >&2
+    echo "usage:" >&2
+    sed -n '5,8p' "$0" | sed 's/^# \{0,1\}/  /' >&2
+    sed -n '10p' "$0" | sed 's/^# \{0,1\}//' >&2
 }
 
 main() {
@@ -128,18 +141,18 @@ main() {
     case $command in
     demo)
         ensure_system
-        ensure_venv
+        ensure_venv run
         exec "$VENV/bin/ws-counter" demo "$@"
         ;;
     test)
         ensure_system
         ensure_test_system
-        ensure_venv
+        ensure_venv test
         prepare_containers
         run_tests "$@"
         ;;
     check)
-        ensure_venv
+        ensure_venv test
         static_checks
         say "unit tests (pytest -m unit)"
         "$VENV/bin/pytest" -m unit -q "$@"

@@ -1,8 +1,9 @@
 """The examples in the README and docs/clients.md, run as written against a real cluster.
 
 So that the documentation cannot drift from the product: the README's curl
-lines run with curl, the Python example of docs/clients.md runs with this
-interpreter, only the address changed to the test cluster's.
+lines and its Python script run exactly as printed, against a cluster on the
+README's address; the Python example of docs/clients.md runs with only the
+address changed to the test cluster's.
 """
 
 from __future__ import annotations
@@ -12,9 +13,12 @@ import re
 import shlex
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
-from tools.cluster import LocalCluster
+import pytest
+
+from tools.cluster import ClusterOptions, LocalCluster
 
 from .conftest import seconds
 
@@ -32,15 +36,21 @@ def commands_in(text: str) -> list[list[str]]:
     return commands
 
 
-def test_the_readme_curl_examples_work_as_written(cluster: LocalCluster) -> None:
-    address = cluster.url.removeprefix("ws://").rstrip("/")
+@pytest.fixture(scope="module")
+def documented_cluster() -> Iterator[LocalCluster]:
+    """A cluster on the README's own address, so that its examples run exactly as printed."""
+    host, port = DOCUMENTED.split(":")
+    with LocalCluster(ClusterOptions(workers=2, host=host, port=int(port))) as running:
+        yield running
+
+
+def test_the_readme_curl_examples_work_as_written(documented_cluster: LocalCluster) -> None:
     commands = commands_in((ROOT / "README.md").read_text())
     assert len(commands) == 2, commands
     outputs = []
     for command in commands:
-        argv = [part.replace(DOCUMENTED, address) for part in command]
         result = subprocess.run(
-            [*argv, "--silent", "--show-error", "--fail-with-body"],
+            [*command, "--silent", "--show-error", "--fail-with-body"],
             capture_output=True,
             text=True,
             timeout=seconds(30),
@@ -52,6 +62,26 @@ def test_the_readme_curl_examples_work_as_written(cluster: LocalCluster) -> None
     assert set(state) == {"counter", "total", "seq", "epoch"} and state["counter"] == "votes"
     assert ack["type"] == "ack" and ack["id"] == "signup-8f14e45f"
     assert (ack["total"], ack["seq"]) == (state["total"] + 5, state["seq"] + 1)
+
+
+def test_the_readmes_python_example_runs_as_printed_and_ends(
+    documented_cluster: LocalCluster, tmp_path: Path
+) -> None:
+    text = (ROOT / "README.md").read_text()
+    (example,) = re.findall(r"```python\n(.*?)```", text, re.DOTALL)
+    script = tmp_path / "votes.py"
+    script.write_text(example)
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=seconds(60),
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    made, now = result.stdout.splitlines()
+    assert made.startswith("my +5 made it ") and now.startswith("now ")
+    assert int(now.split()[1]) >= int(made.split()[-1])
 
 
 def test_the_python_example_in_docs_clients_runs(cluster: LocalCluster) -> None:

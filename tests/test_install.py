@@ -67,6 +67,9 @@ def test_the_wheel_runs_the_cluster_and_a_load_test_outside_the_checkout(tmp_pat
     venv.create(venv_dir, with_pip=True)
     python = venv_dir / "bin" / "python"
     run([str(python), "-m", "pip", "install", "--quiet", str(wheel)], home, 300)
+    # What running needs, and no more: the demo's virtualenv is this plus pip's own.
+    size = sum(path.stat().st_size for path in venv_dir.rglob("*") if path.is_file())
+    assert size < 150 * 2**20, f"the installed virtualenv takes {size / 2**20:.0f} MiB"
     where = run(
         [
             str(python),

@@ -95,3 +95,42 @@ def test_bad_input_shows_a_readable_error(cluster: LocalCluster, browser: Browse
     add(page, "1")
     expect(page.locator("#error")).to_contain_text("(overflow)")
     page.screenshot(path=str(ARTIFACTS / "counter-page-error.png"))
+
+
+def test_recent_updates_show_everyones_marked_yours_or_others(
+    cluster: LocalCluster, browser: Browser
+) -> None:
+    """The list holds the page's own increments and everyone else's, conflated where
+    several arrive in one total, each marked."""
+    mine = open_page(browser, worker_page_url(cluster, 0, "page-log"))
+    other = open_page(browser, worker_page_url(cluster, 1, "page-log"))
+    add(other, "3")
+    expect(mine.locator("#total")).to_have_text("3")
+    add(mine, "5")
+    expect(mine.locator("#total")).to_have_text("8")
+    add(other, "-2")
+    expect(mine.locator("#total")).to_have_text("6")
+    lines = mine.locator("#log li")
+    expect(lines).to_have_count(3)
+    expect(lines.nth(0)).to_have_text("-2 → 6 (seq 3) · others")
+    expect(lines.nth(1)).to_have_text("+5 → 8 (seq 2) · you")
+    expect(lines.nth(2)).to_have_text("+3 → 3 (seq 1) · others")
+    expect(other.locator("#log li").nth(1)).to_have_text("+5 → 8 (seq 2) · others")
+
+
+def test_a_long_total_wraps_between_digit_groups_at_phone_width(
+    cluster: LocalCluster, browser: Browser
+) -> None:
+    page = open_page(browser, worker_page_url(cluster, 0, "page-wrap"), width=320)
+    add(page, "-9223372036854775808")
+    expect(page.locator("#total")).to_have_text("-9,223,372,036,854,775,808")
+    # Wrapped over lines, and no digit group split across two of them.
+    groups = page.eval_on_selector_all(
+        "#total span", "spans => spans.map(s => [s.textContent, s.getClientRects().length])"
+    )
+    assert [text for text, _ in groups] == ["-9,", "223,", "372,", "036,", "854,", "775,", "808"]
+    assert all(rects == 1 for _, rects in groups)
+    tops = page.eval_on_selector_all(
+        "#total span", "spans => new Set(spans.map(s => s.getBoundingClientRect().top)).size"
+    )
+    assert tops > 1, "the total did not wrap at 320 px"

@@ -8,7 +8,7 @@ import os
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeAlias
 
@@ -16,6 +16,7 @@ from worker import runtime
 from worker.main import add_serve_parser, serve_command
 
 from .client import run_client
+from .cluster import MAX_WORKERS_BEHIND_HAPROXY
 from .demo import run_cluster_command
 from .loadtest.cli import add_loadtest_parser, run_loadtest_command
 from .makesecrets import add_make_secrets_parser, make_secrets_command
@@ -33,9 +34,15 @@ def _add_cluster(subparsers: Subparsers) -> None:
         ),
     ):
         parser = subparsers.add_parser(name, help=description, description=description)
-        parser.add_argument("--workers", type=int, default=3, help="number of workers (default 3)")
         parser.add_argument(
-            "--port", type=int, default=8080, help="load balancer port (default 8080)"
+            "--workers",
+            type=at_least(1),
+            default=3,
+            help=f"number of workers (default 3; at most {MAX_WORKERS_BEHIND_HAPROXY} behind"
+            " HAProxy)",
+        )
+        parser.add_argument(
+            "--port", type=port_number, default=8080, help="load balancer port (default 8080)"
         )
         parser.add_argument("--host", default="127.0.0.1", help="load balancer address")
         parser.add_argument(
@@ -45,7 +52,7 @@ def _add_cluster(subparsers: Subparsers) -> None:
         )
         parser.add_argument(
             "--redis-cluster",
-            type=int,
+            type=redis_cluster_size,
             default=0,
             metavar="N",
             help="run a Redis Cluster of N primaries (N >= 3), each with a replica, instead of"
@@ -61,9 +68,11 @@ def _add_cluster(subparsers: Subparsers) -> None:
         parser.add_argument("--log-dir", type=Path, help="keep each process's output here")
         parser.add_argument("--verbose", action="store_true", help="echo every process's output")
         if name == "demo":
-            parser.add_argument("--clients", type=int, default=300, help="load-test clients")
             parser.add_argument(
-                "--increments", type=int, default=20, help="increments per load-test client"
+                "--clients", type=at_least(1), default=300, help="load-test clients"
+            )
+            parser.add_argument(
+                "--increments", type=at_least(1), default=20, help="increments per load-test client"
             )
             parser.add_argument(
                 "--exit",
@@ -71,6 +80,37 @@ def _add_cluster(subparsers: Subparsers) -> None:
                 help="tear the cluster down after the load test instead of waiting for Ctrl-C"
                 " (for scripts; the exit status is the load test's)",
             )
+
+
+def at_least(least: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least ``least``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"{value} is less than {least}")
+        return value
+
+    return parse
+
+
+def port_number(text: str) -> int:
+    value = at_least(1)(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port (1 to 65535)")
+    return value
+
+
+def redis_cluster_size(text: str) -> int:
+    value = at_least(0)(text)
+    if value in (1, 2):
+        raise argparse.ArgumentTypeError(
+            "a Redis Cluster needs at least 3 primaries (0: one Redis)"
+        )
+    return value
 
 
 def _add_client(subparsers: Subparsers) -> None:

@@ -57,7 +57,10 @@ class InteractiveClient:
         self.out = out
         self.ca_file = ca_file
         self.lines: asyncio.Queue[str | None] = asyncio.Queue()
-        self.increments: set[asyncio.Task[None]] = set()
+        # Each increment under way, and the number typed for it.
+        self.increments: dict[asyncio.Task[None], int] = {}
+        # (epoch, seq) of our own acks: their totals are shown once, as the ack.
+        self.acked: set[tuple[str, int]] = set()
 
     def say(self, text: str) -> None:
         self.out.write(f"\r{text}\nNumber: ")
@@ -84,8 +87,34 @@ class InteractiveClient:
             return 2
         except CounterClientError as exc:
             self.out.write(f"\n{exc}\n")
+            self._report_unconfirmed()
             return 1
+        except asyncio.CancelledError:
+            # Ctrl-C: say what was typed and not confirmed, then stop at once.
+            self._report_unconfirmed()
+            raise
         return 0
+
+    def _report_unconfirmed(self) -> None:
+        """What was typed and never acknowledged: sent ones may or may not have been
+        applied; ones still waiting to be sent were not."""
+        sent = [number for task, number in self.increments.items() if not task.done()]
+        waiting = []
+        while not self.lines.empty():
+            line = self.lines.get_nowait()
+            number = None if line is None else parse_number(line)
+            if number is not None:
+                waiting.append(number)
+        if sent:
+            listed = ", ".join(map(str, sent))
+            self.out.write(
+                f"\rnot confirmed: {listed} (sent; each was applied once or not at all:"
+                " the total shows which)\n"
+            )
+        if waiting:
+            listed = ", ".join(map(str, waiting))
+            self.out.write(f"\rnever sent: {listed} (not applied)\n")
+        self.out.flush()
 
     def _on_connection(self, up: bool, detail: str) -> None:
         if not up:
@@ -93,7 +122,8 @@ class InteractiveClient:
 
     async def _print_totals(self, counter: CounterClient) -> None:
         async for total in counter.totals():
-            self.say(describe_total(total))
+            if (total.epoch, total.seq) not in self.acked:
+                self.say(describe_total(total))
 
     async def _add_typed_numbers(self, counter: CounterClient) -> None:
         while (line := await self.lines.get()) is not None:
@@ -107,15 +137,22 @@ class InteractiveClient:
             if not counter.connected:
                 self.say("not connected: it will be sent after reconnecting")
             task = asyncio.create_task(self._add(counter, number))
-            self.increments.add(task)
-            task.add_done_callback(self.increments.discard)
-        # End of input: the library gives unacknowledged increments a moment on close.
+            self.increments[task] = number
+            task.add_done_callback(self._forget)
+        # End of input: unacknowledged increments get a moment, then are named.
         if self.increments:
-            await asyncio.wait(self.increments, timeout=EOF_GRACE)
+            await asyncio.wait(list(self.increments), timeout=EOF_GRACE)
+            self._report_unconfirmed()
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self.increments.pop(task, None)
 
     async def _add(self, counter: CounterClient, number: int) -> None:
         try:
-            self.say(describe_ack(await counter.increment(number)))
+            ack = await counter.increment(number)
+            if ack.epoch is not None and ack.seq is not None:
+                self.acked.add((ack.epoch, ack.seq))
+            self.say(describe_ack(ack))
         except IncrementRefused as exc:
             self.say(f"error [{exc.code}]: {exc.message}")
         except CounterClientError as exc:

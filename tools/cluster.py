@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 from collections.abc import Callable, Mapping
@@ -74,6 +75,21 @@ def worker_env(port: int, redis_url: str | None, **extra: str) -> dict[str, str]
     return env
 
 
+def require_free_port(host: str, port: int) -> None:
+    """ClusterError, naming --port, when ``port`` is taken: better now than as HAProxy's (or
+    the workers') bind error once Redis and the workers are up."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        # As HAProxy binds: connections of an earlier run in TIME_WAIT do not count.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ClusterError(
+                f"{host}:{port} cannot be used ({exc.strerror}); another cluster may be running"
+                " there: pick another port with --port"
+            ) from None
+
+
 def is_worker_ready(line: str) -> bool:
     return '"event": "ready"' in line
 
@@ -108,13 +124,18 @@ class LocalCluster:
 
     def _decide_haproxy(self) -> bool:
         wanted = self.options.haproxy
+        if self.options.workers < 1:
+            raise ClusterError("a cluster needs at least one worker (--workers 1 or more)")
         if wanted is False:
             return False
         available = shutil.which("haproxy") is not None
         if wanted and not available:
             require_binary("haproxy", "haproxy")
         if self.options.workers > MAX_WORKERS_BEHIND_HAPROXY and available:
-            raise ClusterError(f"at most {MAX_WORKERS_BEHIND_HAPROXY} workers behind HAProxy")
+            raise ClusterError(
+                f"at most {MAX_WORKERS_BEHIND_HAPROXY} workers behind HAProxy"
+                " (--no-haproxy lets more share the port)"
+            )
         return available
 
     @property
@@ -145,6 +166,7 @@ class LocalCluster:
         return directory / f"{name}.log"
 
     def start(self) -> LocalCluster:
+        require_free_port(self.options.host, self.options.port)
         try:
             self.start_redis()
             for index in range(self.options.workers):

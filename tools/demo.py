@@ -20,11 +20,12 @@ from .processes import ChildFailed
 
 
 def _describe(cluster: LocalCluster, console: Console) -> None:
-    front = (
-        "HAProxy (leastconn, health checks on /readyz)"
-        if cluster.uses_haproxy
-        else ("no HAProxy installed: workers share the port with SO_REUSEPORT")
-    )
+    if cluster.uses_haproxy:
+        front = "HAProxy (leastconn, health checks on /readyz)"
+    elif cluster.options.haproxy is False:
+        front = "no HAProxy (--no-haproxy): workers share the port with SO_REUSEPORT"
+    else:
+        front = "HAProxy is not installed: workers share the port with SO_REUSEPORT"
     console.print(f"ws-counter cluster is up: [bold]{cluster.url}[/bold]", highlight=False)
     console.print(f"  counter page:  {page_url(cluster)}", highlight=False)
     console.print(f"  front:         {front}", highlight=False)
@@ -106,6 +107,11 @@ def run_cluster_command(args: argparse.Namespace) -> int:
     except (ClusterError, ChildFailed) as exc:
         print(f"ws-counter {args.command}: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        # Ctrl-C while starting or during the load test: what was started is stopped
+        # (the with block's exit) before this line prints.
+        console.print("\ninterrupted.")
+        status = 130
     console.print("stopped; nothing left running.")
     return status
 

@@ -240,7 +240,13 @@ class CounterClient:
         except InvalidStatus as exc:
             response = exc.response
             reason = response.body.decode(errors="replace").strip()
-            return core.Lost(f"HTTP {response.status_code}", response.status_code, reason)
+            # The worker's body says why (503: "Redis is unavailable", ...).
+            detail = (
+                f"HTTP {response.status_code}: {reason[:200]}"
+                if reason
+                else f"HTTP {response.status_code}"
+            )
+            return core.Lost(detail, response.status_code, reason)
         except SSLCertVerificationError as exc:
             return core.Lost(f"TLS certificate not trusted: {exc.verify_message}", untrusted=True)
         except (OSError, InvalidHandshake, ConnectionClosed, TimeoutError) as exc:

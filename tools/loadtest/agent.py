@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import random
+import signal
 import time
 from collections.abc import Awaitable
 from multiprocessing.connection import Connection
@@ -226,6 +227,8 @@ async def _bounded(awaitable: Awaitable[Any], deadline: float) -> None:
 
 def agent_main(share: Share, run_id: str, inbox: Connection, outbox: Connection) -> None:
     """Entry point of a load-generator process."""
+    # Ctrl-C reaches the whole process group: the parent decides, and stops us by pid.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     warning = raise_open_file_limit(len(share.clients))
     if warning is not None:
         outbox.send(("fatal", warning + " or spread clients with --processes"))

@@ -161,7 +161,8 @@ def _text(status: int, text: str) -> HttpResponse:
 
 
 def _json(status: int, body: bytes, headers: list[tuple[str, str]] | None = None) -> HttpResponse:
-    return HttpResponse(status, body, [("Content-Type", JSON), *(headers or [])])
+    # A closing newline, so that curl's output leaves the shell prompt on a line of its own.
+    return HttpResponse(status, body + b"\n", [("Content-Type", JSON), *(headers or [])])
 
 
 def _error(status: int, code: str, message: str) -> HttpResponse:
