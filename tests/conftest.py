@@ -150,8 +150,8 @@ def redis_server() -> Iterator[RedisServer]:
 def start_worker(redis_server: RedisServer) -> Iterator[Callable[..., WorkerProcess]]:
     started: list[WorkerProcess] = []
 
-    def start(redis_url: str | None = None, **env: str) -> WorkerProcess:
-        worker = WorkerProcess(redis_url or redis_server.url, env).start()
+    def start(redis_url: str | None = None, wait_ready: bool = True, **env: str) -> WorkerProcess:
+        worker = WorkerProcess(redis_url or redis_server.url, env).start(wait_ready=wait_ready)
         started.append(worker)
         return worker
 

@@ -18,6 +18,7 @@ from websockets.exceptions import InvalidURI
 
 from ws_counter_client import (
     Ack,
+    ClientClosed,
     CounterClient,
     CounterClientError,
     IncrementRefused,
@@ -52,12 +53,19 @@ def parse_number(line: str) -> int | None:
 
 
 class InteractiveClient:
+    """Numbers typed are taken at once, in order: sent when connected, kept (and said
+    so) until the first connection otherwise."""
+
     def __init__(self, url: str, out: TextIO, ca_file: str | None = None) -> None:
         self.url = url
         self.out = out
         self.ca_file = ca_file
         self.lines: asyncio.Queue[str | None] = asyncio.Queue()
-        # Each increment under way, and the number typed for it.
+        self.counter: CounterClient | None = None
+        # Typed before the first connection, in order: never sent yet.
+        self.waiting: list[int] = []
+        # Each increment sent and not answered, and the number typed for it; one the
+        # client closed on stays, for the report.
         self.increments: dict[asyncio.Task[None], int] = {}
         # (epoch, seq) of our own acks: their totals are shown once, as the ack.
         self.acked: set[tuple[str, int]] = set()
@@ -75,11 +83,17 @@ class InteractiveClient:
             self.out.write(f"ws-counter client: {exc}\n")
             return 2
         self._read_lines()
+        typing = asyncio.create_task(self._take_typed_numbers())
         try:
             async with client as counter:
+                self.counter = counter
+                for number in self.waiting:
+                    self._send(counter, number)
+                self.waiting.clear()
                 printer = asyncio.create_task(self._print_totals(counter))
                 try:
-                    await self._add_typed_numbers(counter)
+                    await typing
+                    await self._settle()
                 finally:
                     printer.cancel()
         except InvalidURI as exc:
@@ -93,26 +107,22 @@ class InteractiveClient:
             # Ctrl-C: say what was typed and not confirmed, then stop at once.
             self._report_unconfirmed()
             raise
+        finally:
+            typing.cancel()
         return 0
 
     def _report_unconfirmed(self) -> None:
         """What was typed and never acknowledged: sent ones may or may not have been
-        applied; ones still waiting to be sent were not."""
-        sent = [number for task, number in self.increments.items() if not task.done()]
-        waiting = []
-        while not self.lines.empty():
-            line = self.lines.get_nowait()
-            number = None if line is None else parse_number(line)
-            if number is not None:
-                waiting.append(number)
+        applied; ones never sent were not."""
+        sent = list(self.increments.values())
         if sent:
             listed = ", ".join(map(str, sent))
             self.out.write(
                 f"\rnot confirmed: {listed} (sent; each was applied once or not at all:"
                 " the total shows which)\n"
             )
-        if waiting:
-            listed = ", ".join(map(str, waiting))
+        if self.waiting:
+            listed = ", ".join(map(str, self.waiting))
             self.out.write(f"\rnever sent: {listed} (not applied)\n")
         self.out.flush()
 
@@ -122,10 +132,13 @@ class InteractiveClient:
 
     async def _print_totals(self, counter: CounterClient) -> None:
         async for total in counter.totals():
+            # An ack and its total arrive in one pass of the client: let the ack's
+            # task, woken in the same pass, record it before this total is judged.
+            await asyncio.sleep(0)
             if (total.epoch, total.seq) not in self.acked:
                 self.say(describe_total(total))
 
-    async def _add_typed_numbers(self, counter: CounterClient) -> None:
+    async def _take_typed_numbers(self) -> None:
         while (line := await self.lines.get()) is not None:
             if not line.strip():
                 self.say("")
@@ -133,21 +146,26 @@ class InteractiveClient:
             number = parse_number(line)
             if number is None:
                 self.say("not a whole number in the signed 64-bit range; nothing sent")
-                continue
-            if not counter.connected:
-                self.say("not connected: it will be sent after reconnecting")
-            task = asyncio.create_task(self._add(counter, number))
-            self.increments[task] = number
-            task.add_done_callback(self._forget)
-        # End of input: unacknowledged increments get a moment, then are named.
+            elif self.counter is None:
+                self.waiting.append(number)
+                self.say(f"not connected yet: {number} is sent once connected")
+            else:
+                if not self.counter.connected:
+                    self.say("not connected: it will be sent after reconnecting")
+                self._send(self.counter, number)
+
+    async def _settle(self) -> None:
+        """At the end of input: unacknowledged increments get a moment, then are named."""
         if self.increments:
             await asyncio.wait(list(self.increments), timeout=EOF_GRACE)
             self._report_unconfirmed()
 
-    def _forget(self, task: asyncio.Task[None]) -> None:
-        self.increments.pop(task, None)
+    def _send(self, counter: CounterClient, number: int) -> None:
+        task = asyncio.create_task(self._add(counter, number))
+        self.increments[task] = number
 
     async def _add(self, counter: CounterClient, number: int) -> None:
+        answered = True
         try:
             ack = await counter.increment(number)
             if ack.epoch is not None and ack.seq is not None:
@@ -155,8 +173,12 @@ class InteractiveClient:
             self.say(describe_ack(ack))
         except IncrementRefused as exc:
             self.say(f"error [{exc.code}]: {exc.message}")
+        except ClientClosed:
+            answered = False  # the client is ending: the report names it
         except CounterClientError as exc:
             self.say(f"not acknowledged: {exc}")
+        if answered:
+            self.increments.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
 
     def _read_lines(self) -> None:
         loop = asyncio.get_running_loop()
