@@ -48,9 +48,11 @@ ensure_system() {
 }
 
 # The browser tests drive Debian's Chromium (Playwright cannot download one here);
-# the README's curl examples are run as written.
+# the README's curl examples are run as written; the monitoring tests run a real
+# Prometheus and promtool; the TLS tests make certificates with openssl.
 ensure_test_system() {
-    ensure_commands chromium:chromium curl:curl ip:iproute2 iptables:iptables
+    ensure_commands chromium:chromium curl:curl ip:iproute2 iptables:iptables \
+        prometheus:prometheus promtool:prometheus openssl:openssl
 }
 
 # ensure_venv run|test: the project with what running it needs (the demo), or
@@ -82,7 +84,7 @@ ensure_venv() {
 container_images() {
     sed -n 's/^ARG PYTHON_IMAGE=//p' Dockerfile
     sed -n 's/^ *image: *\([a-z0-9._/-]*:[a-z0-9._-]*\).*/\1/p' docker-compose.yml |
-        grep -v '^ws-counter:'
+        grep -v -e '^ws-counter:' -e '^prom/'  # the monitoring profile: no stand-in, not tested in containers
     sed -n 's/^NGINX_IMAGE = "\(.*\)"$/\1/p' tests/test_containers.py
 }
 

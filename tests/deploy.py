@@ -24,6 +24,7 @@ KUSTOMIZATIONS = [
     ROOT / "k8s" / "base",
     ROOT / "k8s" / "overlays" / "sentinel",
     ROOT / "k8s" / "overlays" / "redis-cluster",
+    ROOT / "k8s" / "overlays" / "monitoring",
 ]
 REDIS_CLUSTER_COMPOSE_FILE = ROOT / "deploy" / "compose.redis-cluster.yml"
 # The oldest and newest Kubernetes versions the manifests claim (k8s/kustomization.yaml).

@@ -1,9 +1,10 @@
 """docker-compose.yml's topology started as plain processes on loopback.
 
 Everything is read from the compose file: the Redis flags, the number of
-workers and their environment, and the HAProxy config it mounts. Only what
-needs Docker's network is adapted: listening addresses, and the DNS-based
-server-template becomes one server line per worker. So the compose file
+workers and their environment, and the HAProxy config it mounts; the secrets
+service's files are made the same way (``make_secrets``). Only what needs
+Docker's network and volumes is adapted: listening addresses, file paths, and
+the DNS-based server-template becomes one server line per worker. So the compose file
 cannot drift from what is tested.
 """
 
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 
 from tools.cluster import ClusterOptions, LocalCluster
+from tools.makesecrets import make_secrets
 from tools.processes import free_port
 
 from .deploy import ROOT, compose
@@ -25,6 +27,8 @@ pytestmark = pytest.mark.cluster
 
 # Set by `ws-counter cluster` for each process: address, port, Redis address.
 NETWORK_SETTINGS = {"WS_HOST", "WS_PORT", "REDIS_URL"}
+# Where the compose services mount the secrets volume.
+MOUNTED = "/secrets"
 
 
 def mounted_haproxy_config(lb: dict[str, Any]) -> Path:
@@ -44,6 +48,18 @@ def adapt_for_loopback(config: str, workers: int) -> str:
     return config
 
 
+def redis_options_for_loopback(command: list[str], secrets: Path, port: int) -> tuple[str, ...]:
+    """The compose Redis' options with its redis.conf (from the secrets service) spelled as
+    flags, its files here, listening for TLS on ``port``."""
+    config_file, *options = command[1:]
+    assert config_file == f"{MOUNTED}/redis.conf", "the compose Redis changed shape"
+    from_file: list[str] = []
+    for line in (secrets / "redis.conf").read_text().splitlines():
+        key, value = line.split(" ", 1)
+        from_file += [f"--{key}", str(port) if key == "tls-port" else value]
+    return (*from_file, *options)
+
+
 def test_compose_topology_as_processes_counts_exactly_through_a_worker_kill(
     tmp_path: Path,
 ) -> None:
@@ -51,18 +67,26 @@ def test_compose_topology_as_processes_counts_exactly_through_a_worker_kill(
     redis_command = services["redis"]["command"]
     worker = services["worker"]
     replicas = worker["deploy"]["replicas"]
-    environment = {k: str(v) for k, v in worker["environment"].items()}
+    # What the one-shot secrets service makes into its volume, made here instead.
+    secrets = tmp_path / "secrets"
+    make_secrets(secrets, mounted_at=str(secrets))
+    environment = {
+        k: str(v).replace(MOUNTED, str(secrets)) for k, v in worker["environment"].items()
+    }
     config = adapt_for_loopback(mounted_haproxy_config(services["lb"]).read_text(), replicas)
+    redis_port = free_port()
     options = ClusterOptions(
         workers=replicas,
         port=free_port(),
         haproxy=True,
         haproxy_config=config,
-        redis_options=tuple(redis_command[1:]),
+        redis_options=redis_options_for_loopback(redis_command, secrets, redis_port),
         worker_env={k: v for k, v in environment.items() if k not in NETWORK_SETTINGS},
         log_dir=tmp_path / "logs",
     )
-    with LocalCluster(options) as cluster:
+    cluster = LocalCluster(options)
+    cluster.redis_port = redis_port  # the port redis.conf's tls-port names
+    with cluster:
         run = BackgroundLoadtest(
             cluster.url,
             *("--clients", "150", "--rate", "300", "--duration", "5"),

@@ -65,6 +65,12 @@ def _add_cluster(subparsers: Subparsers) -> None:
             " certificate, Redis takes only TLS and the workers log in as the least-privilege"
             " ACL user",
         )
+        parser.add_argument(
+            "--monitor",
+            action="store_true",
+            help="also run Prometheus (Debian package prometheus) scraping every worker, with"
+            " ws-counter's alert rules loaded; its URL is printed",
+        )
         parser.add_argument("--log-dir", type=Path, help="keep each process's output here")
         parser.add_argument("--verbose", action="store_true", help="echo every process's output")
         if name == "demo":

@@ -19,6 +19,7 @@ from importlib import resources
 from pathlib import Path
 
 from .certs import Authority, Certificate
+from .monitor import Prometheus
 from .processes import Child, ChildFailed, free_port
 from .rediscluster import RedisClusterProcesses
 from .redissecurity import RedisSecurity
@@ -53,6 +54,9 @@ class ClusterOptions:
     tls: bool = False
     # Redis' half of that on its own (None: as ``tls``); the benchmark sets it apart.
     redis_tls: bool | None = None
+    # A real Prometheus scraping the workers every this many seconds, with the alert
+    # rules loaded (0: none).
+    monitor: float = 0.0
 
 
 def worker_argv() -> list[str]:
@@ -107,6 +111,7 @@ class LocalCluster:
         self.redis: Child | None = None
         self.redis_cluster: RedisClusterProcesses | None = None
         self.haproxy: Child | None = None
+        self.prometheus: Prometheus | None = None
         self._scratch = Path(tempfile.mkdtemp(prefix="ws-counter-cluster-"))
         self.uses_haproxy = self._decide_haproxy()
         self.security: RedisSecurity | None = None
@@ -176,6 +181,11 @@ class LocalCluster:
                 self.start_worker(index)
             if self.uses_haproxy:
                 self._start_haproxy()
+            if self.options.monitor:
+                targets = [f"127.0.0.1:{port}" for port in self.worker_ports]
+                self.prometheus = Prometheus(
+                    self._scratch / "prometheus", targets, self.options.monitor
+                ).start(self._log_path("prometheus"))
         except BaseException:
             self.stop()
             raise
@@ -267,7 +277,10 @@ class LocalCluster:
         self.haproxy.wait_for_line(is_haproxy_ready, READY_TIMEOUT)
 
     def stop(self) -> None:
-        """Stop HAProxy, then the workers (they drain), then Redis; remove scratch files."""
+        """Stop Prometheus and HAProxy, then the workers (they drain), then Redis; remove
+        scratch files."""
+        if self.prometheus is not None:
+            self.prometheus.stop()
         if self.haproxy is not None:
             self.haproxy.stop()
         for child in self.workers:

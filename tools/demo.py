@@ -45,6 +45,12 @@ def _describe(cluster: LocalCluster, console: Console) -> None:
             highlight=False,
             soft_wrap=True,
         )
+    if cluster.prometheus is not None and cluster.prometheus.child is not None:
+        console.print(
+            f"  prometheus     pid {cluster.prometheus.child.pid}  {cluster.prometheus.url}"
+            "  (alerts: /alerts)",
+            highlight=False,
+        )
     if cluster.haproxy is not None:
         console.print(
             f"  haproxy        pid {cluster.haproxy.pid}  port {cluster.options.port}",
@@ -88,6 +94,7 @@ def run_cluster_command(args: argparse.Namespace) -> int:
         log_dir=args.log_dir,
         echo=echo,
         tls=args.tls,
+        monitor=5.0 if args.monitor else 0.0,
     )
     try:
         cluster = LocalCluster(options)

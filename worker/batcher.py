@@ -13,7 +13,9 @@ every increment still gets its own outcome.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
+from collections.abc import Callable
 from typing import Protocol
 
 from .core.protocol import Increment
@@ -25,11 +27,25 @@ class IncrementStore(Protocol):
     async def increment(self, counter: str, increments: list[Increment]) -> list[Outcome]: ...
 
 
+Queued = tuple[Increment, "asyncio.Future[Outcome]", float]
+
+
 class Batcher:
-    def __init__(self, store: IncrementStore, max_batch: int = 4096) -> None:
+    """``on_answered(seconds)`` hears, once per call to Redis, how long its oldest increment
+    waited from ``submit`` until its outcome: a latency metric that costs one observation a
+    call, not one an increment."""
+
+    def __init__(
+        self,
+        store: IncrementStore,
+        max_batch: int = 4096,
+        on_answered: Callable[[float], None] = lambda seconds: None,
+    ) -> None:
         self._store = store
         self._max_batch = max_batch
-        self._queues: dict[str, deque[tuple[Increment, asyncio.Future[Outcome]]]] = {}
+        self._on_answered = on_answered
+        self._clock = time.monotonic
+        self._queues: dict[str, deque[Queued]] = {}
         self._flushers: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -44,12 +60,10 @@ class Batcher:
             self._flushers.add(flusher)
             self._idle.clear()
             flusher.add_done_callback(self._flusher_done)
-        queue.append((increment, future))
+        queue.append((increment, future, self._clock()))
         return future
 
-    async def _flush(
-        self, counter: str, queue: deque[tuple[Increment, asyncio.Future[Outcome]]]
-    ) -> None:
+    async def _flush(self, counter: str, queue: deque[Queued]) -> None:
         try:
             while queue:
                 count = min(len(queue), self._max_batch)
@@ -58,17 +72,17 @@ class Batcher:
         finally:
             del self._queues[counter]
 
-    async def _apply(
-        self, counter: str, batch: list[tuple[Increment, asyncio.Future[Outcome]]]
-    ) -> None:
+    async def _apply(self, counter: str, batch: list[Queued]) -> None:
         try:
-            outcomes = await self._store.increment(counter, [increment for increment, _ in batch])
+            outcomes = await self._store.increment(counter, [increment for increment, *_ in batch])
         except StoreError as exc:
-            for _, future in batch:
+            for _, future, _ in batch:
                 if not future.done():
                     future.set_exception(exc)
             return
-        for (_, future), outcome in zip(batch, outcomes, strict=True):
+        finally:
+            self._on_answered(self._clock() - batch[0][2])
+        for (_, future, _), outcome in zip(batch, outcomes, strict=True):
             if not future.done():
                 future.set_result(outcome)
 

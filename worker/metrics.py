@@ -6,7 +6,8 @@ fan-out to thousands of connections does not pay for bookkeeping.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sized
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -18,17 +19,30 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 LAG_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
+class WorkerState(Protocol):
+    """What the gauges read from the worker, when scraped."""
+
+    @property
+    def http_connections(self) -> Sized: ...
+
+    def connection_count(self) -> int: ...
+
+    @property
+    def ready(self) -> bool: ...
+
+    @property
+    def redis_up(self) -> bool: ...
+
+
 class Metrics:
     """Every metric of the worker, by theme: connections, increments, fan-out, Redis."""
 
-    def __init__(
-        self, connections: Callable[[], float], http_connections: Callable[[], float]
-    ) -> None:
+    def __init__(self, worker: WorkerState, max_connections: int) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self._connection_metrics(connections, http_connections)
+        self._connection_metrics(worker, max_connections)
         self._increment_metrics()
         self._fanout_metrics()
-        self._redis_metrics()
+        self._redis_metrics(worker)
 
     def _counter(self, name: str, help: str, labels: tuple[str, ...] = ()) -> Counter:
         return Counter(name, help, labels, registry=self.registry)
@@ -38,16 +52,25 @@ class Metrics:
         gauge.set_function(value)
         return gauge
 
-    def _connection_metrics(
-        self, connections: Callable[[], float], http_connections: Callable[[], float]
-    ) -> None:
+    def _connection_metrics(self, worker: WorkerState, max_connections: int) -> None:
         self.connections = self._gauge(
-            "ws_counter_connections", "Open WebSocket connections.", connections
+            "ws_counter_connections", "Open WebSocket connections.", worker.connection_count
         )
         self.http_connections = self._gauge(
             "ws_counter_http_connections",
             "Open plain HTTP connections (the HTTP API, probes, the page).",
-            http_connections,
+            lambda: len(worker.http_connections),
+        )
+        self._gauge(
+            "ws_counter_max_connections",
+            "WS_MAX_CONNECTIONS: WebSocket and plain HTTP connections together beyond which"
+            " handshakes get 503.",
+            lambda: max_connections,
+        )
+        self._gauge(
+            "ws_counter_ready",
+            "1 while /readyz answers 200: subscribed to Redis, not draining, not misconfigured.",
+            lambda: worker.ready,
         )
         self.handshakes = self._counter(
             "ws_counter_handshakes",
@@ -80,6 +103,13 @@ class Metrics:
         self.slow_clients_closed = self._counter(
             "ws_counter_slow_clients_closed", "Connections closed with 1008 for not reading."
         )
+        self.increment_seconds = Histogram(
+            "ws_counter_increment_seconds",
+            "Per call to Redis: from the arrival of its oldest increment at this worker to"
+            " the outcome (the slowest ack of each call, Redis' round trip included).",
+            buckets=LAG_BUCKETS,
+            registry=self.registry,
+        )
         self.fanout_lag = Histogram(
             "ws_counter_fanout_lag_seconds",
             "From the publish inside Redis to this worker writing the total to its clients.",
@@ -87,7 +117,13 @@ class Metrics:
             registry=self.registry,
         )
 
-    def _redis_metrics(self) -> None:
+    def _redis_metrics(self, worker: WorkerState) -> None:
+        self._gauge(
+            "ws_counter_redis_up",
+            "1 while the worker's subscription to Redis stands and Redis accepts its"
+            " credentials; 0 while Redis is unavailable or refuses it.",
+            lambda: worker.redis_up,
+        )
         self.redis_reconnects = self._counter(
             "ws_counter_redis_reconnects",
             "Times the pub/sub connection to Redis was lost and made again.",

@@ -41,7 +41,7 @@ class Worker:
         self.tasks = TaskSet()
         # Plain HTTP connections (the API, probes, the page), kept for the drain.
         self.http_connections: set[HttpConnection] = set()
-        self.metrics = Metrics(self.connection_count, lambda: len(self.http_connections))
+        self.metrics = Metrics(self, settings.max_connections)
         self.store = RedisStore(settings)
         self.hub: Hub[Client] = Hub(
             Fanout(self.metrics).deliver,
@@ -49,7 +49,7 @@ class Worker:
             asyncio.get_running_loop().call_soon,
             self._on_redis_connection,
         )
-        self.batcher = Batcher(self.store)
+        self.batcher = Batcher(self.store, on_answered=self.metrics.increment_seconds.observe)
         self.subscription = follow(self.store, self.hub)
         self.hub.attach(self.subscription)
         self.handshakes = Handshakes(self)
@@ -62,11 +62,12 @@ class Worker:
 
     @property
     def redis_up(self) -> bool:
-        return self.hub.connected
+        """Subscribed to Redis, and Redis accepts the worker's credentials and ACL."""
+        return self.hub.connected and not self.store.misconfigured
 
     @property
     def ready(self) -> bool:
-        return self.hub.connected and not self.draining and not self.store.misconfigured
+        return self.redis_up and not self.draining
 
     @property
     def at_connection_limit(self) -> bool:
