@@ -62,6 +62,16 @@ WRONG_TURNS: list[tuple[list[str], int, str]] = [
     (["loadtest", "ws://127.0.0.1:1/", "--increments", "5"], 2,
      "no client could connect to ws://127.0.0.1:1/: Connection refused"),
     (["make-secrets"], 2, "the following arguments are required: directory"),
+    (["make-secrets", "/proc/no/such"], 1, "make-secrets: /proc/no: No such file or directory"),
+    (["serve", "--port", "x"], 2, "ws-counter serve: --port: 'x' is not a whole number"),
+    (["serve", "--redis-timeout", "-1"], 2, "must be a non-negative number of seconds"),
+    (["serve", "--redis-tls-ca-file", "/nonexistent"], 2, "REDIS_TLS_CA_FILE: /nonexistent"),
+    (["healthcheck", "--port", "1"], 1, "http://127.0.0.1:1/healthz"),
+    (["loadtest", "ws://127.0.0.1:1/", "--rate", "-1", "--duration", "1"], 2,
+     "--rate must be positive"),
+    (["loadtest", "ws://127.0.0.1:1/", "--increments", "1", "--counter", "BAD!"], 2,
+     "invalid counter name 'BAD!'"),
+    (["client", "ws://[::1"], 2, "Invalid IPv6 URL"),
     (["nonsense"], 2, "invalid choice: 'nonsense'"),
 ]  # fmt: skip
 

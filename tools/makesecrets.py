@@ -27,12 +27,15 @@ from __future__ import annotations
 import argparse
 import hashlib
 import secrets
+import subprocess
+import sys
 from pathlib import Path
 
 from worker.store.acl import WORKER_ACL_RULES
 
 from .certs import Authority
 from .redissecurity import ADMIN_USER, WORKER_USER
+from .redisserver import ClusterError
 
 REDIS_NAMES = ("redis", "localhost", "127.0.0.1")
 FRONT_NAMES = ("localhost", "127.0.0.1", "lb")
@@ -63,9 +66,19 @@ def add_make_secrets_parser(
 
 
 def make_secrets_command(args: argparse.Namespace) -> int:
-    written = make_secrets(
-        args.directory, tuple(args.redis_name), tuple(args.front_name), args.mounted_at
-    )
+    try:
+        written = make_secrets(
+            args.directory, tuple(args.redis_name), tuple(args.front_name), args.mounted_at
+        )
+    except ClusterError as exc:  # openssl is missing
+        print(f"ws-counter make-secrets: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"ws-counter make-secrets: {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 1
+    except subprocess.CalledProcessError as exc:
+        print(f"ws-counter make-secrets: openssl failed: {exc.stderr}", file=sys.stderr)
+        return 1
     for path in written:
         print(f"wrote {path}")
     print(f"{args.directory}: ready")
