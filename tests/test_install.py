@@ -138,3 +138,22 @@ def test_the_wheel_runs_the_cluster_and_a_load_test_outside_the_checkout(tmp_pat
     finally:
         cluster.send_signal(signal.SIGINT)
         assert cluster.wait(seconds(60)) == 0, "\n".join(cluster.output())
+
+
+def test_the_readmes_first_command_installs_only_what_running_needs(tmp_path: Path) -> None:
+    """`bash scripts/dev.sh demo` makes its virtualenv with the project and its runtime
+    dependencies, not the test toolchain (browser driver, linters, kubectl): under 150 MiB."""
+    venv_dir = tmp_path / "demo-venv"
+    result = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "dev.sh"), "demo", "--help"],
+        env={**os.environ, "VENV": str(venv_dir)},
+        capture_output=True,
+        text=True,
+        timeout=seconds(600),
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "usage: ws-counter demo" in result.stdout
+    size = sum(path.stat().st_size for path in venv_dir.rglob("*") if path.is_file())
+    assert size < 150 * 2**20, f"the demo's virtualenv takes {size / 2**20:.0f} MiB"
+    assert not (venv_dir / "bin" / "playwright").exists()
