@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -66,7 +67,11 @@ def render_kustomization(directory: Path) -> list[dict[str, Any]]:
 
 
 def find_resource(resources: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    """The resource of ``kind`` named ``name``, or generated from that name (a
+    configMapGenerator adds a hash of the contents: ``name-<10 characters>``)."""
     for resource in resources:
-        if resource["kind"] == kind and resource["metadata"]["name"] == name:
+        given = resource["metadata"]["name"]
+        generated = re.fullmatch(rf"{re.escape(name)}-[a-z0-9]{{10}}", given) is not None
+        if resource["kind"] == kind and (given == name or generated):
             return resource
     raise AssertionError(f"no {kind} {name} in the rendered manifests")

@@ -207,6 +207,7 @@ def test_compose_cluster_with_tls_counts_exactly_over_wss(project: ComposeProjec
 def test_nginx_example_config_is_valid() -> None:
     podman = require("podman")
     config = ROOT / "deploy" / "nginx" / "ws-counter.conf"
+    main = ROOT / "deploy" / "nginx" / "nginx.conf"
     result = subprocess.run(
         [
             podman,
@@ -214,6 +215,8 @@ def test_nginx_example_config_is_valid() -> None:
             "--rm",
             "-v",
             f"{config}:/etc/nginx/conf.d/default.conf:ro",
+            "-v",
+            f"{main}:/etc/nginx/nginx.conf:ro",
             NGINX_IMAGE,
             "nginx",
             "-t",

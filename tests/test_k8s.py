@@ -51,7 +51,17 @@ def test_termination_timeline_fits_the_grace_period() -> None:
     # The rollout never takes a worker away before its replacement is ready.
     resources = render_kustomization(ROOT / "k8s")
     deployment = find_resource(resources, "Deployment", "ws-counter-worker")
-    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    rolling = deployment["spec"]["strategy"]["rollingUpdate"]
+    assert rolling["maxUnavailable"] == 0
+    # The whole new generation first: a client moves once, never onto a pod drained next.
+    assert rolling["maxSurge"] == "100%"
+    # The HorizontalPodAutoscaler owns the count.
+    assert "replicas" not in deployment["spec"]
+    hpa = find_resource(resources, "HorizontalPodAutoscaler", "ws-counter-worker")
+    pods_metrics = {
+        m["pods"]["metric"]["name"] for m in hpa["spec"]["metrics"] if m["type"] == "Pods"
+    }
+    assert "ws_counter_connections" in pods_metrics
 
 
 def test_probes_point_at_the_workers_port_and_endpoints() -> None:

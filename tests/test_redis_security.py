@@ -23,6 +23,7 @@ from redis import exceptions as redis_errors
 
 from tools.certs import Certificate
 from tools.cluster import worker_argv, worker_env
+from tools.makesecrets import make_secrets
 from tools.processes import Child, free_port
 from tools.redissecurity import ADMIN_USER, WORKER_USER, RedisSecurity
 from tools.redisserver import start_redis_server
@@ -30,6 +31,7 @@ from worker.store.acl import WORKER_ACL_RULES, acl_line
 from ws_counter_client import connect
 
 from .conftest import WorkerProcess, http_get, seconds
+from .deploy import ROOT, find_resource, render_kustomization
 from .sentinel import SentinelSet
 
 
@@ -324,3 +326,26 @@ def test_sentinels_that_refuse_the_password_are_named(tmp_path: Path) -> None:
     finally:
         worker.stop()
         sentinels.stop()
+
+
+def test_the_shipped_redis_probe_passes_on_a_redis_made_by_make_secrets(tmp_path: Path) -> None:
+    """The Kubernetes readiness probe, run as written against a Redis configured by the
+    redis.conf and ACL file of ws-counter make-secrets (the default user may PING)."""
+    secrets = tmp_path / "secrets"
+    make_secrets(secrets, mounted_at=str(secrets))
+    port = free_port()
+    options: list[str] = []
+    for line in (secrets / "redis.conf").read_text().splitlines():
+        key, value = line.split(" ", 1)
+        options += [f"--{key}", str(port) if key == "tls-port" else value]
+    statefulset = find_resource(render_kustomization(ROOT / "k8s"), "StatefulSet", "redis")
+    probe = statefulset["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
+    shell, flag, script = probe["exec"]["command"]
+    script = script.replace("/secrets", str(secrets)).replace("redis-cli", f"redis-cli -p {port}")
+    child = start_redis_server(port, tmp_path / "data", extra=options)
+    try:
+        ready = subprocess.run([shell, flag, script], timeout=seconds(10), check=False)
+    finally:
+        child.stop()
+    gone = subprocess.run([shell, flag, script], timeout=seconds(10), check=False)
+    assert (ready.returncode, gone.returncode != 0) == (0, True)

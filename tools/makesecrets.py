@@ -10,7 +10,7 @@ nothing):
   ``localhost``, ``127.0.0.1``, ``lb`` and every ``--front-name``;
 * ``worker-password`` and ``admin-password``;
 * ``users.acl``: Redis' ACL file. The default user may only PING (health
-  checks); ``admin`` may do anything; the worker's user gets exactly
+  checks, INFO for probes); ``admin`` may do anything; the worker's user gets exactly
   ``worker.store.acl.WORKER_ACL_RULES``. Passwords are stored hashed.
 * ``redis.conf``: what every Redis node adds to its options (``redis-server
   /secrets/redis.conf ...``): TLS only, on 6379, for clients, replication and
@@ -39,8 +39,10 @@ from .redisserver import ClusterError
 
 REDIS_NAMES = ("redis", "localhost", "127.0.0.1")
 FRONT_NAMES = ("localhost", "127.0.0.1", "lb")
-# Health checks and probes log in as no one: the default user may PING, nothing else.
-DEFAULT_USER = "user default on nopass resetkeys resetchannels -@all +ping"
+# Health checks and probes log in as no one: the default user may PING and read INFO and
+# CLUSTER INFO (a probe checks the replication link and the cluster's state), no key or
+# channel.
+DEFAULT_USER = "user default on nopass resetkeys resetchannels -@all +ping +info +cluster|info"
 
 
 def add_make_secrets_parser(
