@@ -200,3 +200,24 @@ def test_the_sentinel_overlay_takes_the_bitnami_charts_password() -> None:
     (user,) = values["auth"]["acl"]["users"]
     rules = f"resetkeys {user['keys']} resetchannels {user['channels']} {user['commands']}"
     assert (user["username"], rules) == (WORKER_USER, WORKER_ACL_RULES)
+
+
+def test_the_gateway_api_route_serves_the_ingress_paths_and_no_more() -> None:
+    """k8s/overlays/gateway-api: an HTTPRoute in place of the Ingress, with its public paths,
+    and the workers' NetworkPolicy admitting the Gateway's namespace."""
+    base = render_kustomization(ROOT / "k8s")
+    ingress = find_resource(base, "Ingress", "ws-counter")
+    (rule,) = ingress["spec"]["rules"]
+    kinds = {"Exact": "Exact", "Prefix": "PathPrefix"}
+    wanted = {(kinds[p["pathType"]], p["path"]) for p in rule["http"]["paths"]}
+    assert "/metrics" not in {path for _, path in wanted}
+    resources = render_kustomization(ROOT / "k8s" / "overlays" / "gateway-api")
+    assert not [r for r in resources if r["kind"] == "Ingress"]
+    route = find_resource(resources, "HTTPRoute", "ws-counter")
+    (route_rule,) = route["spec"]["rules"]
+    assert {(m["path"]["type"], m["path"]["value"]) for m in route_rule["matches"]} == wanted
+    policy = find_resource(resources, "NetworkPolicy", "worker-ingress")
+    fronts = policy["spec"]["ingress"][0]["from"]
+    assert {"ws-counter.example.com/front": "true"} in [
+        f["namespaceSelector"]["matchLabels"] for f in fronts
+    ]
