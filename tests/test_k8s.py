@@ -20,6 +20,8 @@ from .conftest import RedisServer, WorkerProcess, http_get, seconds
 from .deploy import ROOT, find_resource, render_kustomization
 
 PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
+# The drain's phases, in order: serve at 503, close spread over a window, wait for the last.
+DRAIN_SETTINGS = ("WS_DRAIN_DELAY", "WS_DRAIN_SPREAD", "WS_DRAIN_TIMEOUT")
 
 
 def answers_200(url: str) -> bool:
@@ -41,12 +43,12 @@ def worker_pod() -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
 
 
 def test_termination_timeline_fits_the_grace_period() -> None:
-    """preStop pause + drain delay + drain timeout < terminationGracePeriodSeconds."""
+    """preStop pause + drain delay + spread + timeout < terminationGracePeriodSeconds."""
     pod, container, config = worker_pod()
     command = container["lifecycle"]["preStop"]["exec"]["command"]
     assert command[0] == "sleep"
     pause = float(command[1])
-    drain = float(config["WS_DRAIN_DELAY"]) + float(config["WS_DRAIN_TIMEOUT"])
+    drain = sum(float(config[name]) for name in DRAIN_SETTINGS)
     assert pause + drain < pod["terminationGracePeriodSeconds"]
     # The rollout never takes a worker away before its replacement is ready.
     resources = render_kustomization(ROOT / "k8s")

@@ -329,6 +329,13 @@ class Settings(RedisSettings):
         SECONDS,
         "on SIGTERM, seconds to keep serving with /readyz at 503 before closing clients",
     )
+    drain_spread: float = setting(
+        0.0,
+        "WS_DRAIN_SPREAD",
+        SECONDS,
+        "on SIGTERM, after the drain delay, seconds over which clients are closed with 1012,"
+        " evenly, so that they do not all reconnect at once (0: all at once)",
+    )
     drain_timeout: float = setting(
         5.0,
         "WS_DRAIN_TIMEOUT",

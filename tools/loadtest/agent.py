@@ -208,6 +208,8 @@ class Agent:
             epoch_changes=tally.epoch_changes,
             duplicates=tally.duplicates,
             reconnects=tally.reconnects,
+            connected_at=tally.connected_at,
+            reconnected_at=tally.reconnected_at,
             frames=tally.frames,
             sent=tally.sent,
             acked=tally.acked,

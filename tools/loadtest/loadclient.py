@@ -89,6 +89,7 @@ class LoadClient:
             self.tally.failed_connects[_handshake_failure(exc)] += 1
             return False
         self.tally.connect_us.record_value(max(1, int((time.monotonic() - started) * 1e6)))
+        self.tally.connected_at.append(time.time())
         self.task = asyncio.create_task(self._life(connection))
         return True
 
@@ -142,6 +143,7 @@ class LoadClient:
         except (OSError, TimeoutError, ConnectionClosed) as exc:
             return core.Lost(_handshake_failure(exc))
         self.tally.reconnects += 1
+        self.tally.reconnected_at.append(time.time())
         return await self._converse(connection)
 
     async def _converse(self, connection: ClientConnection) -> core.Lost:

@@ -245,6 +245,9 @@ def build_report(
         "increments_acked": acked,
         "duplicate_acks": sum(r.duplicates for r in results),
         "reconnects": sum(r.reconnects for r in results),
+        # The most connections made within any one second: at the start, and again.
+        "connects_per_s_peak": peak_per_second([t for r in results for t in r.connected_at]),
+        "reconnects_per_s_peak": peak_per_second([t for r in results for t in r.reconnected_at]),
         "expected_total": sum(v.expected_total for v in verdicts),
         "observed_total": sum(v.observed_total or 0 for v in verdicts),
         "counters": {
@@ -304,3 +307,14 @@ def machine() -> dict[str, Any]:
 
 def write_json(report: dict[str, Any], path: Path) -> None:
     path.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+
+
+def peak_per_second(times: list[float]) -> int:
+    """The most of ``times`` (seconds) within any window of one second."""
+    ordered = sorted(times)
+    peak, first = 0, 0
+    for last, moment in enumerate(ordered):
+        while moment - ordered[first] >= 1.0:
+            first += 1
+        peak = max(peak, last - first + 1)
+    return peak

@@ -46,6 +46,9 @@ class AgentResult:
     epoch_changes: int
     duplicates: int
     reconnects: int
+    # When (time.time()) each first connection and each reconnection was made.
+    connected_at: list[float]
+    reconnected_at: list[float]
     frames: int
     sent: int
     acked: int
@@ -74,6 +77,8 @@ class Tally:
     epoch_changes: int = 0
     duplicates: int = 0
     reconnects: int = 0
+    connected_at: list[float] = field(default_factory=list)
+    reconnected_at: list[float] = field(default_factory=list)
     frames: int = 0
     sent: int = 0
     acked: int = 0

@@ -19,6 +19,7 @@ from ..store import RedisStore, follow
 from ..tasks import TaskSet
 from .api import Api
 from .connection import Client, limit_send_buffer, rate_limit_bucket
+from .drain import close_over
 from .fanout import Fanout
 from .front import FrontDoor, front_connection_class
 from .handshake import Handshakes, allowed_origins
@@ -26,6 +27,7 @@ from .http import HttpConnection, closing_response
 from .increments import Increments
 
 log = logging.getLogger("ws_counter.worker")
+RESTART = "service restart"
 
 AT_CONNECTION_LIMIT = closing_response(
     503, ErrorCode.UNAVAILABLE, Unavailable.AT_CONNECTION_LIMIT, retry_after=True
@@ -194,7 +196,15 @@ class Worker:
                 await self.batcher.wait_idle()
         await self._close_http()
         if self.server is not None:
-            self.server.close(code=CloseCode.SERVICE_RESTART, reason="service restart")
+            if self.settings.drain_spread:
+                # No new clients meanwhile; the open ones close a slice at a time.
+                self.server.server.close()
+                await close_over(
+                    list(self.server.connections),
+                    self.settings.drain_spread,
+                    lambda c: self.tasks.spawn(c.close(CloseCode.SERVICE_RESTART, RESTART)),
+                )
+            self.server.close(code=CloseCode.SERVICE_RESTART, reason=RESTART)
             try:
                 async with asyncio.timeout(self.settings.drain_timeout):
                     await self.server.wait_closed()
