@@ -5,6 +5,7 @@
 # Pin the base image by digest in production, e.g.
 #   docker build --build-arg PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:... .
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+# checkov:skip=CKV_DOCKER_7: the tag is in PYTHON_IMAGE above, which checkov does not expand
 
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \

@@ -80,6 +80,19 @@ ensure_venv() {
     fi
 }
 
+# checkov, the scanner tests/test_deploy_static.py runs over k8s/ and the
+# Dockerfile, in a virtualenv of its own: its pins (packaging, ...) would fight
+# the project's.
+ensure_checkov() {
+    local venv=$VENV-checkov
+    if [[ ! -x $venv/bin/checkov ]]; then
+        say "installing checkov into $venv"
+        "$PYTHON" -m venv "$venv"
+        "$venv/bin/python" -m pip install -q 'checkov>=3.2,<4'
+    fi
+    export CHECKOV=$PWD/$venv/bin/checkov
+}
+
 # Base images the Dockerfile, docker-compose.yml and the container test name.
 container_images() {
     sed -n 's/^ARG PYTHON_IMAGE=//p' Dockerfile
@@ -150,6 +163,7 @@ main() {
         ensure_system
         ensure_test_system
         ensure_venv test
+        ensure_checkov
         prepare_containers
         run_tests "$@"
         ;;

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -221,3 +222,33 @@ def test_the_gateway_api_route_serves_the_ingress_paths_and_no_more() -> None:
     assert {"ws-counter.example.com/front": "true"} in [
         f["namespaceSelector"]["matchLabels"] for f in fronts
     ]
+
+
+def checkov() -> str:
+    binary = os.environ.get("CHECKOV") or shutil.which("checkov")
+    if not binary:
+        pytest.fail("checkov is not installed: bash scripts/dev.sh test installs it")
+    return binary
+
+
+@pytest.mark.parametrize("directory", KUSTOMIZATIONS, ids=lambda path: str(path.relative_to(ROOT)))
+def test_checkov_passes_every_rendered_kustomization(directory: Path, tmp_path: Path) -> None:
+    """Every check fails nothing or is skipped with a one-line reason on the resource."""
+    rendered = tmp_path / "rendered.yaml"
+    rendered.write_text(run(tool("kubectl"), "kustomize", str(directory)).stdout)
+    result = subprocess.run(
+        [checkov(), "-f", str(rendered), "--framework", "kubernetes", "--compact",
+         "--quiet", "--skip-download"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Failed checks: 0" in result.stdout or "Passed checks" not in result.stdout
+
+
+def test_checkov_passes_the_dockerfile() -> None:
+    result = subprocess.run(
+        [checkov(), "-f", str(ROOT / "Dockerfile"), "--framework", "dockerfile", "--compact",
+         "--quiet", "--skip-download"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
