@@ -252,3 +252,13 @@ def test_checkov_passes_the_dockerfile() -> None:
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_monitoring_overlay_runs_redis_exporter_beside_redis() -> None:
+    resources = render_kustomization(ROOT / "k8s" / "overlays" / "monitoring")
+    redis = find_resource(resources, "StatefulSet", "redis")["spec"]["template"]["spec"]
+    assert [c["name"] for c in redis["containers"]] == ["redis", "redis-exporter"]
+    find_resource(resources, "PodMonitor", "ws-counter-redis")
+    find_resource(resources, "ServiceMonitor", "ws-counter")
+    assert all(r["metadata"].get("namespace") == "ws-counter" for r in resources
+               if r["kind"] != "Namespace")  # fmt: skip
