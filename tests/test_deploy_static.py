@@ -257,7 +257,7 @@ def test_checkov_passes_the_dockerfile() -> None:
 def test_the_monitoring_overlay_runs_redis_exporter_beside_redis() -> None:
     resources = render_kustomization(ROOT / "k8s" / "overlays" / "monitoring")
     redis = find_resource(resources, "StatefulSet", "redis")["spec"]["template"]["spec"]
-    assert [c["name"] for c in redis["containers"]] == ["redis", "redis-exporter"]
+    assert sorted(c["name"] for c in redis["containers"]) == ["redis", "redis-exporter"]
     find_resource(resources, "PodMonitor", "ws-counter-redis")
     find_resource(resources, "ServiceMonitor", "ws-counter")
     assert all(r["metadata"].get("namespace") == "ws-counter" for r in resources
