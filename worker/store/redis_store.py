@@ -3,10 +3,10 @@
 Nothing here retries on its own (``connect`` turns redis-py's retries off): a
 retried call after a lost reply could apply an increment twice, and a silent
 pub/sub reconnect would skip the resync that repairs what pub/sub dropped
-meanwhile. Every call takes a
-connection from the pool first (``sent=False``: a failure there applied
-nothing) and only then writes, so ``map_redis_errors`` can tell "not applied"
-from "outcome unknown" by the step that failed, not by an error's text.
+meanwhile. Every call takes a connection from the pool first (``sent=False``:
+a failure there applied nothing) and only then writes, so ``map_redis_errors``
+can tell "not applied" from "outcome unknown" by the step that failed, not by
+an error's text.
 """
 
 from __future__ import annotations
