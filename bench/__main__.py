@@ -332,31 +332,28 @@ def compare_redis_cluster(plan: Plan, scratch: Path, results: dict[str, Any]) ->
     """One worker on one Redis, then one worker on a 3-primary Redis Cluster: the same load
     over many counters. On one machine this shows the cluster's cost, not a speed-up."""
     sizes = (plan["cluster_counters"], plan["cluster_clients"], plan["cluster_increments"])
-    redis, port = contestants.start_redis(scratch / "redis-single")
-    server = contestants.ws_counter(port, 1)
-    try:
+    with (
+        contestants.one_redis(scratch / "redis-single") as port,
+        contestants.ws_counter(port, 1) as server,
+    ):
         print("== ws-counter x1 on one Redis, many counters", flush=True)
         one = attempt(
             results, "one Redis", "many counters", many_counters, server, "one Redis", *sizes
         )
-    finally:
-        server.stop()
-        redis.stop()
     cluster = contestants.start_redis_cluster(scratch / "redis-cluster")
-    server = contestants.ws_counter(None, 1, REDIS_CLUSTER_NODES=cluster.seeds)
     try:
-        print("== ws-counter x1 on a 3-primary Redis Cluster, many counters", flush=True)
-        sharded = attempt(
-            results,
-            "Redis Cluster",
-            "many counters",
-            many_counters,
-            server,
-            "Redis Cluster (3 primaries)",
-            *sizes,
-        )
+        with contestants.ws_counter(None, 1, REDIS_CLUSTER_NODES=cluster.seeds) as server:
+            print("== ws-counter x1 on a 3-primary Redis Cluster, many counters", flush=True)
+            sharded = attempt(
+                results,
+                "Redis Cluster",
+                "many counters",
+                many_counters,
+                server,
+                "Redis Cluster (3 primaries)",
+                *sizes,
+            )
     finally:
-        server.stop()
         cluster.stop()
     for row in (one, sharded):
         if row is not None:
@@ -442,9 +439,7 @@ def run_all(plan: dict[str, Any], scratch: Path, results: dict[str, Any]) -> Non
     if plan["only"]:
         servers = [(name, start) for name, start in servers if name in plan["only"]]
     for index, (name, start) in enumerate(servers):
-        redis, port = contestants.start_redis(scratch / f"redis-{index}")
-        server = start(port)
-        try:
+        with contestants.one_redis(scratch / f"redis-{index}") as port, start(port) as server:
             print(f"== {name}", flush=True)
             # Idle memory first, on a fresh server: later runs leave freed memory
             # in the allocator that new connections would reuse unseen.
@@ -488,9 +483,6 @@ def run_all(plan: dict[str, Any], scratch: Path, results: dict[str, Any]) -> Non
                             "frames/CPU-s",
                             flush=True,
                         )
-        finally:
-            server.stop()
-            redis.stop()
     if "cluster" in plan["measure"]:
         compare_redis_cluster(plan, scratch, results)
     measure_scale(plan, scratch, results)

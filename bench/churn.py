@@ -31,7 +31,7 @@ from worker import runtime
 from worker.store.pubsub import UNSUBSCRIBE_GRACE
 from ws_counter_client.urls import counter_url
 
-from .contestants import start_redis, ws_counter
+from .contestants import one_redis, ws_counter
 from .measure import busy_fraction, cpu_seconds, receive, spawn
 
 PROCESSES = 2
@@ -91,9 +91,7 @@ async def _channels(port: int) -> int:
 
 
 def measure(rate: float, seconds: float, scratch: Path) -> Churn:
-    redis, port = start_redis(scratch / "redis-churn")
-    server = ws_counter(port, 1)
-    try:
+    with one_redis(scratch / "redis-churn") as port, ws_counter(port, 1) as server:
         before = asyncio.run(_channels(port))
         cpu0 = cpu_seconds(server.pids)
         started = time.monotonic()
@@ -112,9 +110,6 @@ def measure(rate: float, seconds: float, scratch: Path) -> Churn:
         # The grace is a timer in the worker; nothing to wait on from here but time.
         time.sleep(UNSUBSCRIBE_GRACE + 1.0)
         after = asyncio.run(_channels(port))
-    finally:
-        server.stop()
-        redis.stop()
     waits = sorted(wait for result in results for wait in result["waits"])
     wall = max(result["wall"] for result in results)
     joins = len(waits)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 
 from tools.cluster import is_worker_ready, worker_argv, worker_env
 from tools.processes import Child, free_port
@@ -15,6 +18,17 @@ from tools.redisserver import start_redis_server
 # Every contestant meets the same Redis: no persistence, so that the servers are
 # measured, not the disk (docs/performance.md says what fsync costs).
 NO_PERSISTENCE = ("--save", "", "--appendonly", "no")
+
+
+@contextlib.contextmanager
+def one_redis(directory: Path) -> Iterator[int]:
+    """A Redis for one measurement (its port), stopped by pid however the measurement ends:
+    also when the server meant to use it fails to start."""
+    child, port = start_redis(directory)
+    try:
+        yield port
+    finally:
+        child.stop()
 
 
 def start_redis(directory: Path) -> tuple[Child, int]:
@@ -43,6 +57,17 @@ class Contestant:
         for child in self.children:
             child.stop()
 
+    def __enter__(self) -> Contestant:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
 
 def start_redis_cluster(directory: Path, primaries: int = 3) -> RedisClusterProcesses:
     """A Redis Cluster on loopback, without persistence like the single Redis above."""
@@ -57,11 +82,14 @@ def ws_counter(redis_port: int | None, workers: int, **settings: str) -> Contest
     # The benchmark sends far faster than a person types: no per-connection rate limit.
     env = worker_env(port, redis_url, WS_REUSE_PORT="true", WS_RATE_LIMIT="0", **settings)
     contestant = Contestant(f"ws-counter x{workers}", f"ws://127.0.0.1:{port}/")
-    for index in range(workers):
-        child = Child(f"worker-{index}", worker_argv(), env=env)
-        child.start()
-        child.wait_for_line(is_worker_ready, 30)
-        contestant.children.append(child)
+    try:
+        for index in range(workers):
+            child = Child(f"worker-{index}", worker_argv(), env=env)
+            contestant.children.append(child.start())
+            child.wait_for_line(is_worker_ready, 30)
+    except BaseException:
+        contestant.stop()  # the workers that did start
+        raise
     return contestant
 
 

@@ -16,7 +16,7 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-from .contestants import Contestant, start_redis, start_redis_cluster, ws_counter
+from .contestants import Contestant, one_redis, start_redis_cluster, ws_counter
 from .measure import Spread, spread
 
 # (connections, counters, increments in flight per connection)
@@ -50,22 +50,16 @@ def rows_on_worker(
     seconds: float,
 ) -> list[Spread]:
     """``rows`` against one worker started for them (``env``: more of its settings)."""
-    contestant = ws_counter(redis_port, 1, **env)
-    try:
+    with ws_counter(redis_port, 1, **env) as contestant:
         return run_rows(contestant, redis, rows, seconds)
-    finally:
-        contestant.stop()
 
 
 def rows_on_one_redis(
     scratch: Path, rows: list[tuple[int, int, int]], seconds: float
 ) -> list[Spread]:
     """``rows`` against one worker on a Redis of their own."""
-    redis, port = start_redis(scratch / "redis-spread")
-    try:
+    with one_redis(scratch / "redis-spread") as port:
         return rows_on_worker(port, {}, "one Redis", rows, seconds)
-    finally:
-        redis.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

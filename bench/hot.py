@@ -30,7 +30,7 @@ import redis.asyncio as aioredis
 from worker import runtime
 from worker.store.keys import channel_name
 
-from .contestants import start_redis, ws_counter
+from .contestants import one_redis, ws_counter
 from .measure import fanout, receive, spawn
 
 STANDINS = 63
@@ -98,9 +98,10 @@ def _redis_cpu(port: int) -> float:
 
 
 def measure(publish_rate: int, seconds: float, scratch: Path, rate: float = RATE) -> Hot:
-    redis, port = start_redis(scratch / f"redis-hot-{publish_rate}")
-    server = ws_counter(port, 1, WS_PUBLISH_RATE=str(publish_rate))
-    try:
+    with (
+        one_redis(scratch / f"redis-hot-{publish_rate}") as port,
+        ws_counter(port, 1, WS_PUBLISH_RATE=str(publish_rate)) as server,
+    ):
         standins, pipe = spawn(run_standins, port, STANDINS)
         assert receive(pipe, 60) == "subscribed"
         cpu0 = _redis_cpu(port)
@@ -109,9 +110,6 @@ def measure(publish_rate: int, seconds: float, scratch: Path, rate: float = RATE
         pipe.send("stop")
         raw_messages = receive(pipe, 60)
         standins.join(10)
-    finally:
-        server.stop()
-        redis.stop()
     # The paced writers' increments, all acknowledged when the run is exact.
     acked = int(rate * seconds)
     # The worker's own subscription got what each stand-in got.

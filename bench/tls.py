@@ -29,7 +29,7 @@ from tools.processes import free_port
 from tools.redissecurity import RedisSecurity
 from tools.redisserver import start_redis_server
 
-from .contestants import NO_PERSISTENCE, Contestant, start_redis, ws_counter
+from .contestants import NO_PERSISTENCE, Contestant, one_redis, ws_counter
 from .measure import Throughput, throughput
 
 NO_RATE_LIMIT = {"WS_RATE_LIMIT": "0"}
@@ -107,14 +107,14 @@ def _straight_to_redis(tls: bool, scratch: Path) -> Iterator[Contestant]:
             port, directory / "redis", NO_PERSISTENCE, extra=security.server_args(port)
         )
         settings |= security.worker_env()
+        try:
+            with ws_counter(port, 1, **settings) as server:
+                yield server
+        finally:
+            redis.stop()
     else:
-        redis, port = start_redis(directory / "redis")
-    server = ws_counter(port, 1, **settings)
-    try:
-        yield server
-    finally:
-        server.stop()
-        redis.stop()
+        with one_redis(directory / "redis") as port, ws_counter(port, 1, **settings) as server:
+            yield server
 
 
 @contextlib.contextmanager
