@@ -25,7 +25,7 @@ from tools.certs import Certificate
 from tools.cluster import worker_argv, worker_env
 from tools.makesecrets import make_secrets
 from tools.processes import Child, free_port
-from tools.redissecurity import ADMIN_USER, WORKER_USER, RedisSecurity
+from tools.redissecurity import ADMIN_USER, WORKER_USER, RedisSecurity, config_as_flags
 from tools.redisserver import start_redis_server
 from worker.store.acl import WORKER_ACL_RULES, acl_line
 from ws_counter_client import connect
@@ -334,10 +334,7 @@ def test_the_shipped_redis_probe_passes_on_a_redis_made_by_make_secrets(tmp_path
     secrets = tmp_path / "secrets"
     make_secrets(secrets, mounted_at=str(secrets))
     port = free_port()
-    options: list[str] = []
-    for line in (secrets / "redis.conf").read_text().splitlines():
-        key, value = line.split(" ", 1)
-        options += [f"--{key}", str(port) if key == "tls-port" else value]
+    options = config_as_flags((secrets / "redis.conf").read_text(), port)
     statefulset = find_resource(render_kustomization(ROOT / "k8s"), "StatefulSet", "redis")
     probe = statefulset["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
     shell, flag, script = probe["exec"]["command"]

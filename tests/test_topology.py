@@ -19,6 +19,7 @@ import pytest
 from tools.cluster import ClusterOptions, LocalCluster
 from tools.makesecrets import make_secrets
 from tools.processes import free_port
+from tools.redissecurity import config_as_flags
 
 from .deploy import ROOT, compose
 from .loadrun import BackgroundLoadtest
@@ -53,11 +54,7 @@ def redis_options_for_loopback(command: list[str], secrets: Path, port: int) -> 
     flags, its files here, listening for TLS on ``port``."""
     config_file, *options = command[1:]
     assert config_file == f"{MOUNTED}/redis.conf", "the compose Redis changed shape"
-    from_file: list[str] = []
-    for line in (secrets / "redis.conf").read_text().splitlines():
-        key, value = line.split(" ", 1)
-        from_file += [f"--{key}", str(port) if key == "tls-port" else value]
-    return (*from_file, *options)
+    return (*config_as_flags((secrets / "redis.conf").read_text(), port), *options)
 
 
 def test_compose_topology_as_processes_counts_exactly_through_a_worker_kill(

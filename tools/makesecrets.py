@@ -34,7 +34,7 @@ from pathlib import Path
 from worker.store.acl import WORKER_ACL_RULES
 
 from .certs import Authority
-from .redissecurity import ADMIN_USER, WORKER_USER
+from .redissecurity import ADMIN_USER, WORKER_USER, tls_only
 from .redisserver import ClusterError
 
 REDIS_NAMES = ("redis", "localhost", "127.0.0.1")
@@ -138,23 +138,16 @@ def acl_file(worker_password: str, admin_password: str) -> str:
 def redis_config(mounted_at: Path, admin_password: str) -> str:
     """redis.conf lines for a node that takes TLS only and the ACL file, and whose replicas
     log in to their primary as the admin."""
-    return "".join(
-        f"{line}\n"
-        for line in (
-            "port 0",
-            "tls-port 6379",
-            f"tls-cert-file {mounted_at / 'redis.crt'}",
-            f"tls-key-file {mounted_at / 'redis.key'}",
-            f"tls-ca-cert-file {mounted_at / 'ca.crt'}",
-            # Clients prove who they are with a password; no client certificates.
-            "tls-auth-clients no",
-            "tls-replication yes",
-            "tls-cluster yes",
-            f"aclfile {mounted_at / 'users.acl'}",
-            f"masteruser {ADMIN_USER}",
-            f"masterauth {admin_password}",
-        )
-    )
+    tls = tls_only(6379, mounted_at / "redis.crt", mounted_at / "redis.key", mounted_at / "ca.crt")
+    directives = [
+        *tls,
+        # Clients prove who they are with a password; no client certificates.
+        ("tls-auth-clients", "no"),
+        ("aclfile", str(mounted_at / "users.acl")),
+        ("masteruser", ADMIN_USER),
+        ("masterauth", admin_password),
+    ]
+    return "".join(f"{key} {value}\n" for key, value in directives)
 
 
 def _password(path: Path) -> str:

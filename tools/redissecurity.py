@@ -25,6 +25,35 @@ WORKER_USER = "wsc-worker"
 ADMIN_USER = "admin"
 
 
+Directive = tuple[str, str]
+
+
+def tls_only(port: int, cert: Path, key: Path, ca: Path) -> list[Directive]:
+    """redis.conf directives of a node that takes TLS only, on ``port``, for clients,
+    replication and the cluster bus alike (the shipped redis.conf and the tools' nodes)."""
+    return [
+        ("port", "0"),
+        ("tls-port", str(port)),
+        ("tls-cert-file", str(cert)),
+        ("tls-key-file", str(key)),
+        ("tls-ca-cert-file", str(ca)),
+        ("tls-replication", "yes"),
+        ("tls-cluster", "yes"),
+    ]
+
+
+def as_flags(directives: list[Directive]) -> tuple[str, ...]:
+    """The same directives as redis-server's command-line flags."""
+    return tuple(part for key, value in directives for part in (f"--{key}", value))
+
+
+def config_as_flags(config: str, port: int) -> tuple[str, ...]:
+    """A redis.conf's directives (one ``key value`` a line) as flags, listening for TLS on
+    ``port``: how a shipped configuration runs on a loopback port here."""
+    directives = [tuple(line.split(" ", 1)) for line in config.splitlines() if line]
+    return as_flags([(key, str(port) if key == "tls-port" else value) for key, value in directives])
+
+
 class RedisSecurity:
     def __init__(self, directory: Path) -> None:
         self.authority = Authority(directory)
@@ -40,11 +69,9 @@ class RedisSecurity:
     def server_args(self, port: int) -> tuple[str, ...]:
         """redis-server arguments: TLS on ``port`` (and no plain port), and the users."""
         worker_user = acl_line(WORKER_USER, self.worker_password).split()[1:]
+        tls = tls_only(port, self.server.cert, self.server.key, self.ca)
         return (
-            *("--port", "0", "--tls-port", str(port)),
-            *("--tls-cert-file", str(self.server.cert), "--tls-key-file", str(self.server.key)),
-            *("--tls-ca-cert-file", str(self.ca), "--tls-auth-clients", "optional"),
-            *("--tls-replication", "yes", "--tls-cluster", "yes"),
+            *as_flags([*tls, ("tls-auth-clients", "optional")]),
             *("--user", "default", "off"),
             *("--user", ADMIN_USER, "on", f">{self.admin_password}", "~*", "&*", "+@all"),
             *("--user", *worker_user),
