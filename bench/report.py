@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,11 @@ def _busy(fraction: float) -> str:
 
 def _ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}x" if a and b else "n/a"
+
+
+def _table(title: str, header: str, align: str, rows: Iterable[str]) -> list[str]:
+    """A section of one table: its heading, column names, alignment row and rows."""
+    return ["", f"## {title}", "", header, align, *rows]
 
 
 def render_markdown(results: dict[str, Any]) -> str:
@@ -109,56 +115,49 @@ def render_markdown(results: dict[str, Any]) -> str:
             f"{_ratio(ours['frames_per_cpu_second'], broadcast)} |"
         )
     if results.get("redis_memory"):
-        lines += [
-            "",
-            "## Redis memory per increment (load-test clients through ws-counter x1)",
-            "",
+        lines += _table(
+            "Redis memory per increment (load-test clients through ws-counter x1)",
             "| exactly-once by | increments | used_memory growth | bytes per increment | "
             "keys added | exact |",
             "|---|---:|---:|---:|---:|---|",
-        ]
-        lines += [
-            f"| {row['dedup']} | {row['increments']:,} | {row['used_memory_growth']:,} | "
-            f"{row['bytes_per_increment']:.1f} | {row['keys_added']:,} | {row['exact']} |"
-            for row in results["redis_memory"]
-        ]
+            (
+                f"| {row['dedup']} | {row['increments']:,} | {row['used_memory_growth']:,} | "
+                f"{row['bytes_per_increment']:.1f} | {row['keys_added']:,} | {row['exact']} |"
+                for row in results["redis_memory"]
+            ),
+        )
     if results.get("many_counters"):
-        lines += [
-            "",
-            "## Many counters: one Redis against a Redis Cluster (one worker each, same run)",
-            "",
+        lines += _table(
+            "Many counters: one Redis against a Redis Cluster (one worker each, same run)",
             "| Redis | counters | clients | increments/s | fan-out p99 ms | exact |",
             "|---|---:|---:|---:|---:|---|",
-        ]
-        lines += [
-            f"| {row['redis']} | {row['counters']:,} | {row['clients']:,} | "
-            f"{row['increments_per_second']:,.0f} | {row['fanout_p99_ms']:.1f} | {row['exact']} |"
-            for row in results["many_counters"]
-        ]
+            (
+                f"| {row['redis']} | {row['counters']:,} | {row['clients']:,} | "
+                f"{row['increments_per_second']:,.0f} | {row['fanout_p99_ms']:.1f} |"
+                f" {row['exact']} |"
+                for row in results["many_counters"]
+            ),
+        )
     if results.get("spread"):
         base = results["spread"][0]["per_second"] or 1
-        lines += [
-            "",
-            "## Distinct counters, increments in flight (one worker, one Redis, same run)",
-            "",
+        lines += _table(
+            "Distinct counters, increments in flight (one worker, one Redis, same run)",
             "| connections | counters | in flight each | acks/s | of the first row | errors |",
             "|---:|---:|---:|---:|---:|---|",
-        ]
-        lines += [
-            f"| {row['connections']:,} | {row['counters']:,} | {row['window']} | "
-            f"{row['per_second']:,} | {row['per_second'] / base:.2f}x | "
-            f"{row['error_codes'] or 'none'} |"
-            for row in results["spread"]
-        ]
+            (
+                f"| {row['connections']:,} | {row['counters']:,} | {row['window']} | "
+                f"{row['per_second']:,} | {row['per_second'] / base:.2f}x | "
+                f"{row['error_codes'] or 'none'} |"
+                for row in results["spread"]
+            ),
+        )
     lines += _scale_sections(results)
-    lines += [
-        "",
-        "## Idle memory per connection (server RSS)",
-        "",
+    lines += _table(
+        "Idle memory per connection (server RSS)",
         "| server | KiB per connection |",
         "|---|---:|",
-    ]
-    lines += [f"| {name} | {kib:.1f} |" for name, kib in results["idle_kib"].items()]
+        (f"| {name} | {kib:.1f} |" for name, kib in results["idle_kib"].items()),
+    )
     if results.get("failures"):
         lines += ["", "## Measurements that failed", ""]
         lines += [f"- {failure}" for failure in results["failures"]]
@@ -226,32 +225,28 @@ def _scale_sections(results: dict[str, Any]) -> list[str]:
     """A hot counter with and without the publish bound, the cost of TLS, and churn."""
     lines: list[str] = []
     if results.get("hot"):
-        lines += [
-            "",
-            "## A hot counter, 64 subscribers (same run)",
-            "",
+        lines += _table(
+            "A hot counter, 64 subscribers (same run)",
             "| WS_PUBLISH_RATE | msgs/s | per ack | Redis CPU us/ack | p50 ms | p99 ms | exact |",
             "|---:|---:|---:|---:|---:|---:|---|",
-        ]
-        lines += [
-            f"| {row['publish_rate']} | {row['messages_per_second']:,} | "
-            f"{row['messages_per_ack']} | {row['redis_cpu_per_ack_us']} | "
-            f"{row['fanout_p50_ms']:.1f} | {row['fanout_p99_ms']:.1f} | {row['exact']} |"
-            for row in results["hot"]
-        ]
+            (
+                f"| {row['publish_rate']} | {row['messages_per_second']:,} | "
+                f"{row['messages_per_ack']} | {row['redis_cpu_per_ack_us']} | "
+                f"{row['fanout_p50_ms']:.1f} | {row['fanout_p99_ms']:.1f} | {row['exact']} |"
+                for row in results["hot"]
+            ),
+        )
     if results.get("tls"):
-        lines += [
-            "",
-            "## Cost of TLS (same run, plain and TLS in alternation)",
-            "",
+        lines += _table(
+            "Cost of TLS (same run, plain and TLS in alternation)",
             "| hop | plain incr/s | TLS incr/s | TLS / plain | exact |",
             "|---|---:|---:|---:|---|",
-        ]
-        lines += [
-            f"| {row['hop']} | {row['plain_per_second']:,} | {row['tls_per_second']:,} |"
-            f" {row['ratio']:.2f}x | {row['exact']} |"
-            for row in results["tls"]
-        ]
+            (
+                f"| {row['hop']} | {row['plain_per_second']:,} | {row['tls_per_second']:,} |"
+                f" {row['ratio']:.2f}x | {row['exact']} |"
+                for row in results["tls"]
+            ),
+        )
     for row in results.get("churn", []):
         lines += [
             "",
