@@ -27,6 +27,7 @@ from redis._parsers.base import BaseParser
 from ..core.protocol import Unavailable
 from ..errors import (
     OutcomeUnknown,
+    StoreError,
     StoreFull,
     StoreMisconfigured,
     StoreRejected,
@@ -61,29 +62,32 @@ CONNECTION_FAILED = (redis_errors.ConnectionError, redis_errors.TimeoutError, OS
 
 @contextlib.contextmanager
 def map_redis_errors(*, sent: bool) -> Iterator[None]:
-    """Raise the worker's StoreError for redis-py's exceptions (``raise ... from``)."""
+    """Raise the worker's StoreError for redis-py's exceptions (``raise ... from``).
+
+    A failure only a setting cures (credentials, certificates, ACL) is told
+    apart first, whatever class redis-py gave it: ``misconfiguration``.
+    """
     try:
         yield
-    except (*CREDENTIALS_REFUSED, redis_errors.NoPermissionError) as exc:
-        raise StoreMisconfigured(misconfiguration(exc) or str(exc)) from exc
-    except redis_errors.OutOfMemoryError as exc:
-        raise StoreFull(f"Redis is at its maxmemory and refuses writes: {exc}") from exc
-    except NOT_NOW as exc:
-        raise StoreUnavailable(f"Redis cannot run it now: {exc}") from exc
-    except redis_errors.ResponseError as exc:
-        if _refused_in_script(exc):
-            raise StoreMisconfigured(misconfiguration(exc) or str(exc)) from exc
-        raise StoreRejected("rejected", f"Redis refused: {exc}") from exc
-    except CONNECTION_FAILED as exc:
+    except (redis_errors.RedisError, OSError) as exc:
         wrong = misconfiguration(exc)
         if wrong is not None:
-            # Refused before anything was written (the TLS handshake failed).
             raise StoreMisconfigured(wrong) from exc
+        raise _store_error(exc, sent=sent) from exc
+
+
+def _store_error(exc: BaseException, *, sent: bool) -> StoreError:
+    if isinstance(exc, redis_errors.OutOfMemoryError):
+        return StoreFull(f"Redis is at its maxmemory and refuses writes: {exc}")
+    if isinstance(exc, NOT_NOW):
+        return StoreUnavailable(f"Redis cannot run it now: {exc}")
+    if isinstance(exc, redis_errors.ResponseError):
+        return StoreRejected("rejected", f"Redis refused: {exc}")
+    if isinstance(exc, CONNECTION_FAILED):
         if sent:
-            raise OutcomeUnknown(f"lost contact with Redis during the request: {exc}") from exc
-        raise StoreUnavailable(f"{Unavailable.REDIS}: {exc}") from exc
-    except redis_errors.RedisError as exc:
-        raise StoreUnavailable(f"Redis client error: {exc}") from exc
+            return OutcomeUnknown(f"lost contact with Redis during the request: {exc}")
+        return StoreUnavailable(f"{Unavailable.REDIS}: {exc}")
+    return StoreUnavailable(f"Redis client error: {exc}")
 
 
 # OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH and X509_V_ERR_IP_ADDRESS_MISMATCH.
