@@ -20,8 +20,9 @@ from .conftest import RedisServer, WorkerProcess, http_get, seconds
 from .deploy import ROOT, find_resource, render_kustomization
 
 PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
-# The drain's phases, in order: serve at 503, close spread over a window, wait for the last.
-DRAIN_SETTINGS = ("WS_DRAIN_DELAY", "WS_DRAIN_SPREAD", "WS_DRAIN_TIMEOUT")
+# The drain's phases, in order, each at its longest: serve at 503, let increments in
+# flight finish (at most the Redis timeout), close spread over a window, wait for the last.
+DRAIN_SETTINGS = ("WS_DRAIN_DELAY", "REDIS_TIMEOUT", "WS_DRAIN_SPREAD", "WS_DRAIN_TIMEOUT")
 
 
 def answers_200(url: str) -> bool:
@@ -43,7 +44,7 @@ def worker_pod() -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
 
 
 def test_termination_timeline_fits_the_grace_period() -> None:
-    """preStop pause + drain delay + spread + timeout < terminationGracePeriodSeconds."""
+    """preStop pause + the drain's worst case < terminationGracePeriodSeconds."""
     pod, container, config = worker_pod()
     command = container["lifecycle"]["preStop"]["exec"]["command"]
     assert command[0] == "sleep"

@@ -194,7 +194,12 @@ class Worker:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.settings.redis_timeout):
                 await self.batcher.wait_idle()
-        await self._close_http()
+        # Idle HTTP connections close now, busy ones after their response; the
+        # WebSockets over the spread. One drain timeout bounds what is left of
+        # both, so the worst case is delay + Redis timeout + spread + timeout.
+        for connection in list(self.http_connections):
+            if connection.idle:
+                connection.close()
         if self.server is not None:
             if self.settings.drain_spread:
                 # No new clients meanwhile; the open ones close a slice at a time.
@@ -205,24 +210,16 @@ class Worker:
                     lambda c: self.tasks.spawn(c.close(CloseCode.SERVICE_RESTART, RESTART)),
                 )
             self.server.close(code=CloseCode.SERVICE_RESTART, reason=RESTART)
-            try:
-                async with asyncio.timeout(self.settings.drain_timeout):
-                    await self.server.wait_closed()
-            except TimeoutError:
-                log.warning("clients did not close in time", extra={"event": "drain_timeout"})
-        await self.close()
-
-    async def _close_http(self) -> None:
-        """Close idle HTTP connections now and the others after their response."""
-        for connection in list(self.http_connections):
-            if connection.idle:
-                connection.close()
         try:
             async with asyncio.timeout(self.settings.drain_timeout):
                 await self._http_gone.wait()
+                if self.server is not None:
+                    await self.server.wait_closed()
         except TimeoutError:
-            for connection in list(self.http_connections):
-                connection.close()
+            log.warning("clients did not close in time", extra={"event": "drain_timeout"})
+        for connection in list(self.http_connections):
+            connection.close()
+        await self.close()
 
     async def close(self) -> None:
         await self.batcher.close()
