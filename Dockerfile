@@ -13,16 +13,16 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 RUN python -m venv /opt/venv
-# Dependencies first, so that a code change does not reinstall them.
+# Dependencies first, so that a code change does not reinstall them: exactly
+# the versions and hashes of the lock (scripts/dev.sh lock), as CI tests them.
+COPY requirements/run.txt requirements/
+RUN /opt/venv/bin/pip install --no-cache-dir --require-hashes --no-deps -r requirements/run.txt
 COPY pyproject.toml README.md ./
-COPY worker/__init__.py worker/
-COPY tools/__init__.py tools/
-COPY ws_counter_client/__init__.py ws_counter_client/
-RUN /opt/venv/bin/pip install --no-cache-dir . && /opt/venv/bin/pip uninstall -y ws-counter
 COPY worker/ worker/
 COPY tools/ tools/
 COPY ws_counter_client/ ws_counter_client/
 RUN /opt/venv/bin/pip install --no-cache-dir --no-deps . \
+    && /opt/venv/bin/pip check \
     && /opt/venv/bin/python -m compileall -q /opt/venv/lib
 
 FROM ${PYTHON_IMAGE}

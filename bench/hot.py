@@ -29,6 +29,7 @@ import redis.asyncio as aioredis
 
 from worker import runtime
 from worker.store.keys import channel_name
+from worker.store.typed import close_pubsub
 
 from .contestants import one_redis, ws_counter
 from .measure import fanout, receive, spawn
@@ -80,7 +81,7 @@ async def _standins(port: int, count: int, pipe: Connection) -> int:
         reader.cancel()
     await asyncio.gather(*readers, return_exceptions=True)
     for pubsub, client in zip(pubsubs, clients, strict=True):
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await close_pubsub(pubsub)
         await client.aclose()
     return sum(received)
 

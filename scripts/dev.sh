@@ -6,6 +6,13 @@
 #   bash scripts/dev.sh test [pytest args]             lint, types and every test
 #   bash scripts/dev.sh check [pytest args]            the fast loop: lint, types,
 #                                                      contracts and the unit tests
+#   bash scripts/dev.sh lock                           re-resolve requirements/*.txt
+#                                                      after a change to pyproject.toml
+#   bash scripts/dev.sh upgrade                        newest allowed versions; the full
+#                                                      suite on them; commit when green
+#
+# Every install takes the exact versions and hashes in requirements/*.txt (the
+# lock), so that CI, the demo, the image and the wheel test run what was tested.
 #
 # Settings: VENV (default .venv), PYTHON (default python3).
 set -euo pipefail
@@ -55,6 +62,16 @@ ensure_test_system() {
         prometheus:prometheus promtool:prometheus openssl:openssl
 }
 
+# install_locked VENV LOCK...: exactly the versions and hashes the lock files
+# name; pip refuses anything else.
+install_locked() {
+    local venv=$1
+    shift
+    local args=() lock
+    for lock in "$@"; do args+=(-r "$lock"); done
+    "$venv/bin/python" -m pip install -q --require-hashes --no-deps "${args[@]}"
+}
+
 # ensure_venv run|test: the project with what running it needs (the demo), or
 # with the test tools too (browsers' driver, linters, kubectl, ...).
 ensure_venv() {
@@ -64,18 +81,15 @@ ensure_venv() {
         "$PYTHON" -m venv "$VENV"
     fi
     local stamp=$VENV/.ws-counter-$what
-    if [[ -f $VENV/.ws-counter-test && $VENV/.ws-counter-test -nt pyproject.toml ]]; then
+    local test_stamp=$VENV/.ws-counter-test
+    if [[ -f $test_stamp && $test_stamp -nt pyproject.toml && $test_stamp -nt requirements/test.txt ]]; then
         return  # the test install holds everything the demo needs too
     fi
-    if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
-        "$VENV/bin/python" -m pip install -q --upgrade pip
-        if [[ $what == test ]]; then
-            say "installing ws-counter and its test tools into $VENV"
-            "$VENV/bin/python" -m pip install -q -e '.[test]'
-        else
-            say "installing ws-counter into $VENV"
-            "$VENV/bin/python" -m pip install -q -e .
-        fi
+    if [[ ! -f $stamp || pyproject.toml -nt $stamp || requirements/$what.txt -nt $stamp ]]; then
+        say "installing ws-counter and the locked requirements/$what.txt into $VENV"
+        install_locked "$VENV" "requirements/$what.txt"
+        "$VENV/bin/python" -m pip install -q --no-deps -e .
+        "$VENV/bin/python" -m pip check >/dev/null
         touch "$stamp"
     fi
 }
@@ -85,12 +99,107 @@ ensure_venv() {
 # the project's.
 ensure_checkov() {
     local venv=$VENV-checkov
-    if [[ ! -x $venv/bin/checkov ]]; then
-        say "installing checkov into $venv"
-        "$PYTHON" -m venv "$venv"
-        "$venv/bin/python" -m pip install -q 'checkov>=3.2,<4'
+    local stamp=$venv/.ws-counter-checkov
+    if [[ ! -f $stamp || requirements/checkov.txt -nt $stamp ]]; then
+        say "installing the locked requirements/checkov.txt into $venv"
+        [[ -x $venv/bin/python ]] || "$PYTHON" -m venv "$venv"
+        install_locked "$venv" requirements/checkov.txt
+        touch "$stamp"
     fi
     export CHECKOV=$PWD/$venv/bin/checkov
+}
+
+# compile_locks DIR [uv flags]: resolve pyproject.toml (and checkov.in) into
+# DIR/{run,test,checkov}.txt: exact versions with hashes, for Python 3.11 and
+# later on every platform. Without --upgrade, pins the lock already holds stay.
+compile_locks() {
+    local out=$1
+    shift
+    local uv=$VENV/bin/uv common=(--universal --python-version 3.11 --generate-hashes --quiet)
+    export UV_CUSTOM_COMPILE_COMMAND="bash scripts/dev.sh lock (or upgrade)"
+    local name
+    for name in run test checkov; do
+        [[ -f requirements/$name.txt ]] && cp "requirements/$name.txt" "$out/$name.txt"
+    done
+    "$uv" pip compile "${common[@]}" "$@" --extra test pyproject.toml -o "$out/test.txt"
+    # The run lock within the test lock: the demo and the image run what was tested.
+    "$uv" pip compile "${common[@]}" "$@" -c "$out/test.txt" pyproject.toml -o "$out/run.txt"
+    sed -i "s|$out/|requirements/|" "$out/run.txt"
+    "$uv" pip compile "${common[@]}" "$@" requirements/checkov.in -o "$out/checkov.txt"
+}
+
+locks_differ() {
+    local dir=$1 name
+    for name in run test checkov; do
+        cmp -s "$dir/$name.txt" "requirements/$name.txt" || return 0
+    done
+    return 1
+}
+
+# The pins that changed, one "name old -> new" line each.
+lock_changes() {
+    diff <(grep -ho '^[A-Za-z0-9._-]*==[^ ]*' requirements/*.txt | sort -u) \
+        <(grep -ho '^[A-Za-z0-9._-]*==[^ ]*' "$1"/*.txt | sort -u) | sed -n 's/^[<>] /  /p' || true
+}
+
+# uv resolves the lock; it comes from the lock itself once there is one.
+ensure_uv() {
+    if [[ -f requirements/test.txt ]]; then ensure_venv test; fi
+    if [[ ! -x $VENV/bin/uv ]]; then
+        [[ -x $VENV/bin/python ]] || "$PYTHON" -m venv "$VENV"
+        "$VENV/bin/python" -m pip install -q uv
+    fi
+}
+
+lock() {
+    ensure_uv
+    local new
+    new=$(mktemp -d)
+    compile_locks "$new"
+    if locks_differ "$new"; then
+        lock_changes "$new"
+        cp "$new"/run.txt "$new"/test.txt "$new"/checkov.txt requirements/
+        say "requirements/ re-resolved: run 'bash scripts/dev.sh test', then commit it"
+    else
+        say "requirements/ already matches pyproject.toml"
+    fi
+    rm -rf "$new"
+}
+
+# upgrade: the newest versions pyproject.toml allows, the whole suite in a
+# fresh virtualenv on them, and a commit of requirements/ only when it passes.
+upgrade() {
+    ensure_uv
+    if [[ -n $(git status --porcelain -- requirements/) ]]; then
+        echo "requirements/ has uncommitted changes: commit or restore them first" >&2
+        exit 1
+    fi
+    local new
+    new=$(mktemp -d)
+    compile_locks "$new" --upgrade
+    if ! locks_differ "$new"; then
+        say "nothing to upgrade: the lock already holds the newest allowed versions"
+        rm -rf "$new"
+        return
+    fi
+    say "new pins:"
+    lock_changes "$new"
+    cp "$new"/run.txt "$new"/test.txt "$new"/checkov.txt requirements/
+    rm -rf "$new"
+    local trial=${VENV}-upgrade
+    rm -rf "$trial" "$trial-checkov"
+    say "the whole suite on the new pins, in a fresh $trial"
+    if VENV=$trial bash "$0" test; then
+        git commit -q -m "Lock: upgrade pinned dependencies" \
+            -m "bash scripts/dev.sh upgrade: the whole suite passed on the new pins." \
+            -- requirements/run.txt requirements/test.txt requirements/checkov.txt
+        say "committed the new lock: $(git log -1 --format='%h %s')"
+        rm -rf "$trial" "$trial-checkov"
+    else
+        git checkout -q -- requirements/
+        echo "the suite failed on the new pins; the lock is unchanged ($trial kept to look into)" >&2
+        exit 1
+    fi
 }
 
 # Base images the Dockerfile, docker-compose.yml and the container test name.
@@ -146,8 +255,8 @@ run_tests() {
 
 usage() {
     echo "usage:" >&2
-    sed -n '5,8p' "$0" | sed 's/^# \{0,1\}/  /' >&2
-    sed -n '10p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '5,12p' "$0" | sed 's/^# \{0,1\}/  /' >&2
+    sed -n '17p' "$0" | sed 's/^# \{0,1\}//' >&2
 }
 
 main() {
@@ -167,6 +276,8 @@ main() {
         prepare_containers
         run_tests "$@"
         ;;
+    lock) lock ;;
+    upgrade) upgrade ;;
     check)
         ensure_venv test
         static_checks

@@ -66,7 +66,13 @@ def test_the_wheel_runs_the_cluster_and_a_load_test_outside_the_checkout(tmp_pat
     (wheel,) = dist.glob("ws_counter-*.whl")
     venv.create(venv_dir, with_pip=True)
     python = venv_dir / "bin" / "python"
-    run([str(python), "-m", "pip", "install", "--quiet", str(wheel)], home, 300)
+    # As the image installs it: the lock's exact versions and hashes, then the wheel,
+    # whose own requirements pip check then finds met by the lock.
+    lock = ROOT / "requirements" / "run.txt"
+    pip = [str(python), "-m", "pip", "install", "--quiet"]
+    run([*pip, "--require-hashes", "--no-deps", "-r", str(lock)], home, 300)
+    run([*pip, "--no-deps", str(wheel)], home, 300)
+    run([str(python), "-m", "pip", "check"], home, 60)
     # What running needs, and no more: the demo's virtualenv is this plus pip's own.
     size = sum(path.stat().st_size for path in venv_dir.rglob("*") if path.is_file())
     assert size < 150 * 2**20, f"the installed virtualenv takes {size / 2**20:.0f} MiB"

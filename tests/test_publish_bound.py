@@ -16,6 +16,7 @@ from worker.errors import OutcomeUnknown
 from worker.settings import load_settings
 from worker.store import RedisStore
 from worker.store.keys import channel_name, state_key
+from worker.store.typed import close_pubsub
 
 from .conftest import RedisServer, seconds
 
@@ -45,7 +46,7 @@ async def _burst(
                 if message and message["type"] == "message":
                     published.append(decode_state(message["data"]))
     finally:
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await close_pubsub(pubsub)
         await listener.aclose()
         await store.close()
     return acked, published, took
@@ -92,7 +93,7 @@ def test_a_stopping_worker_sends_the_state_it_held(
                 message = await pubsub.get_message(timeout=None)
                 if message and message["type"] == "message":
                     states.append(decode_state(message["data"]))
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await close_pubsub(pubsub)
         await listener.aclose()
         return states[-1], outcome.state
 
@@ -134,7 +135,7 @@ def test_a_state_held_by_an_increment_answered_unknown_still_goes_out(
                         states.append(decode_state(message["data"]))
         finally:
             await store.close()
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await close_pubsub(pubsub)
             await listener.aclose()
         return states, redis_server.cli("HGET", state_key(counter_name), "total")
 

@@ -33,6 +33,7 @@ from ws_counter_client import connect
 from .conftest import WorkerProcess, http_get, seconds
 from .deploy import ROOT, find_resource, render_kustomization
 from .sentinel import SentinelSet
+from .syncredis import pubsub_of, run_command
 
 
 @dataclass
@@ -175,13 +176,13 @@ def test_the_workers_credentials_cannot_run(
     worker = secure_redis.login(WORKER_USER, secure_redis.security.worker_password)
     # Inside a script Redis refuses with its own text and no NOPERM code.
     with pytest.raises(redis_errors.ResponseError, match=r"no permissions|script can't"):
-        worker.execute_command(*command)  # type: ignore[no-untyped-call]
+        run_command(worker, *command)
     worker.close()
 
 
 def test_the_workers_credentials_subscribe_only_to_its_channels(secure_redis: SecureRedis) -> None:
     worker = secure_redis.login(WORKER_USER, secure_redis.security.worker_password)
-    pubsub = worker.pubsub()  # type: ignore[no-untyped-call]
+    pubsub = pubsub_of(worker)
     pubsub.subscribe("wsc:{ok}:updates")
     assert pubsub.get_message(timeout=seconds(5))["type"] == "subscribe"
     with pytest.raises(redis_errors.NoPermissionError):
@@ -269,7 +270,7 @@ def test_a_missing_acl_permission_is_named_and_its_fix_is_noticed(
     admin = secure_redis.admin()
     rules = WORKER_ACL_RULES.replace(" +evalsha", "").replace(" +eval", "").split()
     admin.acl_setuser("narrow", enabled=True, passwords=["+narrow-pw"], reset_keys=True)
-    admin.execute_command("ACL", "SETUSER", "narrow", *rules)  # type: ignore[no-untyped-call]
+    run_command(admin, "ACL", "SETUSER", "narrow", *rules)
     try:
         worker = start_secure_worker(
             REDIS_USERNAME="narrow", REDIS_PASSWORD_FILE="", REDIS_PASSWORD="narrow-pw"
@@ -279,7 +280,7 @@ def test_a_missing_acl_permission_is_named_and_its_fix_is_noticed(
         assert "evalsha" in str(logged["msg"])
         status, body = http_get(f"{worker.http}/readyz")
         assert status == 503 and "lacks a permission" in body, body
-        admin.execute_command("ACL", "SETUSER", "narrow", "+evalsha", "+eval")  # type: ignore[no-untyped-call]
+        run_command(admin, "ACL", "SETUSER", "narrow", "+evalsha", "+eval")
         worker.wait_for_event("redis_access_ok", timeout=15)
         assert http_get(f"{worker.http}/readyz") == (200, "ready\n")
     finally:

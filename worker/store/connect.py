@@ -20,10 +20,10 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.connection import BlockingConnectionPool, SSLConnection
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 
 from ..settings import Settings
+from .typed import new_sentinel
 
 # Connections for requests per Redis node (one Redis, or a cluster's primary); each
 # carries one pipelined round trip at a time.
@@ -96,7 +96,7 @@ def sentinel_options(settings: Settings, socket_timeout: float | None) -> dict[s
 def new_client(settings: Settings, socket_timeout: float | None) -> aioredis.Redis:
     """A client of the one Redis, or of the master the Sentinels name."""
     if settings.redis_sentinels:
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = new_sentinel(
             list(settings.redis_sentinels),
             sentinel_kwargs=sentinel_options(settings, settings.redis_timeout),
         )

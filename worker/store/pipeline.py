@@ -33,6 +33,7 @@ from redis.asyncio.connection import AbstractConnection, ConnectionPool
 
 from ..errors import OutcomeUnknown, StoreError
 from .errors import map_redis_errors
+from .typed import pooled_connection
 
 Command = tuple[Any, ...]
 
@@ -100,7 +101,7 @@ class Pipeline:
             assert self._wait is not None
             commands.append(self._wait)
         with map_redis_errors(sent=False):
-            connection: AbstractConnection = await self._pool.get_connection()  # type: ignore[no-untyped-call]
+            connection = await pooled_connection(self._pool)
         try:
             with map_redis_errors(sent=True):
                 await connection.send_packed_command(pack(commands))

@@ -20,6 +20,7 @@ from ..core.slots import key_slot
 from ..errors import StoreMisconfigured
 from .errors import misconfiguration, reset_hint
 from .keys import channel_name
+from .typed import close_pubsub
 
 log = logging.getLogger("ws_counter.store")
 
@@ -167,7 +168,7 @@ class PubSubConnection:
 async def close_quietly(pubsub: PubSub | None) -> None:
     if pubsub is not None:
         with contextlib.suppress(redis_errors.RedisError, OSError):
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await close_pubsub(pubsub)
 
 
 class Heard:

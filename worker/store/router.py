@@ -25,6 +25,7 @@ from ..errors import StoreMisconfigured, StoreUnavailable
 from .connect import REQUEST_CONNECTIONS
 from .errors import map_redis_errors
 from .keys import state_key
+from .typed import command
 
 log = logging.getLogger("ws_counter.store")
 
@@ -102,8 +103,8 @@ class ClusterRouter:
         client = aioredis.Redis(connection_pool=self.pool(address))
         # Nothing here writes: every failure means only that this node gave no view.
         with map_redis_errors(sent=False):
-            info = await client.execute_command("CLUSTER", "INFO")  # type: ignore[no-untyped-call]
-            slots = await client.execute_command("CLUSTER", "SLOTS")  # type: ignore[no-untyped-call]
+            info = await command(client, "CLUSTER", "INFO")
+            slots = await command(client, "CLUSTER", "SLOTS")
         healthy, epoch = parse_cluster_info(str(info))
         return View(Topology.from_cluster_slots(slots), healthy, epoch)
 

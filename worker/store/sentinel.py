@@ -31,6 +31,7 @@ from redis.asyncio.connection import ConnectionPool
 from ..core.backoff import backoff_delays
 from .errors import misconfiguration
 from .pubsub import listen
+from .typed import close_pubsub
 
 log = logging.getLogger("ws_counter.store")
 
@@ -94,7 +95,7 @@ class FailoverWatch:
                 self._failed(f"{host}:{port}", exc)
             finally:
                 with contextlib.suppress(redis_errors.RedisError, OSError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await close_pubsub(pubsub)
                     await client.aclose()
             await asyncio.sleep(next(delays))
 
