@@ -6,6 +6,7 @@ machine can stretch them without editing tests.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import Browser
@@ -120,6 +122,34 @@ def counter_state(cluster: LocalCluster, counter: str) -> dict[str, Any]:
     with urllib.request.urlopen(request, timeout=seconds(10)) as response:
         document: dict[str, Any] = json.loads(response.read())
     return document
+
+
+def http_call(
+    base: str,
+    method: str,
+    path: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], Any]:
+    """One HTTP request on a fresh connection: status, headers (lower case), JSON body."""
+    parts = urlsplit(base)
+    connection = http.client.HTTPConnection(str(parts.hostname), parts.port, timeout=seconds(10))
+    all_headers = {"Accept": "application/json", **(headers or {})}
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        all_headers.setdefault("Content-Type", "application/json")
+    try:
+        connection.request(method, path, body=data, headers=all_headers)
+        response = connection.getresponse()
+        text = response.read()
+        found = {name.lower(): value for name, value in response.getheaders()}
+    finally:
+        connection.close()
+    document = (
+        json.loads(text) if found.get("content-type", "").startswith("application/json") else text
+    )
+    return response.status, found, document
 
 
 def http_get(url: str, timeout: float = 5.0) -> tuple[int, str]:

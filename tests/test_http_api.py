@@ -28,37 +28,10 @@ from tools.processes import free_port
 from worker.core.auth import issue
 
 from .conftest import StartWorker, WorkerProcess, seconds
+from .conftest import http_call as call
 
 CLUSTER_WORKERS = 2
 SECRET = "http-api-test-secret-of-enough-length"
-
-
-def call(
-    base: str,
-    method: str,
-    path: str,
-    body: Any = None,
-    headers: dict[str, str] | None = None,
-) -> tuple[int, dict[str, str], Any]:
-    """One HTTP request on a fresh connection: status, headers (lower case), JSON body."""
-    parts = urlsplit(base)
-    connection = http.client.HTTPConnection(str(parts.hostname), parts.port, timeout=seconds(10))
-    all_headers = {"Accept": "application/json", **(headers or {})}
-    data = None
-    if body is not None:
-        data = json.dumps(body).encode()
-        all_headers.setdefault("Content-Type", "application/json")
-    try:
-        connection.request(method, path, body=data, headers=all_headers)
-        response = connection.getresponse()
-        text = response.read()
-        found = {name.lower(): value for name, value in response.getheaders()}
-    finally:
-        connection.close()
-    document = (
-        json.loads(text) if found.get("content-type", "").startswith("application/json") else text
-    )
-    return response.status, found, document
 
 
 _BASE: list[str] = []

@@ -8,9 +8,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
+import threading
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 from websockets.asyncio.client import connect
 
@@ -22,7 +25,7 @@ from worker.core.slots import key_slot
 from worker.store.keys import state_key
 from ws_counter_client.rules import new_session_id
 
-from .conftest import seconds
+from .conftest import http_call, seconds
 from .loadrun import BackgroundLoadtest
 
 pytestmark = [pytest.mark.redis_cluster, pytest.mark.slow]
@@ -177,6 +180,82 @@ def test_a_primary_killed_under_load_fails_over_without_losing_an_acknowledged_i
     assert report["error_codes"].get("unavailable", 0) > 0, "the failover window was not hit"
     assert calm_problems == [], "clients of other shards noticed the failover"
     assert calm_acked > 0
+
+
+def served_openapi() -> dict[str, Any]:
+    text = resources.files("worker.server").joinpath("web", "openapi.json").read_text()
+    document: dict[str, Any] = json.loads(text)
+    return document
+
+
+def assert_documented(status: int, headers: dict[str, str], body: Any) -> None:
+    """An answer of POST /counters/{name}/increments is JSON, with a status the OpenAPI
+    description names and a body valid against that status's schema."""
+    spec = served_openapi()
+    responses = spec["paths"]["/counters/{name}/increments"]["post"]["responses"]
+    assert str(status) in responses, (status, body)
+    assert headers.get("content-type", "").startswith("application/json"), (status, body)
+    name = responses[str(status)]["content"]["application/json"]["schema"]["$ref"].split("/")[-1]
+    schema = {**spec["components"]["schemas"][name], "components": spec["components"]}
+    jsonschema.validate(body, schema, cls=jsonschema.Draft202012Validator)
+
+
+def test_http_increments_answer_json_while_a_primary_is_killed(tmp_path: Path) -> None:
+    """POSTs on both workers while a primary dies and comes back: every answer is JSON
+    with a documented status (503 `unavailable` in the window), never a plain-text 500."""
+    settings = {"REDIS_REPLICA_ACKS": "1", "REDIS_TIMEOUT": "1", "WS_RATE_LIMIT": "0"}
+    options = ClusterOptions(
+        workers=2, port=free_port(), redis_cluster=3, worker_env=settings, log_dir=tmp_path
+    )
+    with LocalCluster(options) as cluster:
+        assert cluster.redis_cluster is not None
+        doomed = primary_of(cluster, "http-0")
+        counters = [c for c in (f"http-{n}" for n in range(60)) if primary_of(cluster, c) == doomed]
+        bases = [f"http://127.0.0.1:{port}" for port in cluster.worker_ports]
+        stop, acked = threading.Event(), threading.Event()
+        answers: list[tuple[int, dict[str, str], Any]] = []
+
+        def post_until_stopped(index: int) -> None:
+            # Bounded by count as well as by the event.
+            for n in range(20_000):
+                if stop.is_set():
+                    return
+                counter = counters[n % len(counters)]
+                path = f"/counters/{counter}/increments"
+                key = {"Idempotency-Key": f"p{index}-{n}"}
+                answer = http_call(bases[index % len(bases)], "POST", path, {"by": 1}, key)
+                answers.append(answer)
+                if answer[0] == 200:
+                    acked.set()
+
+        posters = [threading.Thread(target=post_until_stopped, args=(i,)) for i in range(4)]
+        for thread in posters:
+            thread.start()
+        try:
+            assert acked.wait(seconds(30)), answers[:3]
+            marks = [worker.mark() for worker in cluster.workers]
+            cluster.redis_cluster.kill(doomed)
+            for worker, mark in zip(cluster.workers, marks, strict=True):
+                worker.wait_for_line(
+                    lambda line: '"event": "cluster_topology"' in line, seconds(30), mark
+                )
+            acked.clear()
+            cluster.redis_cluster.start_node(doomed)
+            # Acks resume once the old primary rejoined as a replica (WAIT 1 is met).
+            assert acked.wait(seconds(60)), answers[-3:]
+        finally:
+            stop.set()
+            for thread in posters:
+                thread.join(seconds(30))
+        logs = "\n".join(line for worker in cluster.workers for line in worker.output())
+    statuses = collections.Counter(status for status, _, _ in answers)
+    assert statuses[200] > 0 and statuses[503] > 0, (statuses, answers[:3])
+    for status, headers, body in answers:
+        assert_documented(status, headers, body)
+        if status == 503:
+            assert body["code"] == "unavailable", body
+    assert "http_handler_failed" not in logs
+    assert "REDIS_TLS=true" not in logs, "a killed node was blamed on the TLS setting"
 
 
 def node_id(cluster: LocalCluster, port: int) -> str:

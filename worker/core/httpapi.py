@@ -57,6 +57,7 @@ STATUS_OF_CODE: dict[str, int] = {
     ErrorCode.REJECTED: 409,
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.UNAVAILABLE: 503,
+    ErrorCode.INTERNAL_ERROR: 500,
 }
 # The code of each status a Refused (route, token, admission) carries.
 CODE_OF_STATUS = {

@@ -98,6 +98,7 @@ class ErrorCode(StrEnum):
     TOO_LARGE = "too_large"
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     BAD_REQUEST = "bad_request"
+    INTERNAL_ERROR = "internal_error"
 
 
 class Unavailable:

@@ -6,6 +6,7 @@ The API's rules (routes, negotiation, bodies, statuses) are in
 
 from __future__ import annotations
 
+import asyncio
 from functools import cache
 from importlib import resources
 
@@ -147,7 +148,9 @@ class Api:
         # Not cancelled if the client goes away: the increment is applied (or
         # not) all the same, and a retry with its key gets the same answer.
         future = increments.submit(counter, increment)
-        await future
+        # asyncio.wait neither raises the failure (the reply carries it) nor cancels
+        # the future when this request's task is cancelled.
+        await asyncio.wait((future,))
         return _reply(increments.reply(increment, future))
 
 

@@ -162,7 +162,7 @@ class HttpConnection:
             response = await self._handler(request, self)
         except Exception:
             log.exception("HTTP handler failed", extra={"event": "http_handler_failed"})
-            response = HttpResponse(500, b"internal error\n", [("Content-Type", "text/plain")])
+            response = internal_error()
         self._answering = None
         if self._closed:
             return
@@ -228,6 +228,16 @@ def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
         if key == name:
             return value.decode("latin-1")
     return None
+
+
+def internal_error() -> HttpResponse:
+    """The last resort when a handler fails: JSON like every other error of the API."""
+    message = error_message(
+        ErrorCode.INTERNAL_ERROR,
+        "the worker failed to answer; an increment it carried may or may not have been"
+        " applied: send it again with the same key or session and n",
+    )
+    return HttpResponse(500, message.encode() + b"\n", [("Content-Type", "application/json")])
 
 
 def _reason(status: int) -> bytes:

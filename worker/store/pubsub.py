@@ -11,15 +11,17 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
+from enum import Enum
 from typing import Any, Protocol
 
 from redis import exceptions as redis_errors
 from redis.asyncio.client import PubSub
 
 from ..core.slots import key_slot
+from ..core.state import CounterState, decode_state
 from ..errors import StoreMisconfigured
 from .errors import misconfiguration, reset_hint
-from .keys import channel_name
+from .keys import channel_name, counter_of_channel
 from .typed import close_pubsub
 
 log = logging.getLogger("ws_counter.store")
@@ -33,6 +35,65 @@ CHANNELS_PER_COMMAND = 1000
 UNSUBSCRIBE_GRACE = 2.0
 
 Message = dict[str, Any]
+
+
+class Event(Enum):
+    """What a message on a subscribed connection means, whichever kind of subscription."""
+
+    CONFIRMED = "confirmed"  # Redis subscribed a channel
+    DROPPED = "dropped"  # Redis unsubscribed one: asked for, or its slot moved away
+    STATE = "state"  # a counter's state, published
+    HEARD = "heard"  # the reply to the connection's own PING: only proof of life
+
+
+# Every message type Redis sends on a subscribed connection (redis-py's "type").
+# The PING's reply is "pong" on RESP2 and "P" (from PONG) on RESP3, with no
+# channel. Pattern subscriptions are never made, so their types are not here.
+EVENT_OF_TYPE: dict[str, Event] = {
+    "subscribe": Event.CONFIRMED,
+    "ssubscribe": Event.CONFIRMED,
+    "unsubscribe": Event.DROPPED,
+    "sunsubscribe": Event.DROPPED,
+    "message": Event.STATE,
+    "smessage": Event.STATE,
+    "pong": Event.HEARD,
+    "P": Event.HEARD,
+}
+
+
+def event_of(message: Message) -> tuple[Event, str] | None:
+    """The event a message means and its channel; None for a proof of life or a message
+    the worker never asked for (logged once per type, never a crash)."""
+    kind, channel = message.get("type"), message.get("channel")
+    event = EVENT_OF_TYPE.get(kind) if isinstance(kind, str) else None
+    if event is Event.HEARD:
+        return None
+    if event is None or not isinstance(channel, str):
+        _unexpected(str(kind), message)
+        return None
+    return event, channel
+
+
+_UNEXPECTED: set[str] = set()
+
+
+def _unexpected(kind: str, message: Message) -> None:
+    if kind not in _UNEXPECTED:
+        _UNEXPECTED.add(kind)
+        log.warning(
+            "ignoring an unexpected pub/sub message: %r",
+            message,
+            extra={"event": "pubsub_unexpected"},
+        )
+
+
+def decoded(channel: str, payload: str) -> CounterState | None:
+    """The state a channel message carries; None (logged) if it is malformed."""
+    try:
+        return decode_state(payload)
+    except ValueError:
+        log.error("malformed update on %s: %r", channel, payload)
+        return None
 
 
 class Follower(Protocol):
@@ -61,7 +122,8 @@ class Trouble:
 
     def __init__(self, plain: bool) -> None:
         self.reason: str | None = None
-        # Connections without TLS (REDIS_TLS off): a reset may mean a TLS port.
+        # Connections without TLS (REDIS_TLS off) that never worked: a reset may
+        # mean a TLS port. Once one worked, a reset is a node that went away.
         self._plain = plain
 
     def failed(self, what: str, exc: BaseException) -> None:
@@ -78,6 +140,7 @@ class Trouble:
     def cleared(self) -> None:
         # The worker logs the subscription's return ("ready"); the next loss is news.
         self.reason = None
+        self._plain = False
 
 
 class PubSubConnection:
@@ -91,20 +154,21 @@ class PubSubConnection:
 
     def __init__(
         self,
-        subscribe: str,
-        unsubscribe: str,
+        control: str,
         reply_timeout: float,
         spawn: Callable[[Coroutine[Any, Any, None]], object],
         *,
         sharded: bool = False,
     ) -> None:
+        # Subscribed first: its confirmation says the connection is up.
+        self.control = control
         self.counters: set[str] = set()
         self.pubsub: PubSub | None = None
         self.up = False
         # Subscribe and unsubscribe commands must reach Redis in the order they
         # were asked for; asyncio.Lock wakes its waiters first come, first served.
         self.lock = asyncio.Lock()
-        self._verbs = subscribe, unsubscribe
+        self._verbs = ("ssubscribe", "sunsubscribe") if sharded else ("subscribe", "unsubscribe")
         self.reply_timeout = reply_timeout
         self._spawn = spawn
         self._sharded = sharded
@@ -151,13 +215,60 @@ class PubSubConnection:
             for start in range(0, len(group), CHANNELS_PER_COMMAND)
         ]
 
-    async def listen(self, pubsub: PubSub, handle: Callable[[Message], None]) -> None:
-        """Hand every message to ``handle`` until the connection fails or stops answering."""
+    async def subscribe_all(self, pubsub: PubSub) -> None:
+        """The control channel, then every counter's: after a (re)connect."""
+        channels = [self.control, *map(channel_name, self.counters)]
+        async with self.lock:
+            for group in self._commands(channels):
+                await getattr(pubsub, self._verbs[0])(*group)
+
+    async def listen(self, pubsub: PubSub) -> None:
+        """Dispatch every message until the connection fails or stops answering."""
 
         async def handled(message: Message) -> None:
-            handle(message)
+            self.dispatch(message)
 
         await listen(pubsub, handled, self.reply_timeout, self.lock)
+
+    def dispatch(self, message: Message) -> None:
+        """Every message of both subscription kinds, by EVENT_OF_TYPE."""
+        meaning = event_of(message)
+        if meaning is None:
+            return
+        event, channel = meaning
+        if channel == self.control:
+            if event is Event.CONFIRMED:
+                self.on_up()
+            elif event is Event.DROPPED:
+                self.on_control_dropped()
+            return
+        counter = counter_of_channel(channel)
+        if counter is None or counter not in self.counters:
+            return  # a counter let go since: its last messages are nobody's
+        if event is Event.STATE:
+            state = decoded(channel, message["data"])
+            if state is not None:
+                self.on_state(counter, state)
+        elif event is Event.CONFIRMED:
+            self.on_confirmed(counter)
+        else:
+            self.on_dropped(counter)
+
+    def on_up(self) -> None:
+        """Redis confirmed the control channel: the connection is up."""
+        self.up = True
+
+    def on_control_dropped(self) -> None:
+        """Redis dropped the control channel (on a cluster: its slot moved)."""
+
+    def on_confirmed(self, counter: str) -> None:
+        """Redis confirmed ``counter``'s channel."""
+
+    def on_state(self, counter: str, state: CounterState) -> None:
+        """A state of ``counter``, in the order Redis published them."""
+
+    def on_dropped(self, counter: str) -> None:
+        """Redis dropped the channel of ``counter``, still wanted (a slot migrated)."""
 
     def detach(self) -> PubSub | None:
         """The connection, no longer this one's (closed with ``close_quietly``)."""

@@ -35,13 +35,14 @@ from redis import exceptions as redis_errors
 from ..core.backoff import backoff_delays
 from ..core.hub import StateListener
 from ..core.slots import Address, channel_in_slots
+from ..core.state import CounterState
 from ..errors import StoreError
 from ..tasks import TaskSet
-from .keys import CONTROL_CHANNEL, channel_name, counter_of_channel
+from .keys import CONTROL_CHANNEL
 from .pubsub import Leaving, PubSubConnection, Trouble, close_quietly
 from .redis_store import RedisStore
 from .router import ClusterRouter
-from .subscription import BACKOFF_CAP, BACKOFF_FIRST, announce_until_done, decoded
+from .subscription import BACKOFF_CAP, BACKOFF_FIRST, announce_until_done
 
 log = logging.getLogger("ws_counter.store")
 
@@ -50,12 +51,9 @@ class Shard(PubSubConnection):
     """The SSUBSCRIBE connection to one primary and the counters subscribed there."""
 
     def __init__(self, owner: ShardedSubscription, address: Address, control: str) -> None:
-        super().__init__(
-            "ssubscribe", "sunsubscribe", owner.store.reply_timeout, owner.tasks.spawn, sharded=True
-        )
+        super().__init__(control, owner.store.reply_timeout, owner.tasks.spawn, sharded=True)
         self.owner = owner
         self.address = address
-        self.control = control
         self.task: asyncio.Future[Any] | None = None
 
     def start(self) -> None:
@@ -65,11 +63,8 @@ class Shard(PubSubConnection):
         owner = self.owner
         pubsub = self.pubsub = owner.store.nodes.new_shard_pubsub(self.address)
         try:
-            async with self.lock:
-                # One SSUBSCRIBE per channel: a command may name channels of one slot only.
-                for channel in (self.control, *map(channel_name, self.counters)):
-                    await pubsub.ssubscribe(channel)
-            await self.listen(pubsub, self.dispatch)
+            await self.subscribe_all(pubsub)
+            await self.listen(pubsub)
         except (redis_errors.RedisError, OSError) as exc:
             lost = "lost" if self.up else "cannot subscribe"
             owner.trouble.failed(f"redis shard {self.address[0]}:{self.address[1]} {lost}", exc)
@@ -78,34 +73,26 @@ class Shard(PubSubConnection):
             await close_quietly(pubsub)
             owner.shard_ended(self)
 
-    def dispatch(self, message: dict[str, Any]) -> None:
-        kind, channel = message["type"], message["channel"]
+    def on_up(self) -> None:
+        super().on_up()
         owner = self.owner
-        if channel == self.control:
-            if kind == "ssubscribe":
-                self.up = True
-                owner.trouble.cleared()
-                owner.tasks.spawn(owner.store.check_access())
-                owner.report()
-            elif kind == "sunsubscribe":
-                owner.router.changed.set()
-            return
-        counter = counter_of_channel(channel)
-        if counter is None or counter not in self.counters:
-            return
-        if kind == "smessage":
-            state = decoded(channel, message["data"])
-            if state is not None:
-                owner.listener.on_state(counter, state)
-        elif kind == "ssubscribe":
-            self.confirmed(counter)
-        elif kind == "sunsubscribe":
-            # Redis moved the counter's slot away: not an unsubscribe we asked for.
-            self.counters.discard(counter)
-            owner.listener.on_lost(counter)
-            owner.router.changed.set()
+        owner.trouble.cleared()
+        owner.tasks.spawn(owner.store.check_access())
+        owner.report()
 
-    def confirmed(self, counter: str) -> None:
+    def on_control_dropped(self) -> None:
+        self.owner.router.changed.set()
+
+    def on_state(self, counter: str, state: CounterState) -> None:
+        self.owner.listener.on_state(counter, state)
+
+    def on_dropped(self, counter: str) -> None:
+        # Redis moved the counter's slot away: not an unsubscribe we asked for.
+        self.counters.discard(counter)
+        self.owner.listener.on_lost(counter)
+        self.owner.router.changed.set()
+
+    def on_confirmed(self, counter: str) -> None:
         """``counter`` is subscribed here: its snapshot follows through this connection."""
         self.owner.listener.on_subscribed(counter)
         self.owner.tasks.spawn(
@@ -136,7 +123,7 @@ class ShardedSubscription:
         if self._leaving.back(counter):
             # Still subscribed: the new clients get what a confirmation would give them.
             if shard is not None and shard.up and counter in shard.counters:
-                shard.confirmed(counter)
+                shard.on_confirmed(counter)
             return
         self._counters.add(counter)
         if shard is not None and counter not in shard.counters:

@@ -5,16 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from redis import exceptions as redis_errors
 
 from ..core.backoff import backoff_delays
 from ..core.hub import StateListener
-from ..core.state import CounterState, decode_state
+from ..core.state import CounterState
 from ..errors import StoreError
 from ..tasks import TaskSet
-from .keys import CONTROL_CHANNEL, channel_name, counter_of_channel
+from .keys import CONTROL_CHANNEL
 from .pubsub import Leaving, PubSubConnection, Trouble, close_quietly
 from .redis_store import RedisStore
 
@@ -22,15 +21,6 @@ log = logging.getLogger("ws_counter.store")
 
 # Reconnects and announcements back off from 50 ms to 2 s.
 BACKOFF_FIRST, BACKOFF_CAP = 0.05, 2.0
-
-
-def decoded(channel: str, payload: str) -> CounterState | None:
-    """The state a channel message carries; None (logged) if it is malformed."""
-    try:
-        return decode_state(payload)
-    except ValueError:
-        log.error("malformed update on %s: %r", channel, payload)
-        return None
 
 
 async def announce_until_done(
@@ -60,7 +50,7 @@ class Subscription(PubSubConnection):
 
     def __init__(self, store: RedisStore, listener: StateListener) -> None:
         self._background = TaskSet()
-        super().__init__("subscribe", "unsubscribe", store.reply_timeout, self._background.spawn)
+        super().__init__(CONTROL_CHANNEL, store.reply_timeout, self._background.spawn)
         self._store = store
         self._listener = listener
         self._leaving = Leaving(self._let_go)
@@ -70,7 +60,7 @@ class Subscription(PubSubConnection):
         if self._leaving.back(counter):
             # Still subscribed: the new clients get what a confirmation would give them.
             if self.up:
-                self._confirmed(counter)
+                self.on_confirmed(counter)
             return
         self.counters.add(counter)
         if self.pubsub is not None:
@@ -106,31 +96,19 @@ class Subscription(PubSubConnection):
     async def _session(self) -> None:
         self.up = False
         pubsub = self.pubsub = self._store.nodes.new_pubsub()
-        async with self.lock:
-            await pubsub.subscribe(CONTROL_CHANNEL, *(channel_name(c) for c in self.counters))
-        await self.listen(pubsub, self._dispatch)
+        await self.subscribe_all(pubsub)
+        await self.listen(pubsub)
 
-    def _dispatch(self, message: dict[str, Any]) -> None:
-        kind, channel = message["type"], message["channel"]
-        if kind == "subscribe":
-            if channel == CONTROL_CHANNEL:
-                self.up = True
-                self.trouble.cleared()
-                self._background.spawn(self._store.check_access())
-                self._listener.on_connection(True)
-                return
-            counter = counter_of_channel(channel)
-            if counter is not None and counter in self.counters:
-                self._confirmed(counter)
-        elif kind == "message":
-            counter = counter_of_channel(channel)
-            if counter is None or counter not in self.counters:
-                return
-            state = decoded(channel, message["data"])
-            if state is not None:
-                self._listener.on_state(counter, state)
+    def on_up(self) -> None:
+        super().on_up()
+        self.trouble.cleared()
+        self._background.spawn(self._store.check_access())
+        self._listener.on_connection(True)
 
-    def _confirmed(self, counter: str) -> None:
+    def on_state(self, counter: str, state: CounterState) -> None:
+        self._listener.on_state(counter, state)
+
+    def on_confirmed(self, counter: str) -> None:
         """``counter`` is subscribed: its snapshot follows through the subscription."""
         self._listener.on_subscribed(counter)
         pubsub = self.pubsub
