@@ -15,7 +15,7 @@ from rich.console import Console
 
 from .cluster import ClusterError, ClusterOptions, LocalCluster
 from .loadtest.cli import print_summary, run_loadtest
-from .loadtest.plan import LoadOptions
+from .loadtest.plan import LoadOptions, target_counter
 from .processes import ChildFailed
 
 
@@ -142,11 +142,12 @@ def _demo(cluster: LocalCluster, args: argparse.Namespace, console: Console) -> 
     status = 0 if report["passed"] else 1
     if args.exit:
         return status
-    page = page_url(cluster, f"/counters/{options.counter}")
+    counter = target_counter(options)
+    page = page_url(cluster, f"/counters/{counter}")
     wait_for_interrupt(
         lambda: console.print(
             "\nThe cluster stays up until Ctrl-C: add to the counter in the page, or with\n"
-            f"  {client_command(cluster, options.counter)}\n"
+            f"  {client_command(cluster, counter)}\n"
             f"Counter page: [bold]{page}[/bold]",
             highlight=False,
         )

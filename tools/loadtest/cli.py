@@ -72,7 +72,9 @@ def _add_load_shape(parser: argparse.ArgumentParser) -> None:
         help="connections opened per second (1000)",
     )
     parser.add_argument(
-        "--counter", default="default", metavar="NAME", help="counter to use (default)"
+        "--counter",
+        metavar="NAME",
+        help="counter to use (the URL's /counters/NAME, else default)",
     )
     parser.add_argument(
         "--counters",

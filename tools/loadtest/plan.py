@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from worker.core.protocol import is_valid_counter_name
+from worker.core.protocol import COUNTERS_PREFIX, DEFAULT_COUNTER, is_valid_counter_name
 from ws_counter_client.urls import WEBSOCKET_SCHEMES, tls_context
 
 # How each load client makes its increments exactly-once: numbers in a session
@@ -30,7 +30,8 @@ class LoadOptions:
     rate: float | None = None
     duration: float | None = None
     ramp: float = 1000.0
-    counter: str = "default"
+    # None: the counter the URL names (/counters/NAME), else "default".
+    counter: str | None = None
     counters: int = 1
     processes: int = 1
     max_p99_fanout_ms: float | None = None
@@ -46,6 +47,7 @@ class LoadOptions:
         """The parameters for the report, without the token a URL may carry."""
         parameters = asdict(self)
         parameters["url"] = re.sub(r"(token=)[^&]*", r"\1REDACTED", self.url)
+        parameters["counter"] = target_counter(self)
         return parameters
 
 
@@ -89,6 +91,12 @@ def validate(options: LoadOptions) -> None:  # noqa: PLR0912 (one check per opti
         raise PlanError(f"--dedup must be one of {', '.join(DEDUP_MODES)}")
     if options.ramp <= 0:
         raise PlanError("--ramp must be positive")
+    named = counter_in_url(options.url)
+    if named is not None and options.counter is not None and named != options.counter:
+        raise PlanError(
+            f"the URL names counter {named!r} but --counter says {options.counter!r}:"
+            " give the counter one way"
+        )
     for name in counter_names(options):
         if not is_valid_counter_name(name):
             raise PlanError(f"invalid counter name {name!r}: 1 to 64 of a-z 0-9 _ -")
@@ -115,10 +123,25 @@ def is_loopback_url(url: str) -> bool:
     return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
 
 
+def counter_in_url(url: str) -> str | None:
+    """What follows ``/counters/`` in the URL's path (checked by ``validate``), if anything."""
+    _, found, name = urlsplit(url).path.partition(COUNTERS_PREFIX)
+    return name.rstrip("/") if found else None
+
+
+def target_counter(options: LoadOptions) -> str:
+    """--counter, else the counter the URL names, else the default one."""
+    if options.counter is not None:
+        return options.counter
+    named = counter_in_url(options.url)
+    return DEFAULT_COUNTER if named is None else named
+
+
 def counter_names(options: LoadOptions) -> list[str]:
+    counter = target_counter(options)
     if options.counters == 1:
-        return [options.counter]
-    return [f"{options.counter}-{index}" for index in range(options.counters)]
+        return [counter]
+    return [f"{counter}-{index}" for index in range(options.counters)]
 
 
 def split(options: LoadOptions) -> list[Share]:
