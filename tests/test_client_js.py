@@ -77,6 +77,30 @@ def test_two_pages_see_each_others_increments_exactly(
         page.close()
 
 
+def test_a_page_of_another_origin_imports_the_module_and_counts(
+    cluster: LocalCluster, browser: Browser, counter_name: str
+) -> None:
+    """A page of one origin imports /client.js from another (module scripts are fetched in
+    CORS mode, so this needs Access-Control-Allow-Origin) and increments through it."""
+    page = browser.new_page()
+    page.set_default_timeout(seconds(30) * 1000)
+    page.goto(f"http://127.0.0.1:{cluster.worker_ports[0]}/healthz")
+    other = f"http://127.0.0.1:{cluster.worker_ports[1]}"
+    total = page.evaluate(
+        """async ([other, counter]) => {
+            const wsc = await import(other + '/client.js');
+            const client = wsc.connect(other, { counter });
+            await client.ready;
+            const ack = await client.increment(5);
+            client.close();
+            return ack.total.toString();
+        }""",
+        [other, counter_name],
+    )
+    assert total == "5"
+    page.close()
+
+
 def test_increments_in_flight_when_the_worker_dies_are_resent_after_the_reconnect(
     cluster: LocalCluster, browser: Browser, counter_name: str
 ) -> None:

@@ -148,7 +148,12 @@ def test_compose_runs_redis_on_tls_with_the_least_privilege_user() -> None:
     assert config["port"] == "0" and config["tls-port"] == "6379"
     assert config["aclfile"] == "/secrets/users.acl"
     assert services["redis"]["command"][1] == "/secrets/redis.conf"
-    assert services["secrets"]["entrypoint"] == ["ws-counter", "make-secrets", "/secrets"]
+    assert services["secrets"]["entrypoint"] == [
+        "ws-counter",
+        "make-secrets",
+        "--shared-volume",
+        "/secrets",
+    ]
     environment = services["worker"]["environment"]
     assert environment["REDIS_URL"].startswith("rediss://redis:")
     assert environment["REDIS_USERNAME"] == WORKER_USER

@@ -72,6 +72,12 @@ WRONG_TURNS: list[tuple[list[str], int, str]] = [
     (["loadtest", "ws://127.0.0.1:1/", "--increments", "1", "--counter", "BAD!"], 2,
      "invalid counter name 'BAD!'"),
     (["client", "ws://[::1"], 2, "Invalid IPv6 URL"),
+    (["loadtest", "ws://127.0.0.1:1/", "--increments", "1", "--converge-timeout", "-1"], 2,
+     "--converge-timeout must not be negative"),
+    (["loadtest", "ws://127.0.0.1:1/counters/votes", "--increments", "1", "--counter", "polls"],
+     2, "the URL names counter 'votes' but --counter says 'polls'"),
+    (["loadtest", "ws://127.0.0.1:1/counters/Bad", "--increments", "1"], 2,
+     "invalid counter name 'Bad'"),
     (["nonsense"], 2, "invalid choice: 'nonsense'"),
 ]  # fmt: skip
 
@@ -85,6 +91,37 @@ def test_a_wrong_value_gets_its_answer(argv: list[str], status: int, says: str) 
     assert result.returncode == status, output
     assert says in output
     assert "Traceback" not in output and "Future exception" not in output
+
+
+def test_plot_without_matplotlib_is_refused_before_the_run(tmp_path: Path) -> None:
+    """--plot where matplotlib cannot be imported ends at once with exit 2 (1 means an
+    incorrect result), before a single client connects."""
+    shadow = tmp_path / "matplotlib"
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text("raise ImportError('not installed here')\n")
+    result = subprocess.run(
+        [*TOOL, "loadtest", "ws://127.0.0.1:1/", "--increments", "1", "--plot", "x.png"],
+        capture_output=True,
+        text=True,
+        timeout=seconds(30),
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(tmp_path), "COLUMNS": "200"},
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "--plot needs matplotlib" in result.stdout
+    assert "no client could connect" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[*TOOL, "make-secrets", "--help"], [sys.executable, "-m", "tools.monitor", "--help"]],
+    ids=["make-secrets", "tools.monitor"],
+)
+def test_help_is_plain_text(argv: list[str]) -> None:
+    """--help prints usage in plain words: no reStructuredText quotes, no YAML."""
+    result = run(*argv)
+    assert result.returncode == 0 and result.stdout.startswith("usage:"), result.stdout
+    assert "``" not in result.stdout and "apiVersion" not in result.stdout
 
 
 def test_a_taken_port_is_named_with_the_flag_to_change_it() -> None:

@@ -408,3 +408,18 @@ def test_a_kept_alive_http_connection_counts_against_websocket_handshakes(
         sync_connect(f"{worker.url}counters/{counter_name}", open_timeout=seconds(10))
     kept.close()
     assert refused.value.response.status_code == 503
+
+
+def test_client_js_is_importable_across_origins_as_the_allow_list_says(
+    start_worker: StartWorker, base: str
+) -> None:
+    """/client.js carries Access-Control-Allow-Origin: * without WS_ALLOWED_ORIGINS, and with
+    it only a listed page's origin (the list that governs the WebSocket)."""
+    status, headers, _ = call(base, "GET", "/client.js", headers={"Origin": "https://a.example"})
+    assert status == 200 and headers["access-control-allow-origin"] == "*"
+    worker = start_worker(WS_ALLOWED_ORIGINS="https://a.example")
+    listed = call(worker.http, "GET", "/client.js", headers={"Origin": "https://a.example"})
+    assert listed[1]["access-control-allow-origin"] == "https://a.example"
+    assert listed[1]["vary"] == "Origin"
+    other = call(worker.http, "GET", "/client.js", headers={"Origin": "https://b.example"})
+    assert other[0] == 200 and "access-control-allow-origin" not in other[1]

@@ -22,7 +22,7 @@ from tools.monitor import RULES, Prometheus, prometheus_rule
 from tools.processes import free_port
 from worker.metrics import Metrics
 
-from .conftest import seconds
+from .conftest import http_get, seconds
 from .deploy import ROOT
 
 PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
@@ -140,6 +140,9 @@ def test_a_real_prometheus_counts_the_load_tests_acks_and_alerts_when_redis_stop
             f"Prometheus counted {_value(prometheus, applied)} applied, the load test {acked}"
         )
         assert "WsCounterRedisUnavailable" not in prometheus.firing()
+        # The alerts page the banner prints is one this Prometheus serves.
+        status, _ = http_get(prometheus.alerts_page())
+        assert status == 200, prometheus.alerts_page()
         cluster.stop_redis()
         # The rule holds for 15 s; scrapes and evaluations come every second.
         assert _eventually(lambda: "WsCounterRedisUnavailable" in prometheus.firing(), 45)

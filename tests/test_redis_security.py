@@ -347,3 +347,18 @@ def test_the_shipped_redis_probe_passes_on_a_redis_made_by_make_secrets(tmp_path
         child.stop()
     gone = subprocess.run([shell, flag, script], timeout=seconds(10), check=False)
     assert (ready.returncode, gone.returncode != 0) == (0, True)
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["own-disk", "shared-volume"])
+def test_make_secrets_keeps_keys_and_passwords_private(tmp_path: Path, shared: bool) -> None:
+    """Keys, passwords, the ACL file and redis.conf are 0600 and certificates 0644, unless
+    --shared-volume (compose's volume, read by containers of different users) opens them."""
+    make_secrets(tmp_path, shared_volume=shared)
+    modes = {path.name: path.stat().st_mode & 0o777 for path in tmp_path.iterdir()}
+    secret = ["ca.key", "redis.key", "front.pem", "worker-password", "admin-password"]
+    secret += ["users.acl", "redis.conf"]
+    assert modes["ca.key"] == 0o600
+    for name in secret[1:]:
+        assert modes[name] == (0o644 if shared else 0o600), name
+    for name in ("ca.crt", "redis.crt"):
+        assert modes[name] == 0o644, name

@@ -48,7 +48,7 @@ def _describe(cluster: LocalCluster, console: Console) -> None:
     if cluster.prometheus is not None and cluster.prometheus.child is not None:
         console.print(
             f"  prometheus     pid {cluster.prometheus.child.pid}  {cluster.prometheus.url}"
-            "  (alerts: /alerts)",
+            f"  (alerts: {cluster.prometheus.alerts_page()})",
             highlight=False,
         )
     if cluster.haproxy is not None:

@@ -17,9 +17,11 @@ nothing):
   the cluster bus; the ACL file; how a replica logs in to its primary.
   ``--mounted-at`` is where the deployment mounts these files (/secrets).
 
-docker-compose.yml runs it as a one-shot service into a volume that only the
-project's containers mount; Kubernetes takes its files as Secrets
-(docs/operations.md, "Redis credentials and TLS").
+Files that hold a key or a password are 0600 (certificates 0644).
+docker-compose.yml runs it with ``--shared-volume`` as a one-shot service into
+a volume that only the project's containers mount, each as a user of its own;
+Kubernetes takes its files as Secrets (docs/operations.md, "Redis credentials
+and TLS").
 """
 
 from __future__ import annotations
@@ -51,7 +53,10 @@ def add_make_secrets_parser(
     parser = subparsers.add_parser(
         "make-secrets",
         help="write a CA, certificates, passwords and Redis' ACL file for a deployment",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        description="Write what a deployment needs to run Redis with TLS and ACLs: a CA,"
+        " Redis' and HAProxy's certificates, passwords, Redis' ACL file and redis.conf."
+        " Files already there are kept. Private keys, passwords, the ACL file and"
+        " redis.conf are written readable by their owner only (0600), certificates 0644.",
     )
     parser.add_argument("directory", type=Path, help="where to write them (kept if there)")
     parser.add_argument(
@@ -59,6 +64,13 @@ def add_make_secrets_parser(
     )
     parser.add_argument(
         "--front-name", action="append", default=[], help="another name for HAProxy's certificate"
+    )
+    parser.add_argument(
+        "--shared-volume",
+        action="store_true",
+        help="make every file but ca.key readable by all (0644): for a volume that only"
+        " the deployment's containers mount, each running as a user of its own"
+        " (docker-compose.yml)",
     )
     parser.add_argument(
         "--mounted-at",
@@ -70,7 +82,11 @@ def add_make_secrets_parser(
 def make_secrets_command(args: argparse.Namespace) -> int:
     try:
         written = make_secrets(
-            args.directory, tuple(args.redis_name), tuple(args.front_name), args.mounted_at
+            args.directory,
+            tuple(args.redis_name),
+            tuple(args.front_name),
+            args.mounted_at,
+            shared_volume=args.shared_volume,
         )
     except ClusterError as exc:  # openssl is missing
         print(f"ws-counter make-secrets: {exc}", file=sys.stderr)
@@ -92,6 +108,8 @@ def make_secrets(
     redis_names: tuple[str, ...] = (),
     front_names: tuple[str, ...] = (),
     mounted_at: str = "/secrets",
+    *,
+    shared_volume: bool = False,
 ) -> list[Path]:
     """Write what is missing in ``directory``; the paths written."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -112,15 +130,24 @@ def make_secrets(
     if not config.exists():
         config.write_text(redis_config(Path(mounted_at), passwords[ADMIN_USER]))
     for path in directory.iterdir():
-        # The volume or Secret is mounted only by the deployment's own containers, each
-        # running as a different user (Redis, HAProxy, the worker): all may read. The
-        # CA's key signs nothing after this and stays with whoever ran it.
-        path.chmod(0o600 if path.name == "ca.key" else 0o644)
+        path.chmod(file_mode(path.name, shared_volume=shared_volume))
     for leftover in directory.glob("*.csr"):
         leftover.unlink()
     for leftover in directory.glob("*.ext"):
         leftover.unlink()
     return sorted(set(directory.iterdir()) - before)
+
+
+def file_mode(name: str, *, shared_volume: bool) -> int:
+    """Certificates are public (0644). Everything else holds a key, a password or a hash
+    of one (0600), except in a shared volume: one that only the deployment's containers
+    mount, each running as a user of its own (Redis, HAProxy, the worker), which must
+    all read them. The CA's key signs nothing after this and stays with whoever ran it."""
+    if name == "ca.key":
+        return 0o600
+    if name.endswith(".crt") or shared_volume:
+        return 0o644
+    return 0o600
 
 
 def acl_file(worker_password: str, admin_password: str) -> str:

@@ -3,6 +3,7 @@ alert rules (tools/monitoring/rules.yml, the file every Prometheus we ship uses)
 
 from __future__ import annotations
 
+import argparse
 import json
 import urllib.parse
 import urllib.request
@@ -77,6 +78,18 @@ class Prometheus:
         result: list[dict[str, Any]] = document["data"]["result"]
         return result
 
+    def alerts_page(self) -> str:
+        """The URL of the page listing the alerts: ``/alerts`` in the web UI, which
+        Debian's build leaves out (404) and serves only as ``/classic/alerts``."""
+        for path in ("/alerts", "/classic/alerts"):
+            try:
+                with urllib.request.urlopen(f"{self.url}{path}", timeout=10) as response:
+                    if response.status == 200:
+                        return f"{self.url}{path}"
+            except OSError:
+                continue
+        return f"{self.url}/api/v1/alerts"
+
     def firing(self) -> set[str]:
         """Names of the alerts firing now."""
         with urllib.request.urlopen(f"{self.url}/api/v1/alerts", timeout=10) as response:
@@ -113,5 +126,16 @@ def prometheus_rule(rules: str) -> str:
     )
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.monitor",
+        description="Print the PrometheusRule of k8s/overlays/monitoring, generated from"
+        " tools/monitoring/rules.yml (redirect it into prometheusrule.yaml).",
+    )
+    parser.parse_args(argv)
     print(prometheus_rule(RULES.read_text()), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -20,7 +20,7 @@ from rich.table import Table
 
 from .agent import agent_main
 from .plan import DEDUP_MODES, LoadOptions, PlanError, split, validate
-from .plot import plot_report
+from .plot import NEEDS_MATPLOTLIB, can_plot, plot_report
 from .report import build_report, write_json
 
 REFRESH_SECONDS = 0.25
@@ -136,6 +136,8 @@ def run_loadtest_command(args: argparse.Namespace) -> int:
     console = Console(stderr=False)
     try:
         validate(options)
+        if args.plot and not can_plot():
+            raise PlanError(NEEDS_MATPLOTLIB)
         report = run_loadtest(options, console)
     except (PlanError, LoadTestFailed) as exc:
         console.print(f"[red]loadtest: {exc}[/red]", highlight=False, soft_wrap=True)

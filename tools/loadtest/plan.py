@@ -91,6 +91,8 @@ def validate(options: LoadOptions) -> None:  # noqa: PLR0912 (one check per opti
         raise PlanError(f"--dedup must be one of {', '.join(DEDUP_MODES)}")
     if options.ramp <= 0:
         raise PlanError("--ramp must be positive")
+    if options.converge_timeout < 0:
+        raise PlanError("--converge-timeout must not be negative")
     named = counter_in_url(options.url)
     if named is not None and options.counter is not None and named != options.counter:
         raise PlanError(

@@ -5,16 +5,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+NEEDS_MATPLOTLIB = "--plot needs matplotlib: pip install matplotlib (the plot extra)"
+
+
+def can_plot() -> bool:
+    """Whether matplotlib imports: checked before a run, not after it."""
+    try:
+        import matplotlib  # noqa: PLC0415, F401
+    except ImportError:
+        return False
+    return True
+
 
 def plot_report(report: dict[str, Any], path: Path) -> None:
-    try:
-        # Optional (the plot extra), and its backend must be chosen before pyplot loads.
-        import matplotlib  # noqa: PLC0415
+    # Optional (the plot extra), and its backend must be chosen before pyplot loads.
+    import matplotlib  # noqa: PLC0415
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt  # noqa: PLC0415
-    except ImportError as exc:
-        raise SystemExit("--plot needs matplotlib: pip install 'ws-counter[plot]'") from exc
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
     figure, axes = plt.subplots(figsize=(8, 4.5))
     for name, label in (
         ("ack", "ack (send to own ack)"),

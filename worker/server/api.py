@@ -55,7 +55,12 @@ class Api:
         path, _ = split_path(request.target)
         method = request.method
         if path in FIXED_PATHS:
-            return self._fixed(path) if method in ("GET", "HEAD") else _not_allowed("GET, HEAD")
+            if method not in ("GET", "HEAD"):
+                return _not_allowed("GET, HEAD")
+            response = self._fixed(path)
+            if path == CLIENT_SCRIPT_PATH:
+                response.headers.extend(self._cross_origin(request.headers.get("origin")))
+            return response
         try:
             route = ApiRoute(DEFAULT_COUNTER, False) if path == "/" else parse_api_route(path)
         except Refused as exc:
@@ -104,6 +109,18 @@ class Api:
             )
         assert path == OPENAPI_PATH
         return HttpResponse(200, _static("openapi.json"), [("Content-Type", JSON)])
+
+    def _cross_origin(self, origin: str | None) -> list[tuple[str, str]]:
+        """CORS headers that let pages of another origin import /client.js (a module
+        script is fetched in CORS mode): any origin when WS_ALLOWED_ORIGINS is unset,
+        since any may then open the WebSocket too; else only the listed ones."""
+        allowed = self.worker.settings.allowed_origins
+        if not allowed:
+            return [("Access-Control-Allow-Origin", "*")]
+        vary = ("Vary", "Origin")
+        if origin is not None and origin.rstrip("/") in allowed:
+            return [("Access-Control-Allow-Origin", origin), vary]
+        return [vary]
 
     def _grant(self, request: HttpRequest, counter: str) -> Grant:
         # The API takes tokens only from the header: a URL's query ends up in logs.
