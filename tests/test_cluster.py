@@ -43,7 +43,9 @@ def test_cluster_command_comes_up_and_leaves_nothing_behind(tmp_path: Path) -> N
     pids = [int(pid) for pid in re.findall(r"pid (\d+)", output)]
     assert len(pids) == 4, output  # haproxy, 2 workers, redis
     assert all(pid_alive(pid) for pid in pids)
-    assert http_get(f"http://127.0.0.1:{port}/readyz")[0] == 200
+    assert http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200
+    # Probes and metrics are for health checks and Prometheus, not through the front.
+    assert http_get(f"http://127.0.0.1:{port}/readyz")[0] == 404
     assert any(tmp_path.iterdir()), "the cluster keeps its scratch files under TMPDIR"
     child.send_signal(signal.SIGINT)
     assert child.wait(seconds(60)) == 0

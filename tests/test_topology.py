@@ -21,6 +21,7 @@ from tools.makesecrets import make_secrets
 from tools.processes import free_port
 from tools.redissecurity import config_as_flags
 
+from .conftest import http_call
 from .deploy import ROOT, compose
 from .loadrun import BackgroundLoadtest
 
@@ -84,6 +85,12 @@ def test_compose_topology_as_processes_counts_exactly_through_a_worker_kill(
     cluster = LocalCluster(options)
     cluster.redis_port = redis_port  # the port redis.conf's tls-port names
     with cluster:
+        front = f"http://127.0.0.1:{cluster.options.port}"
+        for private in ("/metrics", "/readyz"):
+            status, headers, body = http_call(front, "GET", private)
+            assert status == 404 and headers["content-type"] == "application/json", private
+            assert body["code"] == "not_found"
+        assert http_call(front, "GET", "/counters/default")[0] == 200
         run = BackgroundLoadtest(
             cluster.url,
             *("--clients", "150", "--rate", "300", "--duration", "5"),
