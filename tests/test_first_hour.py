@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tools.demo import security_line
 from tools.processes import Child, free_port
 
 from .conftest import RedisServer, StartWorker, seconds
@@ -315,3 +316,14 @@ def test_the_demos_closing_command_runs_as_pasted() -> None:
     finally:
         demo.send_signal(signal.SIGINT)
         demo.wait(seconds(60))
+
+
+@pytest.mark.parametrize("haproxy", [True, False])
+def test_the_banner_names_the_hops_tls_covers_and_the_one_it_does_not(haproxy: bool) -> None:
+    """`cluster --tls` says which hops are encrypted, not "every hop": HAProxy reaches the
+    workers over plain HTTP on loopback."""
+    line = security_line(tls=True, haproxy=haproxy)
+    assert "every hop" not in line
+    assert "from clients to HAProxy" in line and "to Redis" in line
+    assert ("plain HTTP on loopback" in line) is haproxy
+    assert "every hop" not in security_line(tls=False, haproxy=haproxy)

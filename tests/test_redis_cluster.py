@@ -114,7 +114,7 @@ def ca_args(cluster: LocalCluster) -> tuple[str, ...]:
     return ("--ca", str(cluster.ca_file)) if cluster.ca_file else ()
 
 
-# Secure: TLS on every hop (the cluster bus and replication too) and the workers
+# Secure: TLS to Redis (the cluster bus and replication too) and the workers
 # logged in as the least-privilege ACL user (tools/redissecurity.py).
 SECURE = pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls-acl"])
 

@@ -61,8 +61,9 @@ def _add_cluster(subparsers: Subparsers) -> None:
         parser.add_argument(
             "--tls",
             action="store_true",
-            help="TLS on every hop: HAProxy serves wss:// and https:// with a throwaway CA's"
-            " certificate, Redis takes only TLS and the workers log in as the least-privilege"
+            help="TLS from clients and to Redis: HAProxy serves wss:// and https:// with a"
+            " throwaway CA's certificate (and reaches the workers over plain HTTP on"
+            " loopback), Redis takes only TLS and the workers log in as the least-privilege"
             " ACL user",
         )
         parser.add_argument(

@@ -49,8 +49,9 @@ class ClusterOptions:
     worker_env: Mapping[str, str] = field(default_factory=dict)
     log_dir: Path | None = None
     echo: Callable[[str, str], None] | None = None
-    # TLS on every hop: HAProxy serves wss:// and https://, Redis takes only TLS
-    # and the workers log in as the least-privilege ACL user (tools/redissecurity.py).
+    # TLS from clients and to Redis: HAProxy serves wss:// and https:// (and reaches
+    # the workers over plain HTTP on loopback), Redis takes only TLS and the workers
+    # log in as the least-privilege ACL user (tools/redissecurity.py).
     tls: bool = False
     # Redis' half of that on its own (None: as ``tls``); the benchmark sets it apart.
     redis_tls: bool | None = None

@@ -19,6 +19,21 @@ from .loadtest.plan import LoadOptions, target_counter
 from .processes import ChildFailed
 
 
+def security_line(*, tls: bool, haproxy: bool) -> str:
+    """Which hops are encrypted, each named: never more than is true."""
+    if not tls:
+        return (
+            "none (plain ws:// and http://, a Redis without password or TLS): for local"
+            " development only; --tls for TLS from clients and to Redis, and an"
+            " authenticated Redis"
+        )
+    hops = "TLS from clients to HAProxy, and from the workers to Redis (replication and the"
+    hops += " cluster bus too), which takes only its least-privilege ACL user"
+    if haproxy:
+        return f"{hops}; HAProxy reaches the workers over plain HTTP on loopback"
+    return hops
+
+
 def _describe(cluster: LocalCluster, console: Console) -> None:
     if cluster.uses_haproxy:
         front = "HAProxy (leastconn, health checks on /readyz)"
@@ -29,14 +44,13 @@ def _describe(cluster: LocalCluster, console: Console) -> None:
     console.print(f"ws-counter cluster is up: [bold]{cluster.url}[/bold]", highlight=False)
     console.print(f"  counter page:  {page_url(cluster)}", highlight=False)
     console.print(f"  front:         {front}", highlight=False)
-    if cluster.ca_file is None:
-        console.print(
-            "  security:      none (plain ws:// and http://, a Redis without password or TLS):"
-            " for local development only; --tls for TLS on every hop and an authenticated Redis",
-            highlight=False,
-            soft_wrap=True,
-        )
-    else:
+    security = security_line(tls=cluster.ca_file is not None, haproxy=cluster.uses_haproxy)
+    console.print(
+        f"  security:      {security}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if cluster.ca_file is not None:
         # soft_wrap: a path broken over two lines cannot be copied.
         console.print(
             f"  TLS:           a throwaway CA signed the certificates: {cluster.ca_file}\n"
