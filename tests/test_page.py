@@ -82,6 +82,27 @@ def test_a_page_reconnects_after_its_worker_restarts(
     expect(moving.locator("#meta")).to_contain_text("caught up")
 
 
+def test_a_number_typed_while_reconnecting_stays_in_view_until_applied(
+    cluster: LocalCluster, browser: Browser
+) -> None:
+    """Typed while the page's worker is down: shown as pending ("not connected yet: 6 is sent
+    once connected"), then sent on the reconnect and logged with its ack."""
+    page = open_page(browser, worker_page_url(cluster, 1, "page-pending"))
+    cluster.stop_worker(1)
+    expect(page.locator("#state")).to_contain_text("reconnecting")
+    add(page, "6")
+    pending = page.locator("#log li.pending")
+    expect(pending).to_have_text("+6 · not connected yet: 6 is sent once connected")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "counter-page-pending.png"))
+    cluster.start_worker(1)
+    expect(page.locator("#state")).to_have_text("connected", timeout=seconds(30) * 1000)
+    expect(page.locator("#total")).to_have_text("6")
+    expect(pending).to_have_count(0)
+    expect(page.locator("#log li.mine").first).to_contain_text("+6 → 6")
+    page.close()
+
+
 def test_bad_input_shows_a_readable_error(cluster: LocalCluster, browser: Browser) -> None:
     page = open_page(browser, worker_page_url(cluster, 0, "page-errors"))
     add(page, "abc")
