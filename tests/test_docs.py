@@ -9,8 +9,10 @@ address changed to the test cluster's.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,8 +21,9 @@ from pathlib import Path
 import pytest
 
 from tools.cluster import ClusterOptions, LocalCluster
+from tools.processes import Child
 
-from .conftest import seconds
+from .conftest import http_get, seconds
 
 ROOT = Path(__file__).parent.parent
 DOCUMENTED = "127.0.0.1:8080"
@@ -119,3 +122,32 @@ def test_every_test_the_docs_name_exists() -> None:
         if not source.exists() or (test and f"def {test}(" not in source.read_text()):
             missing.append(reference)
     assert missing == []
+
+
+def readme_line(start: str) -> list[str]:
+    """The one README command line that starts with ``start``, as its words."""
+    text = (ROOT / "README.md").read_text()
+    (line,) = [line for line in text.splitlines() if line.startswith(start)]
+    return shlex.split(line, comments=True)
+
+
+def test_the_readmes_one_worker_lines_run_as_written(tmp_path: Path) -> None:
+    """`redis-server ...` then `ws-counter serve ...`, as printed: a worker that is ready."""
+    redis_argv = readme_line("redis-server ")
+    subprocess.run(redis_argv, cwd=tmp_path, check=True, timeout=seconds(30))
+    info = subprocess.run(
+        ["redis-cli", "-p", "6379", "info", "server"],
+        capture_output=True, text=True, check=True, timeout=seconds(30),
+    ).stdout  # fmt: skip
+    redis_pid = int(re.findall(r"process_id:(\d+)", info)[0])
+    serve_argv = readme_line("ws-counter serve ")
+    worker = Child(
+        "readme-worker", [str(Path(sys.executable).parent / "ws-counter"), *serve_argv[1:]]
+    )
+    try:
+        worker.start()
+        worker.wait_for_line(lambda line: '"event": "ready"' in line, seconds(30))
+        assert http_get("http://127.0.0.1:8001/readyz") == (200, "ready\n")
+    finally:
+        worker.stop()
+        os.kill(redis_pid, signal.SIGTERM)

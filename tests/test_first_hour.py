@@ -219,11 +219,80 @@ def test_an_increment_redis_never_confirmed_is_named_on_ctrl_c(
 def test_the_client_shows_its_own_increment_once(
     start_worker: StartWorker, counter_name: str
 ) -> None:
-    worker = start_worker()
-    result = run(*TOOL, "client", f"{worker.url}counters/{counter_name}", stdin="4\n")
+    """Its own increments' totals come through the fan-out too, often before the ack: each
+    is shown once, as the ack, however the two race (30 of them, sent at once)."""
+    worker = start_worker(WS_RATE_LIMIT="0")  # faster than a person types
+    typed = "".join(f"{n}\n" for n in range(1, 31))
+    result = run(*TOOL, "client", f"{worker.url}counters/{counter_name}", stdin=typed)
     assert result.returncode == 0, result.stdout
-    assert "acknowledged: total 4 (seq 1)" in result.stdout
-    assert "total 4 (seq 1)\n" not in result.stdout.replace("acknowledged: total 4 (seq 1)", "")
+    lines = [line.removeprefix("Number: ") for line in re.split(r"[\r\n]+", result.stdout)]
+    acks = [line for line in lines if line.startswith("acknowledged: total")]
+    assert len(acks) == 30, result.stdout
+    assert "acknowledged: total 465 (seq 30)" in acks
+    pushed = [line for line in lines if line.startswith("total ")]
+    assert pushed == [], f"own totals shown again: {pushed}"
+
+
+def test_help_typed_in_the_client_explains_it(start_worker: StartWorker) -> None:
+    worker = start_worker()
+    result = run(*TOOL, "client", worker.url, stdin="help\n")
+    assert result.returncode == 0, result.stdout
+    assert "type a whole number and Enter to add it" in result.stdout
+    assert "not a whole number" not in result.stdout
+
+
+def test_a_process_of_the_cluster_that_dies_is_reported(tmp_path: Path) -> None:
+    """A worker killed under `ws-counter cluster` is named at once, with how it ended and
+    how many workers still serve; the banner had listed it."""
+    cluster = subprocess.Popen(
+        [*TOOL, "cluster", "--workers", "2", "--port", str(free_port())],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True, env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    seen = wait_for_output(cluster, "Ctrl-C stops everything", timeout=60)
+    (victim,) = re.findall(r"worker-2 +pid (\d+)", seen)
+    os.kill(int(victim), signal.SIGKILL)
+    said = wait_for_output(cluster, "worker-2", timeout=15)
+    assert f"worker-2 (pid {victim}) killed by SIGKILL" in said
+    assert "1 of 2 workers still serve" in said
+    os.killpg(cluster.pid, signal.SIGINT)
+    output, _ = cluster.communicate(timeout=seconds(30))
+    assert cluster.returncode == 0 and "nothing left running" in output, output
+    assert "Traceback" not in output
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--workers", "17"], ["--port", "{taken}"]],
+    ids=["refused-options", "taken-port"],
+)
+def test_a_failed_start_leaves_no_scratch_folder(tmp_path: Path, argv: list[str]) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = str(squatter.getsockname()[1])
+        result = subprocess.run(
+            [*TOOL, "cluster", *(arg.replace("{taken}", taken) for arg in argv)],
+            capture_output=True, text=True, timeout=seconds(60), check=False,
+            env={**os.environ, "TMPDIR": str(tmp_path)},
+        )  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert list(tmp_path.iterdir()) == [], "a failed start left its scratch folder"
+
+
+def test_ctrl_c_on_a_standalone_load_test_says_so_without_a_traceback(
+    start_worker: StartWorker,
+) -> None:
+    worker = start_worker()
+    load = subprocess.Popen(
+        [*TOOL, "loadtest", worker.url, "--clients", "5", "--rate", "20", "--duration", "60"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True, env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    wait_for_output(load, r"acked [1-9]", timeout=60)
+    output = ctrl_c(load)
+    assert "interrupted: the run has no result" in output
+    assert output.count("\n") < 12, output
 
 
 def test_the_client_shows_why_the_worker_refuses(start_worker: StartWorker) -> None:

@@ -149,3 +149,34 @@ def test_the_page_works_in_chromium_over_https(tls_cluster: LocalCluster, browse
         assert pages[0].evaluate("location.protocol") == "https:"
     finally:
         context.close()
+
+
+def test_the_client_without_the_ca_is_told_to_give_it(tls_cluster: LocalCluster) -> None:
+    result = run_tool("client", tls_cluster.url, stdin="1\n")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "TLS certificate not trusted" in result.stdout
+    assert "give the CA that signed it with --ca FILE" in result.stdout
+
+
+def test_a_plain_client_of_the_tls_port_is_asked_whether_it_meant_wss(
+    tls_cluster: LocalCluster,
+) -> None:
+    """ws:// to the TLS port: the retries say what is likely wrong instead of only
+    "did not receive a valid HTTP response"."""
+    plain = tls_cluster.url.replace("wss://", "ws://")
+    client = subprocess.Popen(
+        [sys.executable, "-m", "tools", "client", plain],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        assert client.stdout is not None
+        seen = []
+        for _ in range(50):  # bounded: the first retry says it
+            line = client.stdout.readline()
+            seen.append(line)
+            if "connection lost" in line or not line:
+                break
+        assert "(is this a TLS port? try wss://)" in "".join(seen), seen
+    finally:
+        client.kill()
+        client.communicate(timeout=seconds(10))

@@ -18,6 +18,7 @@ from websockets.exceptions import InvalidURI
 
 from ws_counter_client import (
     Ack,
+    CertificateRejected,
     ClientClosed,
     CounterClient,
     CounterClientError,
@@ -30,6 +31,8 @@ from ws_counter_client.rules import check_by
 
 # Seconds the last increments get to be acknowledged after the end of input.
 EOF_GRACE = 5.0
+# Seconds a pushed total waits for the acks of increments in flight, which say it.
+ACK_FIRST = 1.0
 
 
 def describe_ack(ack: Ack) -> str:
@@ -42,6 +45,18 @@ def describe_ack(ack: Ack) -> str:
 def describe_total(total: Total) -> str:
     missed = " - you missed updates" if total.missed else ""
     return f"total {total.total} (seq {total.seq}){missed}"
+
+
+HELP = (
+    "type a whole number and Enter to add it to the counter (negative to subtract);"
+    " totals others add are shown as they come; Ctrl-D or Ctrl-C ends"
+)
+
+
+def _hint(exc: CounterClientError) -> str:
+    if isinstance(exc, CertificateRejected):
+        return "\ngive the CA that signed it with --ca FILE (ws-counter cluster --tls prints it)"
+    return ""
 
 
 def parse_number(line: str) -> int | None:
@@ -100,7 +115,7 @@ class InteractiveClient:
             self.out.write(f"\ninvalid URL: {exc}\n")
             return 2
         except CounterClientError as exc:
-            self.out.write(f"\n{exc}\n")
+            self.out.write(f"\n{exc}{_hint(exc)}\n")
             self._report_unconfirmed()
             return 1
         except asyncio.CancelledError:
@@ -132,9 +147,11 @@ class InteractiveClient:
 
     async def _print_totals(self, counter: CounterClient) -> None:
         async for total in counter.totals():
-            # An ack and its total arrive in one pass of the client: let the ack's
-            # task, woken in the same pass, record it before this total is judged.
-            await asyncio.sleep(0)
+            # Our own increment's total can come through the fan-out before its ack:
+            # while increments are in flight, let their acks speak first (totals are
+            # conflated, so a wait shows the newest one, never a backlog).
+            if self.increments:
+                await asyncio.wait(list(self.increments), timeout=ACK_FIRST)
             if (total.epoch, total.seq) not in self.acked:
                 self.say(describe_total(total))
 
@@ -144,7 +161,9 @@ class InteractiveClient:
                 self.say("")
                 continue
             number = parse_number(line)
-            if number is None:
+            if line.strip().lower() in ("help", "?", "h"):
+                self.say(HELP)
+            elif number is None:
                 self.say("not a whole number in the signed 64-bit range; nothing sent")
             elif self.counter is None:
                 self.waiting.append(number)

@@ -113,13 +113,22 @@ class LocalCluster:
         self.redis_cluster: RedisClusterProcesses | None = None
         self.haproxy: Child | None = None
         self.prometheus: Prometheus | None = None
-        self._scratch = Path(tempfile.mkdtemp(prefix="ws-counter-cluster-"))
         self.uses_haproxy = self._decide_haproxy()
         self.security: RedisSecurity | None = None
         self.front_certificate: Certificate | None = None
         self.authority: Authority | None = None
         if options.tls and not self.uses_haproxy:
             raise ClusterError("--tls needs HAProxy, which terminates TLS for the workers")
+        # Made once the options hold, and removed by stop(), or here if what follows fails.
+        self._scratch = Path(tempfile.mkdtemp(prefix="ws-counter-cluster-"))
+        try:
+            self._make_certificates()
+        except BaseException:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            raise
+
+    def _make_certificates(self) -> None:
+        options = self.options
         if options.tls if options.redis_tls is None else options.redis_tls:
             self.security = RedisSecurity(self._scratch / "tls")
             self.authority = self.security.authority
@@ -172,8 +181,8 @@ class LocalCluster:
         return directory / f"{name}.log"
 
     def start(self) -> LocalCluster:
-        require_free_port(self.options.host, self.options.port)
         try:
+            require_free_port(self.options.host, self.options.port)
             self.start_redis()
             for index in range(self.options.workers):
                 port = free_port() if self.uses_haproxy else self.options.port
@@ -277,9 +286,21 @@ class LocalCluster:
         ).start()
         self.haproxy.wait_for_line(is_haproxy_ready, READY_TIMEOUT)
 
+    @property
+    def children(self) -> list[Child]:
+        """Every process of the cluster, as started last."""
+        found = [c for c in (self.haproxy, self.redis, *self.workers) if c is not None]
+        if self.redis_cluster is not None:
+            found += self.redis_cluster.nodes.values()
+        if self.prometheus is not None and self.prometheus.child is not None:
+            found.append(self.prometheus.child)
+        return found
+
     def stop(self) -> None:
         """Stop Prometheus and HAProxy, then the workers (they drain), then Redis; remove
         scratch files."""
+        for child in self.children:
+            child.on_exit(None)  # an end asked for is no news
         if self.prometheus is not None:
             self.prometheus.stop()
         if self.haproxy is not None:

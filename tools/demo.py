@@ -16,7 +16,7 @@ from rich.console import Console
 from .cluster import ClusterError, ClusterOptions, LocalCluster
 from .loadtest.cli import print_summary, run_loadtest
 from .loadtest.plan import LoadOptions, target_counter
-from .processes import ChildFailed
+from .processes import Child, ChildFailed
 
 
 def security_line(*, tls: bool, haproxy: bool) -> str:
@@ -123,6 +123,7 @@ def run_cluster_command(args: argparse.Namespace) -> int:
             if args.command == "demo":
                 status = _demo(cluster, args, console)
             else:
+                report_ends(cluster, console)
                 wait_for_interrupt(lambda: console.print("Ctrl-C stops everything."))
                 console.print("stopping ...")
     except (ClusterError, ChildFailed) as exc:
@@ -185,6 +186,24 @@ def client_command(cluster: LocalCluster, counter: str) -> str:
     if cluster.ca_file is not None:
         words += ["--ca", str(cluster.ca_file.absolute())]
     return shlex.join(words)
+
+
+def report_ends(cluster: LocalCluster, console: Console) -> None:
+    """Say at once when a process of the cluster ends by itself (killed, crashed): the
+    banner listed it, and what is left goes on serving."""
+
+    def ended(child: Child) -> None:
+        running = sum(worker.running for worker in cluster.workers)
+        console.print(
+            f"[yellow]{child.name} (pid {child.pid}) {child.how_it_ended()}:[/yellow] it is not"
+            f" restarted; {running} of {len(cluster.workers)} workers still serve. Ctrl-C"
+            " stops the rest.",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+    for child in cluster.children:
+        child.on_exit(ended)
 
 
 def wait_for_interrupt(announce: Callable[[], None] = lambda: None) -> None:

@@ -101,6 +101,8 @@ class Child:
         self._changed = threading.Condition()
         self._process: subprocess.Popen[str] | None = None
         self._reader: threading.Thread | None = None
+        self._on_exit: Callable[[Child], None] | None = None
+        self._ended = False  # set by the output thread, under _changed
 
     @property
     def pid(self) -> int:
@@ -152,7 +154,29 @@ class Child:
                 log.close()
             self._process.wait()
             with self._changed:
+                self._ended = True
                 self._changed.notify_all()
+                on_exit = self._on_exit
+            if on_exit is not None:
+                on_exit(self)
+
+    def on_exit(self, callback: Callable[[Child], None] | None) -> None:
+        """Call ``callback(self)`` from the output thread once the process has ended (at
+        once if it already has); None: no more."""
+        with self._changed:
+            self._on_exit = callback
+            ended = self._ended
+        # The output thread calls it once the process ends; if it already has, here.
+        if callback is not None and ended:
+            callback(self)
+
+    def how_it_ended(self) -> str:
+        code = self.returncode
+        if code is None:
+            return "still running"
+        if code < 0:
+            return f"killed by {signal.Signals(-code).name}"
+        return f"exited with status {code}"
 
     def output(self) -> list[str]:
         with self._changed:

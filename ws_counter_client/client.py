@@ -27,7 +27,12 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.exceptions import (
+    ConnectionClosed,
+    InvalidHandshake,
+    InvalidMessage,
+    InvalidStatus,
+)
 
 from . import core
 from .results import Ack, ClientClosed, CounterClientError, Total
@@ -250,7 +255,7 @@ class CounterClient:
         except SSLCertVerificationError as exc:
             return core.Lost(f"TLS certificate not trusted: {exc.verify_message}", untrusted=True)
         except (OSError, InvalidHandshake, ConnectionClosed, TimeoutError) as exc:
-            return core.Lost(_describe(exc))
+            return core.Lost(_describe(exc, plain=url.startswith("ws://")))
         finally:
             self._outbox = None
 
@@ -329,7 +334,11 @@ async def _first_of(*waits: Any) -> None:
             raise failure
 
 
-def _describe(exc: BaseException) -> str:
+def _describe(exc: BaseException, *, plain: bool) -> str:
     if isinstance(exc, ConnectionClosed) and exc.rcvd is not None:
         return f"closed with {exc.rcvd.code} {exc.rcvd.reason}".strip()
-    return str(exc) or type(exc).__name__
+    text = str(exc) or type(exc).__name__
+    if plain and isinstance(exc, InvalidMessage):
+        # A TLS port answers a plain handshake with TLS bytes (or an alert), not HTTP.
+        text += " (is this a TLS port? try wss://)"
+    return text

@@ -142,6 +142,10 @@ def run_loadtest_command(args: argparse.Namespace) -> int:
     except (PlanError, LoadTestFailed) as exc:
         console.print(f"[red]loadtest: {exc}[/red]", highlight=False, soft_wrap=True)
         return 2
+    except KeyboardInterrupt:
+        # The load generators were stopped (run_loadtest) before this line prints.
+        console.print("\ninterrupted: the run has no result; its load generators are stopped.")
+        return 130
     print_summary(report, console)
     if args.json:
         write_json(report, args.json)
