@@ -20,7 +20,8 @@ from typing import Protocol
 
 from .core.protocol import Increment
 from .core.state import Outcome
-from .errors import StoreError
+from .errors import OutcomeUnknown, StoreError
+from .tasks import report_failure
 
 
 class IncrementStore(Protocol):
@@ -76,9 +77,11 @@ class Batcher:
         try:
             outcomes = await self._store.increment(counter, [increment for increment, *_ in batch])
         except StoreError as exc:
-            for _, future, _ in batch:
-                if not future.done():
-                    future.set_exception(exc)
+            _fail(batch, exc)
+            return
+        except Exception as exc:
+            report_failure("batcher", exc)
+            _fail(batch, OutcomeUnknown(f"the worker failed while applying it: {exc!r}"))
             return
         finally:
             self._on_answered(self._clock() - batch[0][2])
@@ -100,3 +103,9 @@ class Batcher:
             flusher.cancel()
         if self._flushers:
             await asyncio.wait(self._flushers)
+
+
+def _fail(batch: list[Queued], exc: StoreError) -> None:
+    for _, future, _ in batch:
+        if not future.done():
+            future.set_exception(exc)

@@ -6,11 +6,13 @@ fan-out to thousands of connections does not pay for bookkeeping.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sized
+from collections.abc import Callable, Iterator, Mapping, Sized
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -139,5 +141,31 @@ class Metrics:
             " and the counter was given a new epoch.",
         )
 
+    def count_task_failures(self, failures: Callable[[], Mapping[str, int]]) -> None:
+        """Export ``failures()`` (worker.tasks.FAILURES) as ws_counter_task_failures_total."""
+        self.registry.register(_TaskFailures(failures))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _TaskFailures(Collector):
+    """ws_counter_task_failures_total{task}: read from worker.tasks.FAILURES when scraped,
+    so that any code may report a failure without holding the metrics."""
+
+    def __init__(self, failures: Callable[[], Mapping[str, int]]) -> None:
+        self._failures = failures
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "ws_counter_task_failures",
+            "Background tasks that failed (logged as task_failed), by task; a task meant to"
+            " run for ever is then restarted with backoff.",
+            labels=["task"],
+        )
+        for task, count in sorted(self._failures().items()):
+            family.add_metric([task], count)
+        yield family
+
+    def describe(self) -> Iterator[Metric]:
+        return self.collect()

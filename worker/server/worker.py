@@ -16,7 +16,7 @@ from ..errors import StoreError
 from ..metrics import Metrics
 from ..settings import Settings
 from ..store import RedisStore, follow
-from ..tasks import TaskSet
+from ..tasks import FAILURES, TaskSet
 from .api import Api
 from .connection import Client, limit_send_buffer, rate_limit_bucket
 from .drain import close_over
@@ -44,6 +44,7 @@ class Worker:
         # Plain HTTP connections (the API, probes, the page), kept for the drain.
         self.http_connections: set[HttpConnection] = set()
         self.metrics = Metrics(self, settings.max_connections)
+        self.metrics.count_task_failures(lambda: FAILURES)
         self.store = RedisStore(settings)
         self.hub: Hub[Client] = Hub(
             Fanout(self.metrics).deliver,
@@ -83,8 +84,10 @@ class Worker:
         return self._open
 
     async def start(self) -> None:
-        self.tasks.spawn(self.subscription.run())
-        self.tasks.spawn(self.store.watch_failovers())
+        # Both run for ever: supervised, restarted should either fail (worker/tasks.py).
+        self.tasks.keep("subscription", self.subscription.run)
+        if self.store.follows_failovers:
+            self.tasks.keep("sentinel_watch", self.store.watch_failovers)
         settings = self.settings
         self.server = await serve(
             self._handle,

@@ -32,6 +32,7 @@ from redis import exceptions as redis_errors
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 
 from ..errors import OutcomeUnknown, StoreError
+from ..tasks import report_failure
 from .errors import map_redis_errors
 from .typed import pooled_connection
 
@@ -91,6 +92,8 @@ class Pipeline:
                 self._answer(calls, await self._exchange(calls))
             except StoreError as exc:
                 _fail(calls, exc)
+            except Exception as exc:
+                report_failure("pipeline", exc)
             finally:
                 # Cancelled (the worker stopping) midway: nobody waits for ever.
                 _fail(calls, OutcomeUnknown("the worker stopped before Redis answered"))

@@ -197,6 +197,11 @@ class RedisStore:
                 pass
             return
 
+    @property
+    def follows_failovers(self) -> bool:
+        """Whether Sentinels announce failovers to follow (``watch_failovers``)."""
+        return self.nodes.failovers is not None
+
     async def watch_failovers(self) -> None:
         """With Sentinel, follow every failover as the Sentinels announce it (until cancelled)."""
         if self.nodes.failovers is not None:

@@ -57,7 +57,9 @@ class Shard(PubSubConnection):
         self.task: asyncio.Future[Any] | None = None
 
     def start(self) -> None:
-        self.task = self.owner.tasks.spawn(self.run())
+        # A shard that fails is reported by the task set and made again by the owner
+        # (shard_ended, then a reconcile): that is its supervision.
+        self.task = self.owner.tasks.spawn(self.run(), "shard")
 
     async def run(self) -> None:
         owner = self.owner
