@@ -34,6 +34,9 @@ ENV PATH=/opt/venv/bin:$PATH \
     WS_HOST=0.0.0.0 \
     WS_PORT=8000
 COPY --from=build /opt/venv /opt/venv
+# Where compose's sharded load test (loadtest-shard) writes its reports: a new named
+# volume takes this folder's owner, so the non-root user below may write there.
+RUN mkdir /reports && chown 10001:10001 /reports
 # A numeric user, so that Kubernetes can verify runAsNonRoot without /etc/passwd.
 USER 10001:10001
 EXPOSE 8000

@@ -1,4 +1,7 @@
-"""``python -m faults``: run fault scenarios and print each run's verdict (as root)."""
+"""``python -m faults``: run fault scenarios and print each run's verdict (as root).
+
+``python -m faults soak [--minutes M]`` runs the soak instead (faults/soak.py).
+"""
 
 from __future__ import annotations
 
@@ -9,9 +12,30 @@ from pathlib import Path
 
 from .report import print_run
 from .scenarios import SCENARIOS, run
+from .soak import MODES, soak
+
+
+def soak_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m faults soak",
+        description="Every Redis mode (one Redis, Sentinel, Redis Cluster) through idle and"
+        " load on loopback, with /readyz read every 0.1 s: exit 0 only if every mode passes.",
+    )
+    parser.add_argument("--minutes", type=float, default=60.0, help="in all, over the modes (60)")
+    parser.add_argument("--mode", action="append", choices=list(MODES), help="only these")
+    parser.add_argument("--out", type=Path, help="where to keep logs and soak.json")
+    args = parser.parse_args(argv)
+    out = args.out or Path(tempfile.mkdtemp(prefix="ws-counter-soak-"))
+    out.mkdir(parents=True, exist_ok=True)
+    results = soak(args.minutes, out, args.mode)
+    print(f"logs and soak.json in {out}")
+    return 0 if all(result.passed for result in results) else 1
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["soak"]:
+        return soak_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m faults", description=__doc__)
     parser.add_argument("scenarios", nargs="*", help="names to run (default: all)")
     parser.add_argument("--runs", type=int, default=1, help="runs of each scenario (1)")

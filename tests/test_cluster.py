@@ -107,6 +107,41 @@ def test_loadtest_reports_exact_totals_through_the_load_balancer(
     assert "CORRECT" in result.stdout
 
 
+def test_a_load_test_in_shards_is_judged_as_one_run(cluster: LocalCluster, tmp_path: Path) -> None:
+    """Three shards at once (as three machines would run them), each exact on its own
+    counters; merge judges them as one run: every client and increment, exact."""
+    argv = [sys.executable, "-m", "tools", "loadtest", cluster.url, "--loopback-only"]
+    plan = ["--clients", "60", "--counters", "6", "--counter", "sharded", "--increments", "5"]
+    shards = [
+        subprocess.Popen(
+            [*argv, *plan, "--shard", f"{i}/3", "--json", str(tmp_path / f"shard-{i}.json")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(3)
+    ]
+    outputs = [shard.communicate(timeout=seconds(120))[0] for shard in shards]
+    assert [shard.returncode for shard in shards] == [0, 0, 0], outputs
+    reports = [str(tmp_path / f"shard-{i}.json") for i in range(3)]
+    merged = subprocess.run(
+        [sys.executable, "-m", "tools", "loadtest", "merge", *reports,
+         "--json", str(tmp_path / "merged.json")],
+        capture_output=True, text=True, timeout=seconds(60), check=False,
+    )  # fmt: skip
+    assert merged.returncode == 0, merged.stdout + merged.stderr
+    report = json.loads((tmp_path / "merged.json").read_text())
+    assert report["correct"] is True and report["clients_connected"] == 60
+    assert report["increments_acked"] == 300 and len(report["counters"]) == 6
+    assert report["expected_total"] == report["observed_total"]
+    assert "CORRECT" in merged.stdout
+    missing = subprocess.run(
+        [sys.executable, "-m", "tools", "loadtest", "merge", reports[0], reports[2]],
+        capture_output=True, text=True, timeout=seconds(60), check=False,
+    )  # fmt: skip
+    assert missing.returncode == 2 and "missing [1]" in missing.stdout
+
+
 def test_loadtest_fails_when_a_threshold_is_missed(cluster: LocalCluster) -> None:
     """An impossible fan-out threshold makes the run fail even though totals are exact."""
     result = run_loadtest(

@@ -18,7 +18,7 @@ from worker.main import add_serve_parser, serve_command
 from .client import run_client
 from .cluster import MAX_WORKERS_BEHIND_HAPROXY
 from .demo import run_cluster_command
-from .loadtest.cli import add_loadtest_parser, run_loadtest_command
+from .loadtest.cli import add_loadtest_parser, run_loadtest_command, run_merge_command
 from .makesecrets import add_make_secrets_parser, make_secrets_command
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -204,5 +204,8 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:2] == ["loadtest", "merge"]:
+        return run_merge_command(words[2:])
+    args = build_parser().parse_args(words)
     return COMMANDS[args.command](args)

@@ -30,6 +30,7 @@ from .redisserver import (
     require_binary,
     start_redis_server,
 )
+from .sentinels import SentinelSet
 
 # Shipped inside the package, so a wheel installed anywhere finds it.
 HAPROXY_CONFIG = resources.files(__package__).joinpath("haproxy-local.cfg")
@@ -46,6 +47,8 @@ class ClusterOptions:
     redis_options: tuple[str, ...] = REDIS_OPTIONS
     # 0: one redis-server; N >= 3: a Redis Cluster of N primaries, each with a replica.
     redis_cluster: int = 0
+    # A Sentinel-managed Redis instead (a primary, a replica, three Sentinels).
+    sentinel: bool = False
     worker_env: Mapping[str, str] = field(default_factory=dict)
     log_dir: Path | None = None
     echo: Callable[[str, str], None] | None = None
@@ -111,6 +114,7 @@ class LocalCluster:
         self.workers: list[Child] = []
         self.redis: Child | None = None
         self.redis_cluster: RedisClusterProcesses | None = None
+        self.sentinels: SentinelSet | None = None
         self.haproxy: Child | None = None
         self.prometheus: Prometheus | None = None
         self.uses_haproxy = self._decide_haproxy()
@@ -202,6 +206,9 @@ class LocalCluster:
         return self
 
     def start_redis(self) -> None:
+        if self.options.sentinel:
+            self.sentinels = SentinelSet(self._scratch / "sentinel", self.security).start()
+            return
         if self.options.redis_cluster:
             self.redis_cluster = RedisClusterProcesses(
                 self.options.redis_cluster,
@@ -227,11 +234,13 @@ class LocalCluster:
 
     def _worker_child(self, index: int) -> Child:
         redis = {"REDIS_CLUSTER_NODES": self.redis_cluster.seeds} if self.redis_cluster else {}
+        if self.sentinels:
+            redis = self.sentinels.worker_env()
         if self.security:
             redis.update(self.security.worker_env())
         env = worker_env(
             self.worker_ports[index],
-            None if self.redis_cluster else self.redis_url,
+            None if self.redis_cluster or self.sentinels else self.redis_url,
             WS_REUSE_PORT="false" if self.uses_haproxy else "true",
             **redis,
             **self.options.worker_env,
@@ -292,6 +301,8 @@ class LocalCluster:
         found = [c for c in (self.haproxy, self.redis, *self.workers) if c is not None]
         if self.redis_cluster is not None:
             found += self.redis_cluster.nodes.values()
+        if self.sentinels is not None:
+            found += self.sentinels.children
         if self.prometheus is not None and self.prometheus.child is not None:
             found.append(self.prometheus.child)
         return found
@@ -313,6 +324,8 @@ class LocalCluster:
             self.redis.stop()
         if self.redis_cluster is not None:
             self.redis_cluster.stop()
+        if self.sentinels is not None:
+            self.sentinels.stop()
         shutil.rmtree(self._scratch, ignore_errors=True)
 
     def __enter__(self) -> LocalCluster:

@@ -59,6 +59,7 @@ class Agent:
             for number, counter in share.clients
         ]
         self.random = random.Random(share.index)
+        self.cpu_busy = 0.0
 
     def send(self, *message: Any) -> None:
         self.outbox.send(message)
@@ -79,7 +80,9 @@ class Agent:
             tally = self.tally
             self.send("connected", tally.connected, dict(tally.failed_connects))
             await self.next_message("go")
+            cpu, wall = time.process_time(), time.monotonic()
             await self._drive()
+            self.cpu_busy = (time.process_time() - cpu) / max(time.monotonic() - wall, 1e-6)
             self.send("sent", {c: max(a, default=0) for c, a in tally.acks.items()})
             _, targets = await self.next_message("finish")
             await self._converge(targets)
@@ -216,6 +219,7 @@ class Agent:
             connected=tally.connected,
             first_send=tally.first_send,
             last_ack=tally.last_ack,
+            cpu_busy=round(self.cpu_busy, 3),
         )
 
 

@@ -9,7 +9,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import fields
+from dataclasses import fields, replace
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
@@ -18,10 +18,15 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from worker import runtime
+from worker.core.protocol import is_valid_counter_name
+from ws_counter_client import CounterClientError
+
 from .agent import agent_main
 from .plan import DEDUP_MODES, LoadOptions, PlanError, split, validate
 from .plot import NEEDS_MATPLOTLIB, can_plot, plot_report
 from .report import build_report, write_json
+from .shards import AUTO, MergeError, claim_index, merge_reports
 
 REFRESH_SECONDS = 0.25
 
@@ -37,7 +42,8 @@ def add_loadtest_parser(subparsers: Any) -> None:
         description="Open C clients, send numbered increments, and check that every "
         "acknowledged increment is counted exactly once while measuring connect, ack "
         "and fan-out latency. Exit status 0 only when the totals are exact and every "
-        "threshold holds.",
+        "threshold holds. 'ws-counter loadtest merge A.json B.json ...' judges the reports "
+        "of a run made as shards (--shard I/N) as one run.",
     )
     parser.add_argument(
         "url",
@@ -87,6 +93,21 @@ def _add_load_shape(parser: argparse.ArgumentParser) -> None:
         "--processes", type=int, default=1, metavar="K", help="load-generator processes (1)"
     )
     parser.add_argument(
+        "--shard",
+        type=shard_argument,
+        metavar="I/N",
+        help="run shard I (0 to N-1) of N: every N-th counter from I and its clients; each"
+        " shard is exact on its own, and 'ws-counter loadtest merge' judges them as one run."
+        " auto/N: take the next free index of --shard-run (for replicas that share one"
+        " command line, as compose --scale makes)",
+    )
+    parser.add_argument(
+        "--shard-run",
+        metavar="NAME",
+        help="with --shard auto/N: the run's name, the same for every shard and new for"
+        " every run (the counter shards-NAME hands out the indexes)",
+    )
+    parser.add_argument(
         "--dedup",
         choices=DEDUP_MODES,
         default="session",
@@ -123,6 +144,52 @@ def _add_checks_and_output(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def shard_argument(text: str) -> tuple[int, int]:
+    """I/N, or auto/N (the index claimed at the start: AUTO until then)."""
+    index, _, count = text.partition("/")
+    try:
+        shard = AUTO if index == "auto" else int(index), int(count)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not I/N or auto/N, like 0/4") from None
+    if shard[1] < 1 or not (shard[0] == AUTO or 0 <= shard[0] < shard[1]):
+        raise argparse.ArgumentTypeError(f"{text!r}: I must be from 0 to N-1")
+    return shard
+
+
+def _claim(options: LoadOptions, run: str | None) -> int:
+    if not run:
+        raise PlanError("--shard auto/N needs --shard-run NAME, the same for every shard")
+    if not is_valid_counter_name(f"shards-{run}"):
+        raise PlanError(f"--shard-run {run!r}: a-z 0-9 _ - only")
+    try:
+        return runtime.run(claim_index(options, run))
+    except CounterClientError as exc:
+        raise LoadTestFailed(f"could not claim a shard index at {options.url}: {exc}") from exc
+
+
+def run_merge_command(argv: list[str]) -> int:
+    """``ws-counter loadtest merge A.json B.json ...``: the shards judged as one run."""
+    parser = argparse.ArgumentParser(
+        prog="ws-counter loadtest merge",
+        description="Judge the --json reports of every shard of a run (--shard I/N) as one"
+        " run: exit 0 only when the totals are exact and every threshold holds.",
+    )
+    parser.add_argument("reports", nargs="+", type=Path, help="every shard's --json report")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="write the merged report")
+    args = parser.parse_args(argv)
+    console = Console(stderr=False)
+    try:
+        report = merge_reports(args.reports)
+    except (MergeError, OSError, ValueError, KeyError) as exc:
+        console.print(f"[red]loadtest merge: {exc}[/red]", highlight=False, soft_wrap=True)
+        return 2
+    console.print(f"{len(args.reports)} shards of one run, judged as one:")
+    print_summary(report, console)
+    if args.json:
+        write_json(report, args.json)
+    return 0 if report["passed"] else 1
+
+
 def options_from_args(args: argparse.Namespace) -> LoadOptions:
     """LoadOptions from the parsed flags: each flag's dest is the field's name."""
     given = vars(args)
@@ -135,6 +202,10 @@ def run_loadtest_command(args: argparse.Namespace) -> int:
     options = options_from_args(args)
     console = Console(stderr=False)
     try:
+        if options.shard is not None and options.shard[0] == AUTO:
+            shard = _claim(options, args.shard_run), options.shard[1]
+            options = replace(options, shard=shard)
+            console.print(f"shard {shard[0]}/{shard[1]} of run {args.shard_run}")
         validate(options)
         if args.plot and not can_plot():
             raise PlanError(NEEDS_MATPLOTLIB)
@@ -399,6 +470,15 @@ def print_summary(report: dict[str, Any], console: Console) -> None:
     for row in rows:
         summary.add_row(*row)
     console.print(summary)
+    generator = report.get("load_generator", {})
+    if generator.get("saturated"):
+        busiest = max(generator["cpu_busy"])
+        console.print(
+            f"[yellow]load-bound: a load process used {busiest:.0%} of a core; these figures"
+            " describe the load generator, not the server (add --processes or machines:"
+            " --shard I/N)[/yellow]",
+            highlight=False,
+        )
     for name, threshold in report["thresholds"].items():
         verdict = "ok" if threshold["ok"] else "FAILED"
         console.print(

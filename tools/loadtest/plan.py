@@ -42,6 +42,9 @@ class LoadOptions:
     dedup: str = "session"
     # CA certificates (PEM) to trust for a wss:// URL; None: the system's.
     ca_file: str | None = None
+    # (I, N): this run is shard I of N; each takes every N-th counter (from I) and the
+    # clients of those counters, so shards never share a counter.
+    shard: tuple[int, int] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The parameters for the report, without the token a URL may carry."""
@@ -109,6 +112,19 @@ def validate(options: LoadOptions) -> None:  # noqa: PLR0912 (one check per opti
             tls_context(options.ca_file)
         except (OSError, ssl.SSLError) as exc:
             raise PlanError(f"--ca {options.ca_file}: {exc}") from None
+    if options.shard is not None:
+        index, count = options.shard
+        if not 0 <= index < count:
+            raise PlanError(f"--shard {index}/{count}: I must be from 0 to N-1")
+        if options.counters < count:
+            raise PlanError(
+                f"--shard {index}/{count}: each shard needs counters of its own: give"
+                f" --counters {count} or more"
+            )
+        if options.processes > len(shard_clients(options)):
+            raise PlanError(
+                f"--processes must be at most this shard's {len(shard_clients(options))} clients"
+            )
     if options.loopback_only and not is_loopback_url(options.url):
         raise PlanError(f"--loopback-only: {options.url} is not a loopback address")
 
@@ -146,10 +162,21 @@ def counter_names(options: LoadOptions) -> list[str]:
     return [f"{counter}-{index}" for index in range(options.counters)]
 
 
-def split(options: LoadOptions) -> list[Share]:
-    """Deal clients round-robin over counters, then over processes; split the rate evenly."""
+def shard_clients(options: LoadOptions) -> list[tuple[int, str]]:
+    """(client number, counter) for every client of this run: clients are dealt round-robin
+    over the counters; a shard I/N keeps the counters at I, I+N, ... and their clients."""
     names = counter_names(options)
     assignments = [(number, names[number % len(names)]) for number in range(options.clients)]
+    if options.shard is None:
+        return assignments
+    index, count = options.shard
+    mine = set(names[index::count])
+    return [(number, counter) for number, counter in assignments if counter in mine]
+
+
+def split(options: LoadOptions) -> list[Share]:
+    """This run's clients over its processes; the rate and ramp in proportion."""
+    assignments = shard_clients(options)
     shares = []
     for index in range(options.processes):
         mine = assignments[index :: options.processes]

@@ -17,7 +17,10 @@ from hdrh.histogram import HdrHistogram
 
 from .histograms import new_histogram
 from .plan import LoadOptions
-from .tally import AgentResult
+from .tally import AgentResult, encode_result
+
+# A load process busier than this (of one core) was the run's limit.
+LOAD_BOUND = 0.9
 
 PERCENTILES = (50.0, 95.0, 99.0)
 CDF_POINTS = (0, 1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 97, 99, 99.5, 99.9, 100)
@@ -273,6 +276,19 @@ def build_report(
         "notes": [note for v in verdicts for note in v.notes],
         "cdf_ms": {"ack": cdf(ack), "fanout": cdf(fanout), "connect": cdf(connect)},
     }
+    busy = [r.cpu_busy for r in results]
+    report["load_generator"] = {
+        "cpu_busy": busy,
+        # Over 90% of a core: the figures describe the load generator, not the server.
+        "saturated": bool(busy) and max(busy) > LOAD_BOUND,
+    }
+    if options.shard is not None:
+        index, count = options.shard
+        report["shard"] = {
+            "index": index,
+            "of": count,
+            "results": [encode_result(r) for r in results],
+        }
     report["thresholds"] = check_thresholds(options, report)
     report["passed"] = correct and all(t["ok"] for t in report["thresholds"].values())
     return report

@@ -7,8 +7,10 @@ an ``AgentResult``, which crosses the pipe (pickled) to the parent, where
 
 from __future__ import annotations
 
+import base64
 import collections
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
@@ -55,6 +57,8 @@ class AgentResult:
     connected: int
     first_send: float | None
     last_ack: float | None
+    # The process's CPU time over the wall time while it sent: 1.0 is a whole core.
+    cpu_busy: float = 0.0
 
 
 @dataclass
@@ -119,3 +123,32 @@ class Tally:
             "frames": self.frames,
             "reconnects": self.reconnects,
         }
+
+
+def encode_result(result: AgentResult) -> dict[str, Any]:
+    """``result`` as JSON: histograms in base64, integer keys as text."""
+    document = asdict(result)
+    for name in ("connect_us", "ack_us"):
+        document[name] = base64.b64encode(document[name]).decode("ascii")
+    return document
+
+
+def decode_result(document: dict[str, Any]) -> AgentResult:
+    """The inverse of ``encode_result``."""
+    values = dict(document)
+    for name in ("connect_us", "ack_us"):
+        values[name] = base64.b64decode(values[name])
+    values["close_codes"] = {int(code): n for code, n in values["close_codes"].items()}
+    values["acks"] = {
+        counter: {int(seq): (by, sent) for seq, (by, sent) in acks.items()}
+        for counter, acks in values["acks"].items()
+    }
+    values["reached"] = {
+        counter: {int(seq): at for seq, at in reached.items()}
+        for counter, reached in values["reached"].items()
+    }
+    values["initial_states"] = [tuple(state) for state in values["initial_states"]]
+    values["final"] = [tuple(state) for state in values["final"]]
+    values["verified"] = {counter: tuple(state) for counter, state in values["verified"].items()}
+    known = {field.name for field in fields(AgentResult)}
+    return AgentResult(**{name: value for name, value in values.items() if name in known})

@@ -1,0 +1,277 @@
+"""``python -m faults soak``: every Redis mode we ship, through idle and load, over time.
+
+Each mode (one Redis, Sentinel, a 3-primary Redis Cluster) runs as real
+processes on loopback (two workers behind HAProxy) through
+
+    warm-up load, idle (at least 30 s), load, idle, load, idle
+
+while every worker's ``/readyz`` is read every 0.1 s. A mode passes when:
+
+* every readiness answer was 200;
+* no worker logged an error (a failed task, an exception, a lost Redis);
+* every load test was exact;
+* worker RSS, worker open files and Redis memory grew under 5% from the end
+  of the first idle to the end of the last (``MAX_GROWTH``).
+
+What is kept by design is set apart, so that growth means a leak:
+
+* the warm-up, a load like the others, opens what a worker opens once (its
+  pools of Redis connections, a few per node, and the scripts Redis caches)
+  before the first idle is measured;
+* the workers keep sessions for WS_SESSION_TTL=5 s here (a day by default),
+  so the sessions of one load are gone by the end of the idle after it; how
+  much they take while kept is in docs/guarantees.md ("Redis memory of
+  exactly-once");
+* Redis' replication backlog fills up to repl-backlog-size (1 MiB a node by
+  default) as writes flow: it is reported on its own, not as growth.
+
+Loads run at 200 increments/s over 20 counters, faster than a person types:
+WS_RATE_LIMIT=0.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tools.cluster import ClusterOptions, LocalCluster
+from tools.processes import free_port
+
+MODES: dict[str, dict[str, Any]] = {
+    "one-redis": {},
+    "sentinel": {"sentinel": True},
+    "redis-cluster": {"redis_cluster": 3},
+}
+MIN_FIRST_IDLE = 30.0
+MIN_PHASE = 5.0
+SAMPLE_EVERY = 0.1
+MAX_GROWTH = 0.05
+WORKERS = 2
+WORKER_ENV = {"WS_RATE_LIMIT": "0", "WS_SESSION_TTL": "5"}
+
+
+@dataclass(frozen=True)
+class Phases:
+    """How long each phase of one mode lasts (seconds)."""
+
+    first_idle: float
+    load: float
+    idle: float
+
+    @classmethod
+    def within(cls, seconds: float) -> Phases:
+        """The phases of a mode given ``seconds`` in all: the first idle takes 30 s or
+        half, whichever is longer; two loads and two idles share the rest."""
+        first = max(MIN_FIRST_IDLE, seconds / 2)
+        rest = max(MIN_PHASE, (seconds - first) / 4)
+        return cls(first, rest, rest)
+
+
+@dataclass
+class Resources:
+    """What one end of an idle phase measured."""
+
+    worker_rss_kib: int
+    worker_fds: int
+    # used_memory less the replication backlog, summed over the data nodes.
+    redis_memory_bytes: int
+    # Not growth: it fills up to repl-backlog-size as writes flow.
+    redis_backlog_bytes: int = field(default=0, compare=False)
+
+
+@dataclass
+class ModeResult:
+    mode: str
+    phases: Phases
+    readiness: dict[str, int] = field(default_factory=dict)  # status -> answers
+    errors: list[str] = field(default_factory=list)
+    loads_exact: list[bool] = field(default_factory=list)
+    idles: list[Resources] = field(default_factory=list)
+
+    def growth(self) -> dict[str, float]:
+        first, last = asdict(self.idles[0]), asdict(self.idles[-1])
+        judged = ("worker_rss_kib", "worker_fds", "redis_memory_bytes")
+        return {name: (last[name] - first[name]) / max(first[name], 1) for name in judged}
+
+    @property
+    def not_ready(self) -> int:
+        return sum(count for status, count in self.readiness.items() if status != "200")
+
+    @property
+    def passed(self) -> bool:
+        flat = all(growth < MAX_GROWTH for growth in self.growth().values())
+        return (
+            self.not_ready == 0
+            and not self.errors
+            and bool(self.loads_exact)
+            and all(self.loads_exact)
+            and flat
+        )
+
+
+class ReadinessSampler:
+    """Reads every worker's /readyz every SAMPLE_EVERY seconds on a thread of its own."""
+
+    def __init__(self, ports: list[int]) -> None:
+        self.ports = ports
+        self.answers: Counter[str] = Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="readyz", daemon=True)
+
+    def __enter__(self) -> ReadinessSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        connections = {
+            port: http.client.HTTPConnection("127.0.0.1", port, timeout=1) for port in self.ports
+        }
+        # The stop event's wait is the sampling clock.
+        while not self._stop.wait(SAMPLE_EVERY):
+            for port, connection in connections.items():
+                self.answers[self._ask(connection)] += 1
+                del port
+
+    @staticmethod
+    def _ask(connection: http.client.HTTPConnection) -> str:
+        try:
+            connection.request("GET", "/readyz")
+            response = connection.getresponse()
+            response.read()
+            return str(response.status)
+        except (OSError, http.client.HTTPException) as exc:
+            connection.close()
+            return type(exc).__name__
+
+
+def measure(cluster: LocalCluster) -> Resources:
+    rss = fds = 0
+    for worker in cluster.workers:
+        rss += int(field_of(Path(f"/proc/{worker.pid}/status").read_text(), "VmRSS:").split()[0])
+        fds += len(list(Path(f"/proc/{worker.pid}/fd").iterdir()))
+    memory, backlog = redis_memory(cluster)
+    return Resources(rss, fds, memory, backlog)
+
+
+def field_of(text: str, name: str) -> str:
+    """What follows ``name`` on its line of ``text`` (/proc status, Redis INFO)."""
+    line = next(line for line in text.splitlines() if line.startswith(name))
+    return line[len(name) :].strip()
+
+
+def redis_memory(cluster: LocalCluster) -> tuple[int, int]:
+    """used_memory less the replication backlog, and the backlog, summed over every data
+    node of the deployment."""
+    if cluster.redis_cluster is not None:
+        ports = list(cluster.redis_cluster.nodes)
+    elif cluster.sentinels is not None:
+        ports = list(cluster.sentinels.ports.values())
+    else:
+        ports = [cluster.redis_port]
+    total = backlog = 0
+    for port in ports:
+        info = subprocess.run(
+            ["redis-cli", "-p", str(port), "INFO", "memory"],
+            capture_output=True, text=True, check=True, timeout=10,
+        ).stdout  # fmt: skip
+        kept = int(field_of(info, "mem_replication_backlog:"))
+        total += int(field_of(info, "used_memory:")) - kept
+        backlog += kept
+    return total, backlog
+
+
+def run_load(cluster: LocalCluster, seconds: float, out: Path) -> bool:
+    """A load test of ``seconds`` at 200 increments/s over 20 counters: exact or not."""
+    report_path = out / f"load-{time.monotonic_ns()}.json"
+    subprocess.run(
+        [sys.executable, "-m", "tools", "loadtest", cluster.url, "--loopback-only",
+         "--clients", "100", "--counters", "20", "--counter", "soak",
+         "--rate", "200", "--duration", f"{seconds:g}", "--json", str(report_path)],
+        capture_output=True, text=True, timeout=seconds + 180, check=False,
+    )  # fmt: skip
+    if not report_path.exists():
+        return False
+    report = json.loads(report_path.read_text())
+    return bool(report["correct"]) and report["increments_acked"] == report["increments_sent"]
+
+
+def logged_errors(log_dir: Path) -> list[str]:
+    """Every error a worker logged: a failed task, an exception, a lost Redis."""
+    found = []
+    for path in sorted(log_dir.glob("worker-*.log")):
+        for line in path.read_text().splitlines():
+            if '"level": "error"' in line or "Traceback" in line or '"event": "redis_lost"' in line:
+                found.append(f"{path.name}: {line[:300]}")
+    return found
+
+
+def soak_mode(mode: str, phases: Phases, out: Path) -> ModeResult:
+    result = ModeResult(mode, phases)
+    log_dir = out / mode
+    options = ClusterOptions(
+        workers=WORKERS,
+        port=free_port(),
+        worker_env=WORKER_ENV,
+        log_dir=log_dir,
+        **MODES[mode],
+    )
+    with LocalCluster(options) as cluster, ReadinessSampler(cluster.worker_ports) as sampler:
+        result.loads_exact.append(run_load(cluster, phases.load, log_dir))
+        time.sleep(phases.first_idle)  # idle is the phase: time passing, nothing to wait on
+        result.idles.append(measure(cluster))
+        for _ in range(2):
+            result.loads_exact.append(run_load(cluster, phases.load, log_dir))
+            time.sleep(phases.idle)
+            result.idles.append(measure(cluster))
+    result.readiness = dict(sampler.answers)
+    result.errors = logged_errors(log_dir)
+    return result
+
+
+def soak(minutes: float, out: Path, modes: list[str] | None = None) -> list[ModeResult]:
+    chosen = modes or list(MODES)
+    phases = Phases.within(minutes * 60 / len(chosen))
+    results = []
+    for mode in chosen:
+        result = soak_mode(mode, phases, out)
+        print_result(result)
+        results.append(result)
+    (out / "soak.json").write_text(
+        json.dumps(
+            [{**asdict(r), "growth": r.growth(), "passed": r.passed} for r in results], indent=2
+        )
+    )
+    return results
+
+
+def print_result(result: ModeResult) -> None:
+    growth = ", ".join(f"{name} {value:+.1%}" for name, value in result.growth().items())
+    first, last = result.idles[0], result.idles[-1]
+    print(
+        f"{result.mode}: {'PASS' if result.passed else 'FAIL'}"
+        f" (idle {result.phases.first_idle:g} s, then load/idle {result.phases.load:g} s x2)\n"
+        f"  readiness samples: {sum(result.readiness.values())}, not 200: {result.not_ready}"
+        f" {dict(result.readiness)}\n"
+        f"  loads exact: {result.loads_exact}\n"
+        f"  errors logged: {len(result.errors)}\n"
+        f"  first idle -> last idle: worker RSS {first.worker_rss_kib} ->"
+        f" {last.worker_rss_kib} KiB,"
+        f" fds {first.worker_fds} -> {last.worker_fds},"
+        f" Redis memory {first.redis_memory_bytes} -> {last.redis_memory_bytes} B ({growth});"
+        f" replication backlog {first.redis_backlog_bytes} -> {last.redis_backlog_bytes} B",
+        flush=True,
+    )
+    for line in result.errors[:10]:
+        print(f"    {line}", flush=True)
