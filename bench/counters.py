@@ -17,7 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .contestants import Contestant, one_redis, start_redis_cluster, ws_counter
-from .measure import Spread, spread
+from .measure import Spread, SpreadLoad, spread
 
 # (connections, counters, increments in flight per connection)
 ROWS = [(50, 50, 16), (1000, 1000, 4), (2000, 2000, 2), (10000, 10000, 1)]
@@ -29,7 +29,7 @@ def run_rows(
 ) -> list[Spread]:
     results = []
     for connections, counters, window in rows:
-        row = spread(contestant, redis, connections, counters, window, seconds)
+        row = spread(contestant, redis, SpreadLoad(connections, counters, window, seconds))
         results.append(row)
         base = results[0].per_second or 1
         print(

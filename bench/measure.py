@@ -170,17 +170,28 @@ class Spread:
     generator_busy: float
 
 
-def spread(
-    contestant: Contestant,
-    redis: str,
-    connections: int,
-    counters: int,
-    window: int,
-    seconds: float,
-    processes: int = 2,
-) -> Spread:
-    """``connections`` writers over ``counters`` distinct counters (each process its own
-    share of the counters), ``window`` increments in flight each, for ``seconds``."""
+@dataclass(frozen=True)
+class SpreadLoad:
+    """``connections`` writers over ``counters`` distinct counters, ``window`` increments in
+    flight each, for ``seconds``, from ``processes`` load processes."""
+
+    connections: int
+    counters: int
+    window: int
+    seconds: float
+    processes: int = 2
+    dedup: str = "id"
+
+
+def spread(contestant: Contestant, redis: str, load: SpreadLoad) -> Spread:
+    """The writers of ``load`` (each process its own share of the counters)."""
+    connections, counters, window, seconds = (
+        load.connections,
+        load.counters,
+        load.window,
+        load.seconds,
+    )
+    processes = load.processes
     share = max(1, counters // processes)
     plans = [
         WriterPlan(
@@ -191,6 +202,7 @@ def spread(
             counters=share,
             first=index * share,
             prefix=f"spread{counters}-",
+            dedup=load.dedup,
         )
         for index in range(processes)
     ]

@@ -7,6 +7,7 @@ timings unreliable, and `python -m bench` is where they are judged.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -56,3 +57,31 @@ def test_benchmark_smoke_run_completes_with_exact_totals(tmp_path: Path) -> None
     assert memory["id"]["keys_added"] >= memory["id"]["increments"]
     assert (tmp_path / "latest.md").read_text().startswith("## Machine")
     assert (tmp_path / "fanout.png").stat().st_size > 0
+
+
+def test_the_scale_benchmark_smoke_run_is_exact(tmp_path: Path) -> None:
+    """python -m bench.scale at small sizes, through the big-machine script as the 16-core
+    run used it: every row exact, every measure present, each with its load's busyness."""
+    result = subprocess.run(
+        ["bash", "bench/big-machine.sh", "--quick", "--workers", "1,2", "--seconds", "2"],
+        capture_output=True,
+        text=True,
+        timeout=seconds(600),
+        check=False,
+        cwd=Path(__file__).parent.parent,
+        env={**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable},
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    document = json.loads((tmp_path / "scale.json").read_text())
+    rows = document["rows"]
+    assert {(row["measure"], row["redis"]) for row in rows} == {
+        ("one counter", "one Redis"),
+        ("100 counters", "one Redis"),
+        ("100 counters", "Redis Cluster (3 primaries)"),
+        ("fan-out", "one Redis"),
+    }
+    assert {row["workers"] for row in rows} == {1, 2}
+    assert all(row["exact"] and row["per_second"] > 0 for row in rows), rows
+    assert all(row["generator_busy"] > 0 for row in rows)
+    assert "one counter: x2 / x1" in document["ratios"]
+    assert (tmp_path / "scale.png").stat().st_size > 10_000

@@ -253,6 +253,17 @@ class LocalCluster:
             echo=self.options.echo,
         )
 
+    def add_worker(self) -> int:
+        """One more worker on the shared port (no HAProxy, whose servers are fixed at
+        start), ready; its index."""
+        if self.uses_haproxy:
+            raise ClusterError("workers can be added only without HAProxy (--no-haproxy)")
+        index = len(self.workers)
+        self.worker_ports.append(self.options.port)
+        self.workers.append(self._worker_child(index))
+        self.start_worker(index)
+        return index
+
     def start_worker(self, index: int) -> None:
         """Start (or restart) worker ``index`` and wait until it is subscribed to Redis."""
         if self.workers[index].running:

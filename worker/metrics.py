@@ -79,6 +79,11 @@ class Metrics:
             "WebSocket handshakes by outcome: accepted, or the HTTP status of the refusal.",
             ("outcome",),
         )
+        self.rebalanced = self._counter(
+            "ws_counter_rebalanced",
+            "Connections closed with 1012 because this worker held more than the fleet's"
+            " mean (WS_REBALANCE_RATE): they reconnect through the balancer.",
+        )
         self.http_requests = self._counter(
             "ws_counter_http_requests",
             "Plain HTTP requests (API, probes, page, client module) by response status.",

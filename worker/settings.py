@@ -120,6 +120,13 @@ def _origins(text: str) -> tuple[str, ...]:
     return origins
 
 
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError("must be a fraction from 0 to 1")
+    return value
+
+
 def parse_secret(text: str) -> str:
     # HS256 keys shorter than the hash add no strength and PyJWT warns on them.
     if text and len(text.encode()) < 32:
@@ -154,6 +161,7 @@ LOG_FORMAT = Kind(_choice("json", "text"), "FORMAT")
 LOG_LEVEL = Kind(_choice("debug", "info", "warning", "error"), "LEVEL")
 ORIGINS = Kind(_origins, "ORIGINS")
 PER_SECOND = Kind(_non_negative("number"), "PER_SECOND")
+PER_MINUTE = Kind(_fraction, "FRACTION")
 SECRET = Kind(parse_secret, "SECRET")
 PASSWORD = Kind(str, "PASSWORD")
 PATH = Kind(str, "PATH")
@@ -335,6 +343,14 @@ class Settings(RedisSettings):
         SECONDS,
         "on SIGTERM, after the drain delay, seconds over which clients are closed with 1012,"
         " evenly, so that they do not all reconnect at once (0: all at once)",
+    )
+    rebalance_rate: float = setting(
+        1.0,
+        "WS_REBALANCE_RATE",
+        PER_MINUTE,
+        "a worker holding more connections than the fleet's mean (over 10%) closes at most"
+        " this fraction of them a minute with 1012, so that added workers take their"
+        " share: its clients reconnect through the balancer (0: never)",
     )
     drain_timeout: float = setting(
         5.0,

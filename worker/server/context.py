@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from websockets.asyncio.server import Server
+
 from ..batcher import Batcher
 from ..metrics import Metrics
 from ..settings import Settings
@@ -22,6 +24,10 @@ class WorkerContext(Protocol):
     batcher: Batcher
     store: RedisStore
     subscription: Follower
+    # The websockets server, once listening.
+    server: Server | None
+
+    def connection_count(self) -> int: ...
 
     @property
     def draining(self) -> bool: ...

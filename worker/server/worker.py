@@ -18,6 +18,7 @@ from ..settings import Settings
 from ..store import RedisStore, follow
 from ..tasks import FAILURES, TaskSet
 from .api import Api
+from .balance import Rebalancer
 from .connection import Client, limit_send_buffer, rate_limit_bucket
 from .drain import close_over
 from .fanout import Fanout
@@ -84,10 +85,12 @@ class Worker:
         return self._open
 
     async def start(self) -> None:
-        # Both run for ever: supervised, restarted should either fail (worker/tasks.py).
+        # Each runs for ever: supervised, restarted should one fail (worker/tasks.py).
         self.tasks.keep("subscription", self.subscription.run)
         if self.store.follows_failovers:
             self.tasks.keep("sentinel_watch", self.store.watch_failovers)
+        if self.settings.rebalance_rate:
+            self.tasks.keep("rebalance", Rebalancer(self).run)
         settings = self.settings
         self.server = await serve(
             self._handle,

@@ -21,7 +21,7 @@ _SENT = (
 )  # fmt: skip
 # What the Lua steps in worker/store/lua call.
 _CALLED = (
-    "hget", "hmget", "hset", "hdel", "hincrby", "get", "set", "expire", "time",
+    "hget", "hmget", "hset", "hdel", "hgetall", "hincrby", "get", "set", "expire", "time",
     "publish", "spublish",
 )  # fmt: skip
 WORKER_COMMANDS: tuple[str, ...] = tuple(dict.fromkeys(_SENT + _CALLED))

@@ -6,7 +6,9 @@
 * ``wsc:{NAME}:id:<id>``: the outcome of an increment sent with that id, kept
   for the dedup window so that a retry gets the original ack;
 * ``wsc:{NAME}:updates``: the channel that carries the state after every
-  change, published by the same Lua call that made it.
+  change, published by the same Lua call that made it;
+* ``wsc:{fleet}:workers``: one hash for the whole deployment, a field per
+  live worker with its connection count (worker/store/fleet.py).
 
 One hash tag puts all of a counter's keys in one Redis Cluster slot, so each
 Lua step touches a single shard.
@@ -40,3 +42,8 @@ def counter_of_channel(channel: str) -> str | None:
     if channel.startswith(_CHANNEL_PREFIX) and channel.endswith(_CHANNEL_SUFFIX):
         return channel[len(_CHANNEL_PREFIX) : -len(_CHANNEL_SUFFIX)]
     return None
+
+
+# The counter whose slot holds FLEET_KEY (for routing on a Redis Cluster).
+FLEET_COUNTER = "fleet"
+FLEET_KEY = "wsc:{fleet}:workers"

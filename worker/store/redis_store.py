@@ -89,13 +89,13 @@ class RedisStore:
         before anything else is decided: a WAIT that falls short still left it held."""
         wanted = self._settings.redis_replica_acks
         if not wanted:
-            (replies,) = await self._run_script(counter, script("increment"), keys, args)
+            (replies,) = await self.run_script(counter, script("increment"), keys, args)
             confirmed = 0
         else:
             # WAIT on the same connection, in the same write, counts the
             # replicas that have every write this connection made: an
             # increment they confirmed survives a failover to one of them.
-            replies, confirmed = await self._run_script(
+            replies, confirmed = await self.run_script(
                 counter, script("increment"), keys, args, confirm=True
             )
         *lines, published = replies
@@ -114,7 +114,7 @@ class RedisStore:
     async def _send_held(self, counter: str, now: bool) -> float:
         """Publish ``counter``'s held state if its interval is over (or ``now``); else the
         seconds left to wait."""
-        (wait_ms,) = await self._run_script(
+        (wait_ms,) = await self.run_script(
             counter,
             script("flush"),
             [state_key(counter)],
@@ -124,7 +124,7 @@ class RedisStore:
 
     async def announce(self, counter: str) -> CounterState:
         """Publish the counter's current state on its channel (creating it if absent)."""
-        (payload,) = await self._run_script(
+        (payload,) = await self.run_script(
             counter,
             script("announce"),
             [state_key(counter)],
@@ -151,14 +151,14 @@ class RedisStore:
 
         The new state reaches every worker through the counter's channel.
         """
-        await self._run_script(
+        await self.run_script(
             counter,
             script("rebase"),
             [state_key(counter)],
             [channel_name(counter), self._publish, old_epoch, new_epoch()],
         )
 
-    async def _run_script(
+    async def run_script(
         self, counter: str, lua: Script, keys: list[str], args: list[Any], confirm: bool = False
     ) -> list[Any]:
         """EVALSHA (with ``confirm``, then WAIT) in one write; EVAL once if Redis lacks it.
