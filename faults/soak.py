@@ -23,7 +23,10 @@ What is kept by design is set apart, so that growth means a leak:
   much they take while kept is in docs/guarantees.md ("Redis memory of
   exactly-once");
 * Redis' replication backlog fills up to repl-backlog-size (1 MiB a node by
-  default) as writes flow: it is reported on its own, not as growth.
+  default) as writes flow: it is reported on its own, not as growth;
+* a worker's pool of connections to each Redis node opens as concurrency
+  asks, up to REQUEST_CONNECTIONS (32) a node: those are counted on their own
+  (from the kernel's socket table), and the other open files are judged.
 
 Loads run at 200 increments/s over 20 counters, faster than a person types:
 WS_RATE_LIMIT=0.
@@ -80,11 +83,14 @@ class Resources:
     """What one end of an idle phase measured."""
 
     worker_rss_kib: int
+    # Open files less the connections to Redis (those are bounded by the pools).
     worker_fds: int
     # used_memory less the replication backlog, summed over the data nodes.
     redis_memory_bytes: int
     # Not growth: it fills up to repl-backlog-size as writes flow.
     redis_backlog_bytes: int = field(default=0, compare=False)
+    # Not growth: at most REQUEST_CONNECTIONS per Redis node a worker writes to.
+    worker_redis_connections: int = field(default=0, compare=False)
 
 
 @dataclass
@@ -161,8 +167,37 @@ def measure(cluster: LocalCluster) -> Resources:
     for worker in cluster.workers:
         rss += int(field_of(Path(f"/proc/{worker.pid}/status").read_text(), "VmRSS:").split()[0])
         fds += len(list(Path(f"/proc/{worker.pid}/fd").iterdir()))
+    ports = redis_ports(cluster)
+    to_redis = connections_to(ports, {worker.pid for worker in cluster.workers})
     memory, backlog = redis_memory(cluster)
-    return Resources(rss, fds, memory, backlog)
+    return Resources(rss, fds - to_redis, memory, backlog, to_redis)
+
+
+def connections_to(ports: list[int], pids: set[int]) -> int:
+    """Established TCP connections from ``pids`` to any of ``ports`` (from ss)."""
+    table = subprocess.run(
+        ["ss", "-Htnp", "state", "established"],
+        capture_output=True, text=True, check=True, timeout=10,
+    ).stdout  # fmt: skip
+    wanted = {f":{port}" for port in ports}
+    count = 0
+    for line in table.splitlines():
+        columns = line.split()
+        if len(columns) < 5:
+            continue
+        peer, users = columns[3], " ".join(columns[4:])
+        if peer[peer.rfind(":") :] in wanted and any(f"pid={pid}," in users for pid in pids):
+            count += 1
+    return count
+
+
+def redis_ports(cluster: LocalCluster) -> list[int]:
+    """Every data node's port."""
+    if cluster.redis_cluster is not None:
+        return list(cluster.redis_cluster.nodes)
+    if cluster.sentinels is not None:
+        return list(cluster.sentinels.ports.values())
+    return [cluster.redis_port]
 
 
 def field_of(text: str, name: str) -> str:
@@ -174,14 +209,8 @@ def field_of(text: str, name: str) -> str:
 def redis_memory(cluster: LocalCluster) -> tuple[int, int]:
     """used_memory less the replication backlog, and the backlog, summed over every data
     node of the deployment."""
-    if cluster.redis_cluster is not None:
-        ports = list(cluster.redis_cluster.nodes)
-    elif cluster.sentinels is not None:
-        ports = list(cluster.sentinels.ports.values())
-    else:
-        ports = [cluster.redis_port]
     total = backlog = 0
-    for port in ports:
+    for port in redis_ports(cluster):
         info = subprocess.run(
             ["redis-cli", "-p", str(port), "INFO", "memory"],
             capture_output=True, text=True, check=True, timeout=10,
@@ -270,7 +299,9 @@ def print_result(result: ModeResult) -> None:
         f" {last.worker_rss_kib} KiB,"
         f" fds {first.worker_fds} -> {last.worker_fds},"
         f" Redis memory {first.redis_memory_bytes} -> {last.redis_memory_bytes} B ({growth});"
-        f" replication backlog {first.redis_backlog_bytes} -> {last.redis_backlog_bytes} B",
+        f" replication backlog {first.redis_backlog_bytes} -> {last.redis_backlog_bytes} B;"
+        f" worker connections to Redis {first.worker_redis_connections} ->"
+        f" {last.worker_redis_connections}",
         flush=True,
     )
     for line in result.errors[:10]:
