@@ -9,7 +9,8 @@ port, in one sitting on one machine:
 * **fan-out**: 20,000 lean clients on one counter (10,000 where one worker
   could not hold them: its open-file limit) at 20 and at 200 increments/s:
   frames delivered per second and p99 from send to every client;
-* the workers' CPU per increment and per frame.
+* the workers' CPU per increment and per frame, and the busiest Redis
+  process's share of a core (where it nears 100%, Redis is the limit).
 
 The load generator must not be the limit: every figure comes with the busiest
 load process's share of a core and is marked ``load-bound`` where that share
@@ -26,12 +27,13 @@ import os
 import resource
 import sys
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .contestants import Contestant, one_redis, start_redis_cluster, ws_counter
-from .measure import SpreadLoad, fanout, spread, throughput
+from .contestants import Contestant, start_redis, start_redis_cluster, ws_counter
+from .measure import SpreadLoad, cpu_seconds, fanout, spread, throughput
 
 RESULTS = Path(__file__).parent / "results"
 # A load process busier than this (of one core) may be the limit, not the workers.
@@ -50,6 +52,7 @@ class Plan:
     one_counter_writers: int = 256
     load_processes: int = 2
     cluster: bool = True
+    fanout: bool = True
 
 
 @dataclass
@@ -68,6 +71,8 @@ class Row:
     p99_ms: float = 0.0
     frames: int = 0
     errors: str = ""
+    # The busiest Redis process's share of a core through the measurement.
+    redis_busy: float = 0.0
 
     @property
     def load_bound(self) -> bool:
@@ -90,40 +95,80 @@ def fanout_clients(plan: Plan, workers: int) -> int:
     return clients
 
 
-def on_one_redis(plan: Plan, workers: int, scratch: Path) -> list[Row]:
-    rows = []
-    with one_redis(scratch / f"redis-{workers}") as port, ws_counter(port, workers) as server:
+class RedisBusy:
+    """The busiest of ``pids``' share of a core from enter to exit: Redis' load."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self.busiest = 0.0
+
+    def __enter__(self) -> RedisBusy:
+        self._before = {pid: cpu_seconds([pid]) for pid in self.pids}
+        self._started = time.monotonic()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        wall = max(time.monotonic() - self._started, 1e-6)
+        used = [cpu_seconds([pid]) - before for pid, before in self._before.items()]
+        self.busiest = round(max(used, default=0.0) / wall, 2)
+
+
+def one_counter_row(plan: Plan, server: Contestant, redis: list[int], dedup: str) -> Row:
+    with RedisBusy(redis) as busy:
         hot = throughput(
             server,
             plan.one_counter_writers,
             plan.seconds,
             window=16,
             processes=plan.load_processes,
-            dedup="session",
+            dedup=dedup,
         )
-        rows.append(
-            Row("one counter", "one Redis", workers, hot.per_second, hot.cpu_seconds,
-                hot.generator_busy, hot.exact)
-        )  # fmt: skip
-        rows.append(spread_row(plan, server, "one Redis", workers))
-        clients = fanout_clients(plan, workers)
-        for rate in plan.rates:
-            out = fanout(server, clients, rate, plan.seconds)
-            rows.append(
-                Row("fan-out", "one Redis", workers, out.frames / plan.seconds, out.cpu_seconds,
-                    out.generator_busy, out.exact and not out.unreached, clients, rate,
-                    out.p99_ms, out.frames, f"{out.unreached} unreached" if out.unreached else "")
-            )  # fmt: skip
+    name = "one counter" if dedup == "session" else f"one counter ({dedup}s)"
+    workers = len(server.children)
+    return Row(
+        name, "one Redis", workers, hot.per_second, hot.cpu_seconds, hot.generator_busy,
+        hot.exact, redis_busy=busy.busiest,
+    )  # fmt: skip
+
+
+def on_one_redis(plan: Plan, workers: int, scratch: Path) -> list[Row]:
+    redis, port = start_redis(scratch / f"redis-{workers}")
+    try:
+        with ws_counter(port, workers) as server:
+            rows = [
+                one_counter_row(plan, server, [redis.pid], dedup) for dedup in ("session", "id")
+            ]
+            rows.append(spread_row(plan, server, "one Redis", workers, [redis.pid]))
+            if plan.fanout:
+                rows += fanout_rows(plan, server, workers, [redis.pid])
+    finally:
+        redis.stop()
     return rows
 
 
-def spread_row(plan: Plan, server: Contestant, redis: str, workers: int) -> Row:
+def fanout_rows(plan: Plan, server: Contestant, workers: int, redis: list[int]) -> list[Row]:
+    rows = []
+    clients = fanout_clients(plan, workers)
+    for rate in plan.rates:
+        with RedisBusy(redis) as busy:
+            out = fanout(server, clients, rate, plan.seconds)
+        rows.append(
+            Row("fan-out", "one Redis", workers, out.frames / plan.seconds, out.cpu_seconds,
+                out.generator_busy, out.exact and not out.unreached, clients, rate,
+                out.p99_ms, out.frames, f"{out.unreached} unreached" if out.unreached else "",
+                busy.busiest)
+        )  # fmt: skip
+    return rows
+
+
+def spread_row(plan: Plan, server: Contestant, redis: str, workers: int, pids: list[int]) -> Row:
     load = SpreadLoad(plan.counters, plan.counters, 2, plan.seconds, plan.load_processes, "session")
-    out = spread(server, redis, load)
+    with RedisBusy(pids) as busy:
+        out = spread(server, redis, load)
     errors = ", ".join(f"{code}: {n}" for code, n in out.error_codes.items())
     return Row(
         f"{plan.counters:,} counters", redis, workers, out.per_second, out.cpu_seconds,
-        out.generator_busy, not out.error_codes, errors=errors,
+        out.generator_busy, not out.error_codes, errors=errors, redis_busy=busy.busiest,
     )  # fmt: skip
 
 
@@ -131,7 +176,8 @@ def on_redis_cluster(plan: Plan, workers: int, scratch: Path) -> Row:
     cluster = start_redis_cluster(scratch / f"cluster-{workers}")
     try:
         with ws_counter(None, workers, REDIS_CLUSTER_NODES=cluster.seeds) as server:
-            return spread_row(plan, server, "Redis Cluster (3 primaries)", workers)
+            pids = [node.pid for node in cluster.nodes.values()]
+            return spread_row(plan, server, "Redis Cluster (3 primaries)", workers, pids)
     finally:
         cluster.stop()
 
@@ -162,6 +208,7 @@ def describe(row: Row, seconds: float) -> str:
         f"{row.redis:>27} x{row.workers} {what:<42} {figure:<32}"
         f" worker {row.cpu_us_per_unit(seconds):5.1f} us/{unit[:-1] if unit == 'frames' else unit}"
         f"  busiest load process {row.generator_busy:.0%}{bound}"
+        f"  busiest Redis {row.redis_busy:.0%}"
         f"{'  NOT EXACT' if not row.exact else ''}{'  ' + row.errors if row.errors else ''}"
     )
 
@@ -256,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         "--load-processes", type=int, help="writer processes (a quarter of the cores)"
     )
     parser.add_argument("--no-cluster", action="store_true", help="leave out the Redis Cluster")
+    parser.add_argument("--no-fanout", action="store_true", help="leave out the fan-out rows")
     parser.add_argument("--quick", action="store_true", help="a smoke run: small sizes")
     parser.add_argument("--out", type=Path, default=RESULTS, help="for scale.json and scale.png")
     args = parser.parse_args(argv)
@@ -269,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         one_counter_writers=32 if args.quick else 256,
         load_processes=args.load_processes or max(2, cores // 4),
         cluster=not args.no_cluster,
+        fanout=not args.no_fanout,
     )
     scratch = Path(tempfile.mkdtemp(prefix="ws-counter-bench-scale-"))
     rows = run(plan, scratch)

@@ -14,6 +14,7 @@ import itertools
 import json
 import secrets
 import time
+import urllib.request
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
@@ -38,6 +39,7 @@ class Tally:
         # Ids are deduplicated per counter: unique across writer processes and runs.
         self.prefix = secrets.token_hex(4) + "-"
         self.outstanding = 0
+        self.duplicates = 0
         self.idle = asyncio.Event()
         self.idle.set()
 
@@ -75,6 +77,7 @@ def _count_reply(message: dict[str, Any], tally: Tally, pending: dict[str, float
         tally.answered()
         tally.acked += 1
         tally.total_by += 0 if message.get("duplicate") else 1
+        tally.duplicates += bool(message.get("duplicate"))
         tally.sent_at[message["seq"]] = sent
         return True
     if kind == "error":
@@ -177,6 +180,10 @@ async def _run(plan: WriterPlan) -> dict[str, Any]:
     return {
         "acked": tally.acked,
         "total_by": tally.total_by,
+        # Sent and never answered (the run's last, or a dropped connection's): applied
+        # once or not at all, so the total may hold them or not.
+        "unanswered": tally.outstanding,
+        "duplicates": tally.duplicates,
         "errors": tally.errors,
         "error_codes": dict(tally.error_codes),
         "sent_at": tally.sent_at,
@@ -212,8 +219,27 @@ def run_writers(plan: WriterPlan, pipe: Connection) -> None:
 
 
 async def read_total(url: str) -> int:
+    """The counter's total: from Redis through ws-counter's HTTP API where the server has
+    one, else the first total a WebSocket gets (the baselines: one process each).
+
+    A WebSocket's first total is the state its worker last heard, which may lag Redis
+    by a publish: right after a run, on another worker, a count short of the last acks.
+    """
+    http = url.replace("ws://", "http://", 1)
+    try:
+        return await asyncio.to_thread(_read_total_over_http, http)
+    except (OSError, ValueError, KeyError):
+        pass
     async with connect(url, compression=None) as connection:
         return int(json.loads(await connection.recv())["total"])
+
+
+def _read_total_over_http(url: str) -> int:
+    request = urllib.request.Request(url, headers={"Accept": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        if not response.headers.get("Content-Type", "").startswith("application/json"):
+            raise ValueError("no HTTP API here")
+        return int(json.loads(response.read())["total"])
 
 
 def reply_key(message: dict[str, Any]) -> str:
