@@ -164,7 +164,8 @@ def render_markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_plot(results: dict[str, Any], path: Path) -> None:
+def pyplot() -> Any:
+    """matplotlib's pyplot on a backend without a screen, or None where it is missing."""
     try:
         # Optional (the plot extra), and its backend must be chosen before pyplot loads.
         import matplotlib  # noqa: PLC0415
@@ -172,6 +173,24 @@ def render_plot(results: dict[str, Any], path: Path) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt  # noqa: PLC0415
     except ImportError:
+        return None
+    return plt
+
+
+def save_figure(plt: Any, figure: Any, axis: Any, path: Path, labels: tuple[str, str]) -> None:
+    """Label ``axis`` (x, y), add its grid and legend, and write ``figure`` to ``path``."""
+    axis.set_xlabel(labels[0])
+    axis.set_ylabel(labels[1])
+    axis.grid(True, alpha=0.3)
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def render_plot(results: dict[str, Any], path: Path) -> None:
+    plt = pyplot()
+    if plt is None:
         return
     rows = results["fanout"]
     largest = max((r["clients"] for r in rows), default=0)
@@ -212,13 +231,7 @@ def _plot_rss(results: dict[str, Any], path: Path, plt: Any) -> None:
                 [(kib - start) / 1024 for _, kib in row["rss_kib"]],
                 label=f"{row['server']} {row['clients']:,} clients {row['rate']:,.0f}/s",
             )
-    axis.set_xlabel("seconds into the run")
-    axis.set_ylabel("server RSS growth (MiB)")
-    axis.grid(True, alpha=0.3)
-    axis.legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save_figure(plt, figure, axis, path, ("seconds into the run", "server RSS growth (MiB)"))
 
 
 def _scale_sections(results: dict[str, Any]) -> list[str]:

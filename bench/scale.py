@@ -34,6 +34,7 @@ from typing import Any
 
 from .contestants import Contestant, start_redis, start_redis_cluster, ws_counter
 from .measure import SpreadLoad, cpu_seconds, fanout, spread, throughput
+from .report import pyplot, save_figure
 
 RESULTS = Path(__file__).parent / "results"
 # A load process busier than this (of one core) may be the limit, not the workers.
@@ -248,12 +249,8 @@ def ratios(rows: list[Row]) -> dict[str, float]:
 
 
 def plot(rows: list[Row], path: Path) -> None:
-    try:
-        import matplotlib  # noqa: PLC0415
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt  # noqa: PLC0415
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         print("no matplotlib: no plot", flush=True)
         return
     figure, axis = plt.subplots(figsize=(8, 5))
@@ -271,14 +268,8 @@ def plot(rows: list[Row], path: Path) -> None:
         for row in mine:
             if row.load_bound:
                 axis.annotate("load-bound", (row.workers, row.per_second), fontsize=7)
-    axis.set_xlabel("workers")
-    axis.set_ylabel("acknowledged increments per second")
     axis.set_title("capacity against workers (dotted: ideal, from the fewest workers)")
-    axis.grid(True, alpha=0.3)
-    axis.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save_figure(plt, figure, axis, path, ("workers", "acknowledged increments per second"))
 
 
 def worker_counts(text: str | None) -> list[int]:
