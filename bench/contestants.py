@@ -80,7 +80,16 @@ def ws_counter(redis_port: int | None, workers: int, **settings: str) -> Contest
     port = free_port()
     redis_url = None if redis_port is None else f"redis://127.0.0.1:{redis_port}/0"
     # The benchmark sends far faster than a person types: no per-connection rate limit.
-    env = worker_env(port, redis_url, WS_REUSE_PORT="true", WS_RATE_LIMIT="0", **settings)
+    # Its lean clients never reconnect, so no worker may close them to even out its
+    # share (WS_REBALANCE_RATE): SO_REUSEPORT rarely splits them evenly.
+    env = worker_env(
+        port,
+        redis_url,
+        WS_REUSE_PORT="true",
+        WS_RATE_LIMIT="0",
+        WS_REBALANCE_RATE="0",
+        **settings,
+    )
     contestant = Contestant(f"ws-counter x{workers}", f"ws://127.0.0.1:{port}/")
     try:
         for index in range(workers):
