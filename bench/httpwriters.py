@@ -38,7 +38,14 @@ async def _run(plan: WriterPlan) -> dict[str, Any]:
     )
     acked = sum(acked for acked, _ in results)
     # Every increment adds 1: the acknowledged ones are the total added.
-    return {"acked": acked, "total_by": acked, "errors": sum(errors for _, errors in results)}
+    # One request at a time on each connection, each answered before the next (a
+    # broken connection raises): none is left unanswered.
+    return {
+        "acked": acked,
+        "total_by": acked,
+        "errors": sum(errors for _, errors in results),
+        "unanswered": 0,
+    }
 
 
 async def _writer(host: str, port: int, deadline: float) -> tuple[int, int]:

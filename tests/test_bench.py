@@ -76,6 +76,7 @@ def test_the_scale_benchmark_smoke_run_is_exact(tmp_path: Path) -> None:
     rows = document["rows"]
     assert {(row["measure"], row["redis"]) for row in rows} == {
         ("one counter", "one Redis"),
+        ("one counter (ids)", "one Redis"),
         ("100 counters", "one Redis"),
         ("100 counters", "Redis Cluster (3 primaries)"),
         ("fan-out", "one Redis"),
