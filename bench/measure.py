@@ -18,6 +18,7 @@ from hdrh.histogram import HdrHistogram
 from rich.console import Console
 
 from tools.loadtest import LoadOptions, run_loadtest
+from tools.processes import rss_kib
 
 from .contestants import Contestant
 from .rawclients import run_clients
@@ -37,15 +38,6 @@ def cpu_seconds(pids: list[int]) -> float:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         total += int(fields[11]) + int(fields[12])  # utime + stime
     return total / CLOCK_TICKS
-
-
-def rss_kib(pids: list[int]) -> int:
-    total = 0
-    for pid in pids:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1])
-    return total
 
 
 class RssSampler:

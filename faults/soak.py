@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from tools.cluster import ClusterOptions, LocalCluster
-from tools.processes import free_port
+from tools.processes import free_port, rss_kib
 
 MODES: dict[str, dict[str, Any]] = {
     "one-redis": {},
@@ -163,10 +163,9 @@ class ReadinessSampler:
 
 
 def measure(cluster: LocalCluster) -> Resources:
-    rss = fds = 0
-    for worker in cluster.workers:
-        rss += int(field_of(Path(f"/proc/{worker.pid}/status").read_text(), "VmRSS:").split()[0])
-        fds += len(list(Path(f"/proc/{worker.pid}/fd").iterdir()))
+    pids = [worker.pid for worker in cluster.workers]
+    rss = rss_kib(pids)
+    fds = sum(len(list(Path(f"/proc/{pid}/fd").iterdir())) for pid in pids)
     ports = redis_ports(cluster)
     to_redis = connections_to(ports, {worker.pid for worker in cluster.workers})
     memory, backlog = redis_memory(cluster)

@@ -258,3 +258,13 @@ class Child:
 
     def kill(self) -> int | None:
         return self.stop(timeout=10.0, signum=signal.SIGKILL)
+
+
+def rss_kib(pids: list[int]) -> int:
+    """The resident memory of ``pids`` together, in KiB (from /proc)."""
+    total = 0
+    for pid in pids:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total

@@ -51,7 +51,9 @@ class Rebalancer:
         count = to_close(own, fleet, worker.settings.rebalance_rate)
         if not count:
             return
-        chosen = random.sample(list(worker.server.connections), min(count, own))
+        # The server's own set: the count above may include a handshake not in it yet.
+        connections = list(worker.server.connections)
+        chosen = random.sample(connections, min(count, len(connections)))
         log.info(
             "closing %d of %d connections: the fleet's mean is %.0f",
             len(chosen),
