@@ -61,7 +61,7 @@ def test_every_alert_has_a_promtool_test_and_they_pass() -> None:
 
 
 def test_the_shipped_rules_and_configuration_pass_promtool(tmp_path: Path) -> None:
-    assert "SUCCESS: 9 rules found" in promtool("check", "rules", str(RULES))
+    assert "SUCCESS: 16 rules found" in promtool("check", "rules", str(RULES))
     assert (PROMETHEUS_DIR / "rules.yml").resolve() == Path(str(RULES)).resolve()
     # The compose configuration, its container path made this machine's.
     config = (PROMETHEUS_DIR / "prometheus.yml").read_text()
@@ -75,6 +75,25 @@ def test_the_prometheus_rule_is_the_rules_file() -> None:
     assert PROMETHEUS_RULE.read_text() == prometheus_rule(RULES.read_text())
     resource = yaml.safe_load(PROMETHEUS_RULE.read_text())
     assert resource["spec"] == yaml.safe_load(RULES.read_text())
+
+
+def test_every_alert_links_a_runbook_section_that_exists() -> None:
+    runbooks = (ROOT / "docs" / "runbooks.md").read_text()
+    sections = {line.removeprefix("## ").strip().lower() for line in runbooks.splitlines()
+                if line.startswith("## ")}  # fmt: skip
+    rules = yaml.safe_load(RULES.read_text())
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            link = rule["annotations"]["runbook_url"]
+            assert link == f"docs/runbooks.md#{rule['alert'].lower()}", rule["alert"]
+            assert rule["alert"].lower() in sections, f"docs/runbooks.md has no {rule['alert']}"
+
+
+def test_the_worker_alerts_name_only_exported_metrics() -> None:
+    expressions = [rule["expr"] for group in yaml.safe_load(RULES.read_text())["groups"]
+                   for rule in group["rules"]]  # fmt: skip
+    named = {name for e in expressions for name in re.findall(r"\bws_counter_\w+", e)}
+    assert named and named - exported_metric_names() == set()
 
 
 SERIES_SUFFIXES = {
@@ -96,7 +115,10 @@ def exported_metric_names() -> set[str]:
         def connection_count(self) -> int:
             return 0
 
-    families = Metrics(Idle(), 100).registry.collect()
+    metrics = Metrics(Idle(), 100)
+    metrics.count_task_failures(dict)
+    metrics.export_certificate_expiry(dict)
+    families = metrics.registry.collect()
     return {f"{f.name}{suffix}" for f in families for suffix in SERIES_SUFFIXES[f.type]}
 
 

@@ -1,19 +1,26 @@
-"""Throwaway TLS certificates for a local cluster and the tests, made with the openssl CLI.
+"""TLS certificates made with the openssl CLI: a CA of its own signs one per name set.
 
-A CA of its own signs one certificate per name set. The certificates last a
-few days and are never meant for a real deployment: production takes its
-certificates from its own CA or cert-manager (docs/operations.md, "TLS").
+``ws-counter make-secrets`` uses it for a deployment and the local cluster and
+the tests for throwaway ones. Lifetimes are long on purpose: a certificate
+that expires takes Redis' TLS down with it (every new connection, replication
+link and cluster-bus link fails), so the CA lasts ten years and a leaf
+``LEAF_DAYS`` unless told otherwise; ``not_after`` and the expiry alert
+(docs/operations.md, "Certificates") say when to renew.
 """
 
 from __future__ import annotations
 
 import subprocess
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from .redisserver import require_binary
 
-DAYS = "7"
+# Over two years: a leaf made today is good for a year and more (the target), and still
+# under the 825 days that TLS clients which cap private-CA lifetimes accept.
+LEAF_DAYS = 800
+CA_DAYS = 3650
 # P-256: quick to make, and every TLS stack here (OpenSSL, Chromium, HAProxy) takes it.
 KEY_OPTIONS = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
 
@@ -32,14 +39,17 @@ class Certificate:
 class Authority:
     """A CA in ``directory`` (made on first use) that signs certificates for names."""
 
-    def __init__(self, directory: Path, name: str = "ws-counter throwaway CA") -> None:
+    def __init__(
+        self, directory: Path, name: str = "ws-counter throwaway CA", *, days: int = LEAF_DAYS
+    ) -> None:
         self.directory = directory
+        self.days = days
         self.cert = directory / "ca.crt"
         self._key = directory / "ca.key"
         directory.mkdir(parents=True, exist_ok=True)
         if not self.cert.exists():
             _openssl("req", "-x509", *KEY_OPTIONS, "-keyout", self._key, "-out", self.cert,
-                     "-days", DAYS, "-subj", f"/CN={name}")  # fmt: skip
+                     "-days", max(CA_DAYS, days), "-subj", f"/CN={name}")  # fmt: skip
 
     def issue(self, stem: str, names: tuple[str, ...] = ("localhost", "127.0.0.1")) -> Certificate:
         """A certificate for ``names`` (DNS names and IP addresses), for servers and clients."""
@@ -50,10 +60,20 @@ class Authority:
         extensions.write_text(f"subjectAltName={alt}\nextendedKeyUsage=serverAuth,clientAuth\n")
         _openssl("req", *KEY_OPTIONS, "-keyout", key, "-out", request, "-subj", f"/CN={names[0]}")
         signer = ("-CA", self.cert, "-CAkey", self._key, "-CAcreateserial")
-        _openssl("x509", "-req", "-in", request, *signer, "-out", cert, "-days", DAYS,
+        _openssl("x509", "-req", "-in", request, *signer, "-out", cert, "-days", self.days,
                  "-extfile", extensions)  # fmt: skip
         key.chmod(0o600)
         return Certificate(cert, key)
+
+
+def not_after(cert: Path) -> datetime:
+    """When the certificate at ``cert`` expires (UTC)."""
+    binary = require_binary("openssl", "openssl")
+    argv = [binary, "x509", "-noout", "-enddate", "-in", str(cert)]
+    printed = subprocess.run(argv, check=True, capture_output=True, text=True, timeout=60).stdout
+    # notAfter=Dec  4 20:03:35 2028 GMT
+    stamp = " ".join(printed.strip().removeprefix("notAfter=").split())
+    return datetime.strptime(stamp, "%b %d %H:%M:%S %Y %Z").replace(tzinfo=UTC)
 
 
 def _is_address(name: str) -> bool:

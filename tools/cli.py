@@ -8,13 +8,14 @@ import os
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TypeAlias
 
 from worker import runtime
 from worker.main import add_serve_parser, serve_command
 
+from .arguments import at_least, port_number
 from .client import run_client
 from .cluster import MAX_WORKERS_BEHIND_HAPROXY
 from .demo import run_cluster_command
@@ -87,28 +88,6 @@ def _add_cluster(subparsers: Subparsers) -> None:
                 help="tear the cluster down after the load test instead of waiting for Ctrl-C"
                 " (for scripts; the exit status is the load test's)",
             )
-
-
-def at_least(least: int) -> Callable[[str], int]:
-    """An argparse type: a whole number of at least ``least``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < least:
-            raise argparse.ArgumentTypeError(f"{value} is less than {least}")
-        return value
-
-    return parse
-
-
-def port_number(text: str) -> int:
-    value = at_least(1)(text)
-    if value > 65535:
-        raise argparse.ArgumentTypeError(f"{value} is not a port (1 to 65535)")
-    return value
 
 
 def redis_cluster_size(text: str) -> int:

@@ -35,7 +35,8 @@ from pathlib import Path
 
 from worker.store.acl import WORKER_ACL_RULES
 
-from .certs import Authority
+from .arguments import at_least
+from .certs import CA_DAYS, LEAF_DAYS, Authority, not_after
 from .redissecurity import ADMIN_USER, WORKER_USER, tls_only
 from .redisserver import ClusterError
 
@@ -73,6 +74,19 @@ def add_make_secrets_parser(
         " (docker-compose.yml)",
     )
     parser.add_argument(
+        "--days",
+        type=at_least(1),
+        default=LEAF_DAYS,
+        help=f"how long Redis' and HAProxy's certificates last (default {LEAF_DAYS}; the CA"
+        f" lasts {CA_DAYS} days, or longer than the certificates if --days is larger)",
+    )
+    parser.add_argument(
+        "--renew",
+        action="store_true",
+        help="issue Redis' and HAProxy's certificates again from the kept CA, with new keys;"
+        ' passwords, the ACL file and redis.conf are kept (docs/operations.md, "Certificates")',
+    )
+    parser.add_argument(
         "--mounted-at",
         default="/secrets",
         help="where the containers see these files, for redis.conf (default /secrets)",
@@ -87,6 +101,8 @@ def make_secrets_command(args: argparse.Namespace) -> int:
             tuple(args.front_name),
             args.mounted_at,
             shared_volume=args.shared_volume,
+            days=args.days,
+            renew=args.renew,
         )
     except ClusterError as exc:  # openssl is missing
         print(f"ws-counter make-secrets: {exc}", file=sys.stderr)
@@ -99,6 +115,8 @@ def make_secrets_command(args: argparse.Namespace) -> int:
         return 1
     for path in written:
         print(f"wrote {path}")
+    for name in ("ca.crt", "redis.crt", "front.pem"):
+        print(f"{name} expires {not_after(args.directory / name):%Y-%m-%d %H:%M} UTC")
     print(f"{args.directory}: ready")
     return 0
 
@@ -110,11 +128,17 @@ def make_secrets(
     mounted_at: str = "/secrets",
     *,
     shared_volume: bool = False,
+    days: int = LEAF_DAYS,
+    renew: bool = False,
 ) -> list[Path]:
-    """Write what is missing in ``directory``; the paths written."""
+    """Write what is missing in ``directory`` (and the certificates again when ``renew``);
+    the paths written."""
     directory.mkdir(parents=True, exist_ok=True)
-    before = set(directory.iterdir())
-    authority = Authority(directory, "ws-counter deployment CA")
+    before = {path: path.stat().st_mtime_ns for path in directory.iterdir()}
+    authority = Authority(directory, "ws-counter deployment CA", days=days)
+    if renew:
+        for leaf in ("redis.crt", "redis.key", "front.pem", "front.crt", "front.key"):
+            (directory / leaf).unlink(missing_ok=True)
     if not (directory / "redis.crt").exists():
         authority.issue("redis", tuple(dict.fromkeys((*REDIS_NAMES, *redis_names))))
     front = directory / "front.pem"
@@ -135,7 +159,8 @@ def make_secrets(
         leftover.unlink()
     for leftover in directory.glob("*.ext"):
         leftover.unlink()
-    return sorted(set(directory.iterdir()) - before)
+    return sorted(path for path in directory.iterdir()
+                  if before.get(path) != path.stat().st_mtime_ns)  # fmt: skip
 
 
 def file_mode(name: str, *, shared_volume: bool) -> int:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator, Mapping, Sized
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
@@ -150,6 +150,11 @@ class Metrics:
         """Export ``failures()`` (worker.tasks.FAILURES) as ws_counter_task_failures_total."""
         self.registry.register(_TaskFailures(failures))
 
+    def export_certificate_expiry(self, expiry: Callable[[], Mapping[str, float]]) -> None:
+        """Export ``expiry()`` (worker.store.certificates.EXPIRY) as
+        ws_counter_redis_certificate_expiry_timestamp_seconds."""
+        self.registry.register(_CertificateExpiry(expiry))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -170,6 +175,29 @@ class _TaskFailures(Collector):
         )
         for task, count in sorted(self._failures().items()):
             family.add_metric([task], count)
+        yield family
+
+    def describe(self) -> Iterator[Metric]:
+        return self.collect()
+
+
+class _CertificateExpiry(Collector):
+    """ws_counter_redis_certificate_expiry_timestamp_seconds{certificate}: read from
+    worker.store.certificates.EXPIRY when scraped."""
+
+    def __init__(self, expiry: Callable[[], Mapping[str, float]]) -> None:
+        self._expiry = expiry
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "ws_counter_redis_certificate_expiry_timestamp_seconds",
+            "When a certificate of the TLS link to Redis expires (Unix time), as the worker"
+            ' last verified it: Redis\' own (certificate="redis") and each CA it trusts.'
+            " Absent on plain TCP.",
+            labels=["certificate"],
+        )
+        for certificate, expires in sorted(self._expiry().items()):
+            family.add_metric([certificate], expires)
         yield family
 
     def describe(self) -> Iterator[Metric]:

@@ -15,7 +15,7 @@ from ..core.protocol import CloseCode, ErrorCode, Unavailable, parse_counter_rou
 from ..errors import StoreError
 from ..metrics import Metrics
 from ..settings import Settings
-from ..store import RedisStore, follow
+from ..store import RedisStore, certificates, follow
 from ..tasks import FAILURES, TaskSet
 from .api import Api
 from .balance import Rebalancer
@@ -46,6 +46,7 @@ class Worker:
         self.http_connections: set[HttpConnection] = set()
         self.metrics = Metrics(self, settings.max_connections)
         self.metrics.count_task_failures(lambda: FAILURES)
+        self.metrics.export_certificate_expiry(lambda: certificates.EXPIRY)
         self.store = RedisStore(settings)
         self.hub: Hub[Client] = Hub(
             Fanout(self.metrics).deliver,

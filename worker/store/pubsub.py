@@ -20,6 +20,7 @@ from redis.asyncio.client import PubSub
 from ..core.slots import key_slot
 from ..core.state import CounterState, decode_state
 from ..errors import StoreMisconfigured
+from . import certificates
 from .errors import misconfiguration, reset_hint
 from .keys import channel_name, counter_of_channel
 from .typed import close_pubsub
@@ -221,6 +222,8 @@ class PubSubConnection:
         async with self.lock:
             for group in self._commands(channels):
                 await getattr(pubsub, self._verbs[0])(*group)
+        # Connected now (redis-py connects on the first command): what did it verify?
+        certificates.observe(pubsub.connection)
 
     async def listen(self, pubsub: PubSub) -> None:
         """Dispatch every message until the connection fails or stops answering."""
