@@ -267,3 +267,35 @@ def test_the_monitoring_overlay_runs_redis_exporter_beside_redis() -> None:
     find_resource(resources, "ServiceMonitor", "ws-counter")
     assert all(r["metadata"].get("namespace") == "ws-counter" for r in resources
                if r["kind"] != "Namespace")  # fmt: skip
+
+
+def test_the_hpa_needs_no_adapter_unless_the_component_adds_its_metrics() -> None:
+    """An HPA naming a metric nobody serves never scales down: the base scales on CPU
+    alone, and only the custom-metrics component names the adapter's metrics."""
+
+    def metrics(directory: Path) -> list[str]:
+        hpa = find_resource(render_kustomization(directory), "HorizontalPodAutoscaler",
+                            "ws-counter-worker")  # fmt: skip
+        return [m.get("pods", {}).get("metric", {}).get("name", m["type"])
+                for m in hpa["spec"]["metrics"]]  # fmt: skip
+
+    assert metrics(ROOT / "k8s") == ["Resource"]
+    with_adapter = metrics(ROOT / "k8s" / "examples" / "custom-metrics-hpa")
+    assert with_adapter == ["Resource", "ws_counter_connections",
+                            "ws_counter_totals_sent_per_second"]  # fmt: skip
+
+
+@pytest.mark.parametrize("directory", KUSTOMIZATIONS, ids=lambda path: str(path.relative_to(ROOT)))
+def test_deleting_a_kustomization_keeps_the_namespace_and_the_redis_volumes(
+    directory: Path,
+) -> None:
+    """`kubectl delete -k` deletes what a kustomization lists: never the Namespace that
+    holds the Redis PVCs (applied once from k8s/namespace.yaml), and the StatefulSets
+    keep their PVCs when deleted or scaled down."""
+    resources = render_kustomization(directory)
+    if directory.name != "loadtest":  # the load test's own namespace holds only reports
+        assert [r for r in resources if r["kind"] == "Namespace"] == []
+    for resource in resources:
+        if resource["kind"] == "StatefulSet" and resource["spec"].get("volumeClaimTemplates"):
+            policy = resource["spec"]["persistentVolumeClaimRetentionPolicy"]
+            assert policy == {"whenDeleted": "Retain", "whenScaled": "Retain"}
