@@ -1,0 +1,135 @@
+"""A backup taken under load and restored into an empty Redis holds every acknowledged
+increment up to the backup's point: the runbook of docs/operations.md, "Backups and
+deletion", run as written against a Redis made by ``ws-counter make-secrets``."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+from tools.makesecrets import make_secrets
+from tools.processes import Child, free_port
+from tools.redissecurity import ADMIN_USER, WORKER_USER, config_as_flags
+from tools.redisserver import require_binary, start_redis_server
+
+from .conftest import WorkerProcess, seconds
+from .loadrun import BackgroundLoadtest
+
+COUNTER = "backed-up"
+
+
+class Admin:
+    """redis-cli as the admin, over TLS: how the runbook talks to Redis."""
+
+    def __init__(self, secrets: Path, port: int) -> None:
+        self.secrets, self.port = secrets, port
+
+    def __call__(self, *args: str) -> str:
+        argv = [require_binary("redis-cli", "redis-server"), "-p", str(self.port), "--tls",
+                "--cacert", str(self.secrets / "ca.crt"), "--user", ADMIN_USER,
+                "--no-auth-warning", *args]  # fmt: skip
+        password = (self.secrets / "admin-password").read_text().strip()
+        env = {**os.environ, "REDISCLI_AUTH": password}
+        return subprocess.run(argv, env=env, capture_output=True, text=True, check=True,
+                              timeout=seconds(60)).stdout  # fmt: skip
+
+
+def test_a_backup_under_load_restores_every_increment_acknowledged_before_it(
+    tmp_path: Path,
+) -> None:
+    secrets = tmp_path / "secrets"
+    make_secrets(secrets, mounted_at=str(secrets))
+    port = free_port()
+    options = config_as_flags((secrets / "redis.conf").read_text(), port)
+    source = start_redis_server(port, tmp_path / "source", extra=options)
+    worker = _worker(secrets, port)
+    try:
+        load = BackgroundLoadtest(
+            worker.url, "--clients", "20", "--rate", "300", "--duration", "10",
+            "--counter", COUNTER, json_path=tmp_path / "report.json",
+        )  # fmt: skip
+        load.wait_until_acking()
+        # Everything acknowledged by now was applied by now: the backup must hold it.
+        before = _total(worker)
+        backup = tmp_path / "backup.rdb"
+        Admin(secrets, port)("--rdb", str(backup))
+        after = _total(worker)
+        status, report = load.finish()
+        assert status == 0 and report is not None and report["correct"], load.output
+        assert report["expected_total"] > after > before > 0, (before, after)
+    finally:
+        worker.stop()
+        source.stop()
+
+    restored_port = free_port()
+    restored = _restore(backup, tmp_path / "restored", secrets, restored_port)
+    worker = _worker(secrets, restored_port)
+    try:
+        total = _total(worker)
+        # The backup's point lies between the two reads around it (RPO: the backup's start).
+        assert before <= total <= after, (before, total, after)
+        assert _increment(worker, 3) == total + 3
+    finally:
+        worker.stop()
+        restored.stop()
+
+
+def _restore(backup: Path, data: Path, secrets: Path, port: int) -> Child:
+    """docs/operations.md, "Restore": load the RDB with the AOF off, turn the AOF on
+    (Redis writes it from memory), and restart as shipped."""
+    data.mkdir()
+    shutil.copy(backup, data / "dump.rdb")
+    options = config_as_flags((secrets / "redis.conf").read_text(), port)
+    admin = Admin(secrets, port)
+    loading = start_redis_server(port, data, extra=(*options, "--appendonly", "no"))
+    admin("config", "set", "appendonly", "yes")
+    deadline = time.monotonic() + seconds(30)
+    while not _aof_written(admin("info", "persistence")):
+        assert time.monotonic() < deadline, admin("info", "persistence")
+        time.sleep(0.1)  # Redis announces the rewrite's end to no client: ask again
+    loading.stop()
+    return start_redis_server(port, data, extra=options)
+
+
+def _aof_written(info: str) -> bool:
+    fields = dict(line.split(":", 1) for line in info.split() if ":" in line)
+    return (
+        fields.get("aof_enabled") == "1"
+        and fields.get("aof_rewrite_in_progress") == "0"
+        and fields.get("aof_rewrite_scheduled") == "0"
+    )
+
+
+def _worker(secrets: Path, port: int) -> WorkerProcess:
+    env = {
+        "REDIS_TLS": "true",
+        "REDIS_TLS_CA_FILE": str(secrets / "ca.crt"),
+        "REDIS_USERNAME": WORKER_USER,
+        "REDIS_PASSWORD_FILE": str(secrets / "worker-password"),
+        # The load test sends faster than a person types.
+        "WS_RATE_LIMIT": "0",
+    }
+    return WorkerProcess(f"rediss://localhost:{port}/0", env).start()
+
+
+def _total(worker: WorkerProcess) -> int:
+    request = urllib.request.Request(
+        f"{worker.http}/counters/{COUNTER}", headers={"Accept": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=seconds(10)) as response:
+        return int(json.loads(response.read())["total"])
+
+
+def _increment(worker: WorkerProcess, by: int) -> int:
+    request = urllib.request.Request(
+        f"{worker.http}/counters/{COUNTER}/increments",
+        data=json.dumps({"by": by}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=seconds(10)) as response:
+        return int(json.loads(response.read())["total"])
