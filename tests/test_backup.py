@@ -5,49 +5,27 @@ deletion", run as written against a Redis made by ``ws-counter make-secrets``.""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import time
 import urllib.request
 from pathlib import Path
 
-from tools.makesecrets import make_secrets
 from tools.processes import Child, free_port
-from tools.redissecurity import ADMIN_USER, WORKER_USER, config_as_flags
-from tools.redisserver import require_binary, start_redis_server
 
 from .conftest import WorkerProcess, seconds
 from .loadrun import BackgroundLoadtest
+from .secured import Admin, made_secrets, secured_worker, start_secured_redis
 
 COUNTER = "backed-up"
-
-
-class Admin:
-    """redis-cli as the admin, over TLS: how the runbook talks to Redis."""
-
-    def __init__(self, secrets: Path, port: int) -> None:
-        self.secrets, self.port = secrets, port
-
-    def __call__(self, *args: str) -> str:
-        argv = [require_binary("redis-cli", "redis-server"), "-p", str(self.port), "--tls",
-                "--cacert", str(self.secrets / "ca.crt"), "--user", ADMIN_USER,
-                "--no-auth-warning", *args]  # fmt: skip
-        password = (self.secrets / "admin-password").read_text().strip()
-        env = {**os.environ, "REDISCLI_AUTH": password}
-        return subprocess.run(argv, env=env, capture_output=True, text=True, check=True,
-                              timeout=seconds(60)).stdout  # fmt: skip
 
 
 def test_a_backup_under_load_restores_every_increment_acknowledged_before_it(
     tmp_path: Path,
 ) -> None:
-    secrets = tmp_path / "secrets"
-    make_secrets(secrets, mounted_at=str(secrets))
+    secrets = made_secrets(tmp_path)
     port = free_port()
-    options = config_as_flags((secrets / "redis.conf").read_text(), port)
-    source = start_redis_server(port, tmp_path / "source", extra=options)
-    worker = _worker(secrets, port)
+    source = start_secured_redis(secrets, port, tmp_path / "source")
+    worker = secured_worker(secrets, port)
     try:
         load = BackgroundLoadtest(
             worker.url, "--clients", "20", "--rate", "300", "--duration", "10",
@@ -68,7 +46,7 @@ def test_a_backup_under_load_restores_every_increment_acknowledged_before_it(
 
     restored_port = free_port()
     restored = _restore(backup, tmp_path / "restored", secrets, restored_port)
-    worker = _worker(secrets, restored_port)
+    worker = secured_worker(secrets, restored_port)
     try:
         total = _total(worker)
         # The backup's point lies between the two reads around it (RPO: the backup's start).
@@ -84,16 +62,15 @@ def _restore(backup: Path, data: Path, secrets: Path, port: int) -> Child:
     (Redis writes it from memory), and restart as shipped."""
     data.mkdir()
     shutil.copy(backup, data / "dump.rdb")
-    options = config_as_flags((secrets / "redis.conf").read_text(), port)
     admin = Admin(secrets, port)
-    loading = start_redis_server(port, data, extra=(*options, "--appendonly", "no"))
+    loading = start_secured_redis(secrets, port, data, "--appendonly", "no")
     admin("config", "set", "appendonly", "yes")
     deadline = time.monotonic() + seconds(30)
     while not _aof_written(admin("info", "persistence")):
         assert time.monotonic() < deadline, admin("info", "persistence")
         time.sleep(0.1)  # Redis announces the rewrite's end to no client: ask again
     loading.stop()
-    return start_redis_server(port, data, extra=options)
+    return start_secured_redis(secrets, port, data)
 
 
 def _aof_written(info: str) -> bool:
@@ -103,18 +80,6 @@ def _aof_written(info: str) -> bool:
         and fields.get("aof_rewrite_in_progress") == "0"
         and fields.get("aof_rewrite_scheduled") == "0"
     )
-
-
-def _worker(secrets: Path, port: int) -> WorkerProcess:
-    env = {
-        "REDIS_TLS": "true",
-        "REDIS_TLS_CA_FILE": str(secrets / "ca.crt"),
-        "REDIS_USERNAME": WORKER_USER,
-        "REDIS_PASSWORD_FILE": str(secrets / "worker-password"),
-        # The load test sends faster than a person types.
-        "WS_RATE_LIMIT": "0",
-    }
-    return WorkerProcess(f"rediss://localhost:{port}/0", env).start()
 
 
 def _total(worker: WorkerProcess) -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,11 +18,11 @@ import pytest
 from tools.certs import not_after
 from tools.makesecrets import make_secrets
 from tools.processes import free_port
-from tools.redissecurity import ADMIN_USER, WORKER_USER, config_as_flags
-from tools.redisserver import start_redis_server
+from tools.redissecurity import WORKER_USER
 
 from .conftest import WorkerProcess, http_get, seconds
 from .loadrun import BackgroundLoadtest
+from .secured import Admin, made_secrets, secured_worker, start_secured_redis
 
 A_YEAR = 365 * 24 * 3600
 
@@ -61,21 +60,11 @@ def test_renewing_redis_certificate_under_load_loses_nothing(tmp_path: Path) -> 
     """The runbook of docs/operations.md, "Certificates": renew, load the files into the
     running Redis with CONFIG SET, and drop its connections so that every worker link
     is made again on the new certificate, while clients increment."""
-    secrets = tmp_path / "secrets"
-    make_secrets(secrets, mounted_at=str(secrets))
+    secrets = made_secrets(tmp_path)
     port = free_port()
-    options = config_as_flags((secrets / "redis.conf").read_text(), port)
-    redis = start_redis_server(port, tmp_path / "data", extra=options)
-    admin = _admin_cli(secrets, port)
-    env = {
-        "REDIS_TLS": "true",
-        "REDIS_TLS_CA_FILE": str(secrets / "ca.crt"),
-        "REDIS_USERNAME": WORKER_USER,
-        "REDIS_PASSWORD_FILE": str(secrets / "worker-password"),
-        # The load test sends faster than a person types.
-        "WS_RATE_LIMIT": "0",
-    }
-    worker = WorkerProcess(f"rediss://localhost:{port}/0", env).start()
+    redis = start_secured_redis(secrets, port, tmp_path / "data")
+    admin = Admin(secrets, port)
+    worker = secured_worker(secrets, port)
     try:
         before = _expiry_metric(worker)
         assert before == pytest.approx(not_after(secrets / "redis.crt").timestamp())
@@ -104,17 +93,6 @@ def test_renewing_redis_certificate_under_load_loses_nothing(tmp_path: Path) -> 
 def _serial(cert: Path) -> str:
     argv = ["openssl", "x509", "-noout", "-serial", "-in", str(cert)]
     return subprocess.run(argv, capture_output=True, text=True, check=True, timeout=30).stdout
-
-
-def _admin_cli(secrets: Path, port: int) -> Callable[..., str]:
-    def run(*args: str) -> str:
-        argv = ["redis-cli", "-p", str(port), "--tls", "--cacert", str(secrets / "ca.crt"),
-                "--user", ADMIN_USER, "--no-auth-warning", *args]  # fmt: skip
-        env = {"REDISCLI_AUTH": (secrets / "admin-password").read_text().strip()}
-        return subprocess.run(argv, capture_output=True, text=True, env=env, check=True,
-                              timeout=seconds(30)).stdout  # fmt: skip
-
-    return run
 
 
 def _expiry_metric(worker: WorkerProcess) -> float:

@@ -25,7 +25,7 @@ import yaml
 
 from tools.makesecrets import make_secrets
 from tools.processes import Child, free_port, free_ports
-from tools.redissecurity import ADMIN_USER, config_as_flags
+from tools.redissecurity import config_as_flags
 from tools.redisserver import require_binary, start_redis_server
 
 from .conftest import WorkerProcess, seconds
@@ -36,6 +36,7 @@ from .deploy import (
     ROOT,
     render_kustomization,
 )
+from .secured import Admin
 
 PROBE_KINDS = ("startupProbe", "readinessProbe", "livenessProbe")
 BUS_OFFSET = 10000
@@ -145,13 +146,7 @@ class Runner:
         return config_as_flags((self.secrets / "redis.conf").read_text(), port)
 
     def admin(self, port: int, *args: str) -> str:
-        argv = [require_binary("redis-cli", "redis-server"), "-p", str(port), "--tls",
-                "--cacert", str(self.secrets / "ca.crt"), "--user", ADMIN_USER,
-                "--no-auth-warning", *args]  # fmt: skip
-        password = (self.secrets / "admin-password").read_text().strip()
-        env = {**os.environ, "REDISCLI_AUTH": password}
-        return subprocess.run(argv, env=env, capture_output=True, text=True, check=True,
-                              timeout=seconds(30)).stdout  # fmt: skip
+        return Admin(self.secrets, port)(*args)
 
 
 @pytest.fixture(scope="module")

@@ -148,57 +148,54 @@ class Metrics:
 
     def count_task_failures(self, failures: Callable[[], Mapping[str, int]]) -> None:
         """Export ``failures()`` (worker.tasks.FAILURES) as ws_counter_task_failures_total."""
-        self.registry.register(_TaskFailures(failures))
+        self.registry.register(_MappingCollector(_task_failures, failures))
 
     def export_certificate_expiry(self, expiry: Callable[[], Mapping[str, float]]) -> None:
         """Export ``expiry()`` (worker.store.certificates.EXPIRY) as
         ws_counter_redis_certificate_expiry_timestamp_seconds."""
-        self.registry.register(_CertificateExpiry(expiry))
+        self.registry.register(_MappingCollector(_certificate_expiry, expiry))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
 
-class _TaskFailures(Collector):
-    """ws_counter_task_failures_total{task}: read from worker.tasks.FAILURES when scraped,
-    so that any code may report a failure without holding the metrics."""
+class _MappingCollector(Collector):
+    """One labelled family read from a mapping (label value -> number) when scraped, so
+    that any code may report into a module-level mapping without holding the metrics
+    (worker.tasks.FAILURES, worker.store.certificates.EXPIRY)."""
 
-    def __init__(self, failures: Callable[[], Mapping[str, int]]) -> None:
-        self._failures = failures
+    def __init__(
+        self,
+        family: Callable[[], CounterMetricFamily | GaugeMetricFamily],
+        values: Callable[[], Mapping[str, float]],
+    ) -> None:
+        self._family = family
+        self._values = values
 
     def collect(self) -> Iterator[Metric]:
-        family = CounterMetricFamily(
-            "ws_counter_task_failures",
-            "Background tasks that failed (logged as task_failed), by task; a task meant to"
-            " run for ever is then restarted with backoff.",
-            labels=["task"],
-        )
-        for task, count in sorted(self._failures().items()):
-            family.add_metric([task], count)
+        family = self._family()
+        for label, value in sorted(self._values().items()):
+            family.add_metric([label], value)
         yield family
 
     def describe(self) -> Iterator[Metric]:
         return self.collect()
 
 
-class _CertificateExpiry(Collector):
-    """ws_counter_redis_certificate_expiry_timestamp_seconds{certificate}: read from
-    worker.store.certificates.EXPIRY when scraped."""
+def _task_failures() -> CounterMetricFamily:
+    return CounterMetricFamily(
+        "ws_counter_task_failures",
+        "Background tasks that failed (logged as task_failed), by task; a task meant to"
+        " run for ever is then restarted with backoff.",
+        labels=["task"],
+    )
 
-    def __init__(self, expiry: Callable[[], Mapping[str, float]]) -> None:
-        self._expiry = expiry
 
-    def collect(self) -> Iterator[Metric]:
-        family = GaugeMetricFamily(
-            "ws_counter_redis_certificate_expiry_timestamp_seconds",
-            "When a certificate of the TLS link to Redis expires (Unix time), as the worker"
-            ' last verified it: Redis\' own (certificate="redis") and each CA it trusts.'
-            " Absent on plain TCP.",
-            labels=["certificate"],
-        )
-        for certificate, expires in sorted(self._expiry().items()):
-            family.add_metric([certificate], expires)
-        yield family
-
-    def describe(self) -> Iterator[Metric]:
-        return self.collect()
+def _certificate_expiry() -> GaugeMetricFamily:
+    return GaugeMetricFamily(
+        "ws_counter_redis_certificate_expiry_timestamp_seconds",
+        "When a certificate of the TLS link to Redis expires (Unix time), as the worker"
+        ' last verified it: Redis\' own (certificate="redis") and each CA it trusts.'
+        " Absent on plain TCP.",
+        labels=["certificate"],
+    )
