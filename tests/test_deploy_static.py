@@ -222,11 +222,18 @@ def test_the_gateway_api_route_serves_the_ingress_paths_and_no_more() -> None:
     route = find_resource(resources, "HTTPRoute", "ws-counter")
     (route_rule,) = route["spec"]["rules"]
     assert {(m["path"]["type"], m["path"]["value"]) for m in route_rule["matches"]} == wanted
+    # A WebSocket is one long request: no implementation's default timeout cuts it.
+    assert route_rule["timeouts"] == {"request": "0s"}
     policy = find_resource(resources, "NetworkPolicy", "worker-ingress")
     fronts = policy["spec"]["ingress"][0]["from"]
-    assert {"ws-counter.example.com/front": "true"} in [
-        f["namespaceSelector"]["matchLabels"] for f in fronts
-    ]
+    selectors = [(next(iter(f)), f[next(iter(f))]["matchLabels"]) for f in fronts]
+    assert ("namespaceSelector", {"ws-counter.example.com/front": "true"}) in selectors
+    # GEP-1762 implementations run the proxy beside the workers, labelled by Gateway.
+    gateway_pods = {"gateway.networking.k8s.io/gateway-name": "ws-counter"}
+    assert ("podSelector", gateway_pods) in selectors
+    proxy = find_resource(resources, "NetworkPolicy", "gateway-proxy")["spec"]
+    assert proxy["podSelector"]["matchLabels"] == gateway_pods
+    assert proxy["egress"][0]["ports"] == [{"protocol": "TCP", "port": 8000}]
 
 
 def checkov() -> str:
