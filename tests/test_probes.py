@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,7 +22,6 @@ from typing import Any
 import pytest
 import yaml
 
-from tools.makesecrets import make_secrets
 from tools.processes import Child, free_port, free_ports
 from tools.redissecurity import config_as_flags
 from tools.redisserver import require_binary, start_redis_server
@@ -36,6 +34,7 @@ from .deploy import (
     ROOT,
     render_kustomization,
 )
+from .podshell import PodShell
 from .secured import Admin
 
 PROBE_KINDS = ("startupProbe", "readinessProbe", "livenessProbe")
@@ -121,26 +120,11 @@ def test_every_shipped_probe_is_found_and_parses() -> None:
             assert parsed.returncode == 0, f"{probe.where}: {parsed.stderr}"
 
 
-class Runner:
+class Runner(PodShell):
     """Runs a probe as a pod would, against a Redis on ``port``."""
 
-    def __init__(self, directory: Path) -> None:
-        self.secrets = directory / "secrets"
-        make_secrets(self.secrets, mounted_at=str(self.secrets))
-        self._bin = directory / "bin"
-        self._bin.mkdir()
-        shim = self._bin / "redis-cli"
-        real = require_binary("redis-cli", "redis-server")
-        shim.write_text(f'#!/bin/sh\nexec {real} -p "$PROBE_PORT" "$@"\n')
-        shim.chmod(0o755)
-
     def passes(self, probe: Probe, port: int) -> bool:
-        argv = [part.replace("/secrets/", f"{self.secrets}/") for part in probe.argv]
-        path = f"{self._bin}:{Path(sys.executable).parent}:{os.environ['PATH']}"
-        env = {**os.environ, "PATH": path, "PROBE_PORT": str(port)}
-        result = subprocess.run(argv, env=env, capture_output=True, timeout=seconds(10),
-                                check=False)  # fmt: skip
-        return result.returncode == 0
+        return self.run(probe.argv, port).returncode == 0
 
     def options(self, port: int) -> tuple[str, ...]:
         return config_as_flags((self.secrets / "redis.conf").read_text(), port)

@@ -1,0 +1,115 @@
+"""The Redis Cluster's shell commands, run as written on six real TLS nodes made by
+``ws-counter make-secrets``: the Job and the compose service that form the cluster
+(and leave a formed one alone), and the preStop hook that hands a primary's slots to
+its replica before the pod stops."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tools.processes import Child, free_ports
+
+from .deploy import REDIS_CLUSTER_COMPOSE_FILE, ROOT, find_resource, render_kustomization
+from .podshell import PodShell
+from .secured import Admin, start_secured_redis
+
+pytestmark = [pytest.mark.redis_cluster]
+
+BUS_OFFSET = 10000
+NAMESPACE = "ws-counter"
+
+
+@pytest.fixture
+def nodes(tmp_path: Path) -> Iterator[tuple[PodShell, list[int]]]:
+    shell = PodShell(tmp_path)
+    ports = free_ports(6, offsets=(0, BUS_OFFSET))
+    children: list[Child] = []
+    try:
+        for port in ports:
+            node = ("--cluster-enabled", "yes", "--cluster-node-timeout", "2000",
+                    "--cluster-config-file", str(tmp_path / f"nodes-{port}.conf"))  # fmt: skip
+            children.append(start_secured_redis(shell.secrets, port, tmp_path / str(port), *node))
+        yield shell, ports
+    finally:
+        for child in children:
+            child.stop()
+
+
+def kubernetes_hosts(ports: list[int]) -> dict[str, int]:
+    return {f"redis-cluster-{i}.redis-cluster.{NAMESPACE}.svc.cluster.local": port
+            for i, port in enumerate(ports)}  # fmt: skip
+
+
+def test_the_init_job_forms_the_cluster_once(nodes: tuple[PodShell, list[int]]) -> None:
+    shell, ports = nodes
+    job = find_resource(render_kustomization(ROOT / "k8s" / "overlays" / "redis-cluster"),
+                        "Job", "redis-cluster-init")  # fmt: skip
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    formed = shell.run(container["command"], hosts=kubernetes_hosts(ports), timeout=120)
+    assert formed.returncode == 0, formed.stdout + formed.stderr
+    assert_formed(Admin(shell.secrets, ports[0]))
+    again = shell.run(container["command"], hosts=kubernetes_hosts(ports), timeout=60)
+    assert (again.returncode, again.stdout.strip()) == (0, "cluster already formed")
+
+
+def test_the_compose_init_service_forms_the_cluster_once(nodes: tuple[PodShell, list[int]]) -> None:
+    shell, ports = nodes
+    service = yaml.safe_load(REDIS_CLUSTER_COMPOSE_FILE.read_text())["services"]
+    init = service["redis-cluster-init"]
+    # Compose reads $$ as a literal $.
+    argv = [*init["entrypoint"], *(part.replace("$$", "$") for part in init["command"])]
+    hosts = {f"redis-{i + 1}": port for i, port in enumerate(ports)}
+    formed = shell.run(argv, hosts=hosts, timeout=120)
+    assert formed.returncode == 0, formed.stdout + formed.stderr
+    assert_formed(Admin(shell.secrets, ports[0]))
+    again = shell.run(argv, hosts=hosts, timeout=60)
+    assert (again.returncode, again.stdout.strip()) == (0, "cluster already formed")
+
+
+def test_prestop_hands_a_primarys_slots_to_its_replica(nodes: tuple[PodShell, list[int]]) -> None:
+    shell, ports = nodes
+    resources = render_kustomization(ROOT / "k8s" / "overlays" / "redis-cluster")
+    job = find_resource(resources, "Job", "redis-cluster-init")
+    create = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert shell.run(create, hosts=kubernetes_hosts(ports), timeout=120).returncode == 0
+    statefulset = find_resource(resources, "StatefulSet", "redis-cluster")
+    pre_stop = statefulset["spec"]["template"]["spec"]["containers"][0]["lifecycle"]["preStop"]
+    command = pre_stop["exec"]["command"]
+    roles = {port: role(Admin(shell.secrets, port)) for port in ports}
+    primary = next(port for port, r in roles.items() if r == "master")
+    replica = next(port for port, r in roles.items() if r == "slave")
+    # A replica stops as it is: nothing to hand over.
+    assert shell.run(command, port=replica, timeout=30).returncode == 0
+    assert role(Admin(shell.secrets, replica)) == "slave"
+    # A primary leaves as a replica, its former replica now serving its slots.
+    handed = shell.run(command, port=primary, timeout=30)
+    assert handed.returncode == 0, handed.stdout + handed.stderr
+    assert role(Admin(shell.secrets, primary)) == "slave"
+    assert_formed(Admin(shell.secrets, primary))
+
+
+def role(admin: Admin) -> str:
+    for line in admin("info", "replication").splitlines():
+        if line.startswith("role:"):
+            return line.removeprefix("role:").strip()
+    raise AssertionError("no role in INFO replication")
+
+
+def assert_formed(admin: Admin) -> None:
+    """Three primaries and three replicas, every slot served (asked until the gossip
+    settles: Redis announces the cluster's state to no client)."""
+    deadline = time.monotonic() + 30
+    while True:
+        info = admin("cluster", "info")
+        nodes = admin("cluster", "nodes").splitlines()
+        masters = sum("master" in line.split()[2] for line in nodes)
+        settled = "cluster_state:ok" in info and "cluster_slots_ok:16384" in info
+        if settled and (masters, len(nodes)) == (3, 6):
+            return
+        assert time.monotonic() < deadline, info + "\n".join(nodes)
+        time.sleep(0.2)
