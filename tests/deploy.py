@@ -20,9 +20,9 @@ HAPROXY_CONFIGS = [
     ROOT / "deploy" / "haproxy" / "compose.cfg",
     ROOT / "tools" / "haproxy-local.cfg",
 ]
+COMPONENTS = ROOT / "k8s" / "components"
 KUSTOMIZATIONS = [
     ROOT / "k8s",
-    ROOT / "k8s" / "base",
     ROOT / "k8s" / "overlays" / "sentinel",
     ROOT / "k8s" / "overlays" / "redis-cluster",
     ROOT / "k8s" / "overlays" / "monitoring",

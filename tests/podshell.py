@@ -38,8 +38,10 @@ class PodShell:
         port: int | None = None,
         hosts: Mapping[str, int] | None = None,
         timeout: float = 10,
+        env: Mapping[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        """``argv`` with ``/secrets`` mapped, on the node at ``port``, peers at ``hosts``."""
+        """``argv`` with ``/secrets`` mapped, on the node at ``port``, peers at ``hosts``,
+        with the pod's own variables ``env`` (those the manifest sets)."""
         command = [part.replace("/secrets/", f"{self.secrets}/") for part in argv]
         path = f"{self._bin}:{Path(sys.executable).parent}:{os.environ['PATH']}"
         env = {
@@ -48,6 +50,7 @@ class PodShell:
             "REAL_REDIS_CLI": require_binary("redis-cli", "redis-server"),
             "PROBE_PORT": "" if port is None else str(port),
             "REDIS_HOSTS": ",".join(f"{name}={p}" for name, p in (hosts or {}).items()),
+            **(env or {}),
         }
         return subprocess.run(command, env=env, capture_output=True, text=True,
                               timeout=seconds(timeout), check=False)  # fmt: skip

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tools.makesecrets import make_secrets
@@ -55,3 +57,12 @@ def start_secured_redis(secrets: Path, port: int, data: Path, *extra: str) -> Ch
     """redis-server on ``port`` with the shipped redis.conf of ``secrets`` (and ``extra``)."""
     options = config_as_flags((secrets / "redis.conf").read_text(), port)
     return start_redis_server(port, data, extra=(*options, *extra))
+
+
+def until(check: Callable[[], bool], timeout: float = 30) -> None:
+    """Wait for a Redis state that Redis announces to no client (a replica in sync, the
+    cluster's state, an AOF rewrite done): ask every 100 ms, for at most ``timeout``."""
+    deadline = time.monotonic() + seconds(timeout)
+    while not check():
+        assert time.monotonic() < deadline, "Redis did not reach the state in time"
+        time.sleep(0.1)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 import urllib.request
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from tools.processes import Child, free_port
 
 from .conftest import WorkerProcess, seconds
 from .loadrun import BackgroundLoadtest
-from .secured import Admin, made_secrets, secured_worker, start_secured_redis
+from .secured import Admin, made_secrets, secured_worker, start_secured_redis, until
 
 COUNTER = "backed-up"
 
@@ -65,10 +64,7 @@ def _restore(backup: Path, data: Path, secrets: Path, port: int) -> Child:
     admin = Admin(secrets, port)
     loading = start_secured_redis(secrets, port, data, "--appendonly", "no")
     admin("config", "set", "appendonly", "yes")
-    deadline = time.monotonic() + seconds(30)
-    while not _aof_written(admin("info", "persistence")):
-        assert time.monotonic() < deadline, admin("info", "persistence")
-        time.sleep(0.1)  # Redis announces the rewrite's end to no client: ask again
+    until(lambda: _aof_written(admin("info", "persistence")))
     loading.stop()
     return start_secured_redis(secrets, port, data)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -16,12 +17,14 @@ from tools.processes import Child, free_ports
 
 from .deploy import REDIS_CLUSTER_COMPOSE_FILE, ROOT, find_resource, render_kustomization
 from .podshell import PodShell
-from .secured import Admin, start_secured_redis
+from .secured import Admin, start_secured_redis, until
 
 pytestmark = [pytest.mark.redis_cluster]
 
 BUS_OFFSET = 10000
-NAMESPACE = "ws-counter"
+# Not the shipped one: the commands must take the namespace from the pod.
+NAMESPACE = "counters-elsewhere"
+POD = {"POD_NAMESPACE": NAMESPACE}
 
 
 @pytest.fixture
@@ -50,10 +53,10 @@ def test_the_init_job_forms_the_cluster_once(nodes: tuple[PodShell, list[int]]) 
     job = find_resource(render_kustomization(ROOT / "k8s" / "overlays" / "redis-cluster"),
                         "Job", "redis-cluster-init")  # fmt: skip
     (container,) = job["spec"]["template"]["spec"]["containers"]
-    formed = shell.run(container["command"], hosts=kubernetes_hosts(ports), timeout=120)
+    formed = shell.run(container["command"], hosts=kubernetes_hosts(ports), timeout=120, env=POD)
     assert formed.returncode == 0, formed.stdout + formed.stderr
     assert_formed(Admin(shell.secrets, ports[0]))
-    again = shell.run(container["command"], hosts=kubernetes_hosts(ports), timeout=60)
+    again = shell.run(container["command"], hosts=kubernetes_hosts(ports), timeout=60, env=POD)
     assert (again.returncode, again.stdout.strip()) == (0, "cluster already formed")
 
 
@@ -76,20 +79,24 @@ def test_prestop_hands_a_primarys_slots_to_its_replica(nodes: tuple[PodShell, li
     resources = render_kustomization(ROOT / "k8s" / "overlays" / "redis-cluster")
     job = find_resource(resources, "Job", "redis-cluster-init")
     create = job["spec"]["template"]["spec"]["containers"][0]["command"]
-    assert shell.run(create, hosts=kubernetes_hosts(ports), timeout=120).returncode == 0
+    assert shell.run(create, hosts=kubernetes_hosts(ports), timeout=120, env=POD).returncode == 0
     statefulset = find_resource(resources, "StatefulSet", "redis-cluster")
     pre_stop = statefulset["spec"]["template"]["spec"]["containers"][0]["lifecycle"]["preStop"]
     command = pre_stop["exec"]["command"]
+    assert_formed(Admin(shell.secrets, ports[0]))
     roles = {port: role(Admin(shell.secrets, port)) for port in ports}
     primary = next(port for port, r in roles.items() if r == "master")
     replica = next(port for port, r in roles.items() if r == "slave")
+    # As in a cluster that has run a while: every replica in sync with its primary.
+    for port in (p for p, r in roles.items() if r == "slave"):
+        until(partial(in_sync, Admin(shell.secrets, port)))
     # A replica stops as it is: nothing to hand over.
     assert shell.run(command, port=replica, timeout=30).returncode == 0
     assert role(Admin(shell.secrets, replica)) == "slave"
     # A primary leaves as a replica, its former replica now serving its slots.
     handed = shell.run(command, port=primary, timeout=30)
     assert handed.returncode == 0, handed.stdout + handed.stderr
-    assert role(Admin(shell.secrets, primary)) == "slave"
+    assert role(Admin(shell.secrets, primary)) == "slave", handed.stdout + handed.stderr
     assert_formed(Admin(shell.secrets, primary))
 
 
@@ -100,6 +107,10 @@ def role(admin: Admin) -> str:
     raise AssertionError("no role in INFO replication")
 
 
+def in_sync(replica: Admin) -> bool:
+    return "master_link_status:up" in replica("info", "replication")
+
+
 def assert_formed(admin: Admin) -> None:
     """Three primaries and three replicas, every slot served (asked until the gossip
     settles: Redis announces the cluster's state to no client)."""
@@ -108,8 +119,9 @@ def assert_formed(admin: Admin) -> None:
         info = admin("cluster", "info")
         nodes = admin("cluster", "nodes").splitlines()
         masters = sum("master" in line.split()[2] for line in nodes)
+        linked = sum(line.split()[7] == "connected" for line in nodes)
         settled = "cluster_state:ok" in info and "cluster_slots_ok:16384" in info
-        if settled and (masters, len(nodes)) == (3, 6):
+        if settled and (masters, len(nodes), linked) == (3, 6, 6):
             return
         assert time.monotonic() < deadline, info + "\n".join(nodes)
         time.sleep(0.2)

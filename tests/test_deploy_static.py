@@ -77,7 +77,10 @@ def test_redis_cluster_variants_keep_the_redis_options_and_form_six_nodes() -> N
         assert command[command.index("--cluster-require-full-coverage") + 1] == "no"
     find_resource(resources, "Job", "redis-cluster-init")
     config = find_resource(resources, "ConfigMap", "ws-counter-worker")["data"]
-    assert "REDIS_URL" not in config and config["REDIS_CLUSTER_NODES"].count(":6379") == 3
+    deployment = find_resource(resources, "Deployment", "ws-counter-worker")
+    env = {e["name"]: e.get("value") for e in
+           deployment["spec"]["template"]["spec"]["containers"][0]["env"]}  # fmt: skip
+    assert "REDIS_URL" not in config and env["REDIS_CLUSTER_NODES"].count(":6379") == 3
     worker = services["worker"]["environment"]
     assert "REDIS_URL" not in worker and worker["REDIS_CLUSTER_NODES"].count(":6379") == 3
     assert not [
@@ -110,7 +113,9 @@ def test_manifests_validate_strictly(version: str, tmp_path: Path) -> None:
     manifests = [
         str(path)
         for path in sorted((ROOT / "k8s").rglob("*.yaml"))
-        if path.name != "kustomization.yaml" and "overlays" not in path.parts
+        # Components hold patches and values files: tests/test_k8s_components.py
+        # renders and validates every combination of them.
+        if path.name != "kustomization.yaml" and not {"overlays", "components"} & set(path.parts)
     ]
     run(tool("kubernetes-validate"), "--strict", "-k", version, "--quiet", *manifests)
     for directory in KUSTOMIZATIONS:
@@ -202,7 +207,9 @@ def test_the_sentinel_overlay_takes_the_bitnami_charts_password() -> None:
     assert credentials["secret"]["secretName"] == "ws-counter-redis-auth"
     (item,) = credentials["secret"]["items"]
     assert config["REDIS_PASSWORD_FILE"].endswith("/" + item["path"])
-    values = yaml.safe_load((ROOT / "k8s/overlays/sentinel/bitnami-values.yaml").read_text())
+    values = yaml.safe_load(
+        (ROOT / "k8s/components/redis-sentinel/bitnami-values.yaml").read_text()
+    )
     (user,) = values["auth"]["acl"]["users"]
     rules = f"resetkeys {user['keys']} resetchannels {user['channels']} {user['commands']}"
     assert (user["username"], rules) == (WORKER_USER, WORKER_ACL_RULES)

@@ -27,7 +27,7 @@ from .deploy import ROOT
 
 PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
 DASHBOARD = ROOT / "deploy" / "grafana" / "ws-counter.json"
-PROMETHEUS_RULE = ROOT / "k8s" / "overlays" / "monitoring" / "prometheusrule.yaml"
+PROMETHEUS_RULE = ROOT / "k8s" / "components" / "monitoring" / "prometheusrule.yaml"
 
 
 def promtool(*args: str) -> str:
@@ -71,7 +71,7 @@ def test_the_shipped_rules_and_configuration_pass_promtool(tmp_path: Path) -> No
 
 
 def test_the_prometheus_rule_is_the_rules_file() -> None:
-    """k8s/overlays/monitoring's PrometheusRule is generated from the one rules file."""
+    """k8s/components/monitoring's PrometheusRule is generated from the one rules file."""
     assert PROMETHEUS_RULE.read_text() == prometheus_rule(RULES.read_text())
     resource = yaml.safe_load(PROMETHEUS_RULE.read_text())
     assert resource["spec"] == yaml.safe_load(RULES.read_text())

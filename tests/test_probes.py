@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +34,7 @@ from .deploy import (
     render_kustomization,
 )
 from .podshell import PodShell
-from .secured import Admin
+from .secured import Admin, until
 
 PROBE_KINDS = ("startupProbe", "readinessProbe", "livenessProbe")
 BUS_OFFSET = 10000
@@ -107,7 +106,7 @@ WORKER_PROBES = distinct([p for p in SHIPPED if "ws-counter healthcheck" in p.te
 
 def test_every_shipped_probe_is_found_and_parses() -> None:
     wheres = " | ".join(p.where for p in SHIPPED)
-    for expected in ("k8s/base redis readinessProbe", "redis-cluster readinessProbe",
+    for expected in ("k8s redis readinessProbe", "redis-cluster readinessProbe",
                      "docker-compose.yml redis healthcheck",
                      "compose.redis-cluster.yml x-redis-node healthcheck",
                      "docker-compose.yml worker healthcheck"):  # fmt: skip
@@ -200,18 +199,18 @@ def test_cluster_probes_judge_the_cluster_state_and_the_replication_link(
     # No slots yet: cluster_state:fail.
     assert not any(judged(runner, cluster_probes, primary).values())
     runner.admin(primary, "cluster", "addslotsrange", "0", "16383")
-    _until(lambda: "cluster_state:ok" in runner.admin(primary, "cluster", "info"))
+    until(lambda: "cluster_state:ok" in runner.admin(primary, "cluster", "info"))
     assert all(judged(runner, cluster_probes, primary).values())
     # A replica: ready once its link to the primary is up.
     runner.admin(replica, "cluster", "meet", "127.0.0.1", str(primary), str(_bus(primary)))
     primary_id = runner.admin(primary, "cluster", "myid").strip()
-    _until(lambda: primary_id in runner.admin(replica, "cluster", "nodes"))
+    until(lambda: primary_id in runner.admin(replica, "cluster", "nodes"))
     runner.admin(replica, "cluster", "replicate", primary_id)
-    _until(lambda: "master_link_status:up" in runner.admin(replica, "info", "replication"))
+    until(lambda: "master_link_status:up" in runner.admin(replica, "info", "replication"))
     assert all(judged(runner, cluster_probes, replica).values())
     # Its primary gone: the link is down, and the replica must not be ready.
     children[0].stop()
-    _until(lambda: "master_link_status:down" in runner.admin(replica, "info", "replication"))
+    until(lambda: "master_link_status:down" in runner.admin(replica, "info", "replication"))
     assert not any(judged(runner, cluster_probes, replica).values())
 
 
@@ -232,11 +231,3 @@ def test_the_worker_healthcheck_passes_a_live_worker_and_fails_a_gone_one(
 
 def _bus(port: int) -> int:
     return port + BUS_OFFSET
-
-
-def _until(check: Any, timeout: float = 15) -> None:
-    """Wait for a Redis state that no event announces to a client: ask every 100 ms."""
-    deadline = time.monotonic() + seconds(timeout)
-    while not check():
-        assert time.monotonic() < deadline, "Redis did not reach the state in time"
-        time.sleep(0.1)

@@ -129,7 +129,7 @@ def prometheus_rule(rules: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tools.monitor",
-        description="Print the PrometheusRule of k8s/overlays/monitoring, generated from"
+        description="Print the PrometheusRule of k8s/components/monitoring, generated from"
         " tools/monitoring/rules.yml (redirect it into prometheusrule.yaml).",
     )
     parser.parse_args(argv)

@@ -1,0 +1,81 @@
+"""The Kubernetes components combine freely: every choice of Redis topology and front,
+with or without monitoring and the custom-metrics HPA, renders, validates strictly on
+the oldest and newest Kubernetes we claim, and keeps the namespace it is given."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from .deploy import COMPONENTS, KUBERNETES_VERSIONS, ROOT, run, tool
+
+TOPOLOGIES = ("redis-single", "redis-sentinel", "redis-cluster")
+FRONTS = ("ingress", "gateway-api")
+OPTIONAL = ("monitoring", "custom-metrics-hpa")
+COMBINATIONS = [
+    (topology, front, *chosen)
+    for topology, front in itertools.product(TOPOLOGIES, FRONTS)
+    for count in range(len(OPTIONAL) + 1)
+    for chosen in itertools.combinations(OPTIONAL, count)
+]
+
+
+def kustomization(directory: Path, components: tuple[str, ...], namespace: str) -> Path:
+    """A user's own kustomization in ``directory``: the base and ``components``."""
+    directory.mkdir(parents=True)
+    document: dict[str, Any] = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [os.path.relpath(ROOT / "k8s" / "base", directory)],
+        "components": [os.path.relpath(COMPONENTS / name, directory) for name in components],
+        "namespace": namespace,
+    }
+    (directory / "kustomization.yaml").write_text(yaml.safe_dump(document))
+    return directory
+
+
+def render(directory: Path) -> list[dict[str, Any]]:
+    output = run(tool("kubectl"), "kustomize", str(directory)).stdout
+    return [document for document in yaml.safe_load_all(output) if document]
+
+
+def test_every_component_is_in_a_combination() -> None:
+    shipped = {path.name for path in COMPONENTS.iterdir() if path.is_dir()}
+    assert shipped == {*TOPOLOGIES, *FRONTS, *OPTIONAL}
+
+
+def test_every_combination_renders_and_validates(tmp_path: Path) -> None:
+    rendered = []
+    for components in COMBINATIONS:
+        name = "+".join(components)
+        resources = render(kustomization(tmp_path / name, components, "ws-counter"))
+        kinds = [r["kind"] for r in resources]
+        # One Redis and one front, whatever else comes with them.
+        assert kinds.count("Ingress") + kinds.count("HTTPRoute") == 1, name
+        assert sum(k == "StatefulSet" for k in kinds) == (
+            0 if "redis-sentinel" in components else 1
+        )
+        assert all(r["metadata"].get("namespace") == "ws-counter" for r in resources), name
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump_all(resources))
+        rendered.append(str(path))
+    assert len(rendered) == len(TOPOLOGIES) * len(FRONTS) * 2 ** len(OPTIONAL)
+    for version in KUBERNETES_VERSIONS:
+        run(tool("kubernetes-validate"), "--strict", "-k", version, "--quiet", *rendered,
+            timeout=600)  # fmt: skip
+
+
+@pytest.mark.parametrize("topology", TOPOLOGIES)
+def test_a_namespace_set_once_moves_everything(topology: str, tmp_path: Path) -> None:
+    """A kustomization that sets another namespace leaves no name pointing at ws-counter:
+    the Redis Cluster's names come from the pod's own namespace."""
+    components = (topology, "ingress", "monitoring")
+    resources = render(kustomization(tmp_path / topology, components, "counters-elsewhere"))
+    assert {r["metadata"].get("namespace") for r in resources} == {"counters-elsewhere"}
+    text = yaml.safe_dump_all(resources)
+    assert ".ws-counter.svc" not in text and "ws-counter.svc" not in text
