@@ -14,7 +14,6 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
-TLS_COMPOSE_FILE = ROOT / "deploy" / "compose.tls.yml"
 # The compose one, and the local cluster's, which ships inside the tools package.
 HAPROXY_CONFIGS = [
     ROOT / "deploy" / "haproxy" / "compose.cfg",

@@ -27,7 +27,7 @@ import pytest
 from tools.processes import Child, free_port
 
 from .conftest import seconds
-from .deploy import COMPOSE_FILE, ROOT, TLS_COMPOSE_FILE
+from .deploy import COMPOSE_FILE, ROOT
 from .loadrun import BackgroundLoadtest
 
 pytestmark = pytest.mark.containers
@@ -53,6 +53,7 @@ class ComposeProject:
     def __init__(self, lb_port: int, extra: tuple[Path, ...] = ()) -> None:
         self.name = f"wsc-test-{secrets.token_hex(3)}"
         self.lb_port = lb_port
+        self.lb_tls_port = free_port()
         self.files = [arg for path in (COMPOSE_FILE, *extra) for arg in ("-f", str(path))]
         self.compose = require("podman-compose")
         self.podman = require("podman")
@@ -68,6 +69,7 @@ class ComposeProject:
             env={
                 "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                 "LB_PORT": str(self.lb_port),
+                "LB_TLS_PORT": str(self.lb_tls_port),
             },
         )
         return result
@@ -116,7 +118,7 @@ def project(request: pytest.FixtureRequest) -> Iterator[ComposeProject]:
     assert not running.containers("worker") and not running.containers("redis")
 
 
-def start(project: ComposeProject) -> list[str]:
+def start(project: ComposeProject, services: tuple[str, ...] = SERVICES) -> list[str]:
     """Build, make the secrets, start Redis, the workers and HAProxy; the workers' names
     once HAProxy has them all up. podman-compose ignores depends_on conditions, so the
     one-shot secrets service runs to its end first, as the compose file's header says."""
@@ -124,11 +126,14 @@ def start(project: ComposeProject) -> list[str]:
     assert built.returncode == 0, built.stdout + built.stderr
     made = project.run("run", "--rm", "secrets")
     assert made.returncode == 0, made.stdout + made.stderr
-    started = project.run("up", "-d", *SERVICES)
+    started = project.run("up", "-d", *services)
     assert started.returncode == 0, started.stdout + started.stderr
     workers = project.containers("worker")
     assert len(workers) == 3, workers
-    wait_for_balanced_workers(project, workers)
+    for worker in workers:
+        wait_for_log_line(project, worker, r'"event": "ready"')
+    for front in (s for s in services if s.startswith("lb")):
+        wait_for_balanced_workers(project, front, workers)
     return workers
 
 
@@ -140,11 +145,9 @@ def wait_for_log_line(project: ComposeProject, container: str, pattern: str) -> 
         follower.stop()
 
 
-def wait_for_balanced_workers(project: ComposeProject, workers: list[str]) -> None:
-    """Wait until every worker is subscribed to Redis and HAProxy has them all up."""
-    for worker in workers:
-        wait_for_log_line(project, worker, r'"event": "ready"')
-    (lb,) = project.containers("lb")
+def wait_for_balanced_workers(project: ComposeProject, front: str, workers: list[str]) -> None:
+    """Wait until the HAProxy of service ``front`` has every worker up."""
+    (lb,) = project.containers(front)
     follower = Child("lb-log", [project.podman, "logs", "-f", lb]).start()
     try:
         up: set[str] = set()
@@ -194,14 +197,14 @@ def test_compose_cluster_builds_serves_and_counts_exactly_through_a_worker_kill(
     assert report["increments_acked"] == report["increments_sent"]
 
 
-@pytest.mark.parametrize("project", [(TLS_COMPOSE_FILE,)], indirect=True, ids=["tls"])
 def test_compose_cluster_with_tls_counts_exactly_over_wss(project: ComposeProject) -> None:
-    """deploy/compose.tls.yml: HAProxy serves wss:// with the deployment CA's certificate,
-    and the load test trusts that CA (`docker compose ... run --rm loadtest-tls`)."""
-    start(project)
+    """The tls profile: a second HAProxy, lb-tls, serves wss:// with the deployment CA's
+    certificate, and the load test trusts that CA (`docker compose --profile tls run --rm
+    loadtest-tls`), while lb goes on serving ws://."""
+    start(project, (*SERVICES, "lb-tls"))
     story = project.run("run", "--rm", "loadtest-tls", timeout=300)
     assert story.returncode == 0, story.stdout + story.stderr
-    assert "CORRECT" in story.stdout and "wss://lb:8080/" in story.stdout
+    assert "CORRECT" in story.stdout and "wss://lb-tls:8080/" in story.stdout
 
 
 def test_nginx_example_config_is_valid() -> None:

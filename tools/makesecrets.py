@@ -7,7 +7,7 @@ nothing):
 * ``redis.crt`` and ``redis.key``: Redis' certificate, for ``redis``,
   ``localhost``, ``127.0.0.1`` and every ``--redis-name``;
 * ``front.pem``: HAProxy's certificate and key in one file, for
-  ``localhost``, ``127.0.0.1``, ``lb`` and every ``--front-name``;
+  ``localhost``, ``127.0.0.1``, ``lb``, ``lb-tls`` and every ``--front-name``;
 * ``worker-password`` and ``admin-password``;
 * ``users.acl``: Redis' ACL file. The default user may only PING (health
   checks, INFO for probes); ``admin`` may do anything; the worker's user gets exactly
@@ -41,7 +41,7 @@ from .redissecurity import ADMIN_USER, WORKER_USER, tls_only
 from .redisserver import ClusterError
 
 REDIS_NAMES = ("redis", "localhost", "127.0.0.1")
-FRONT_NAMES = ("localhost", "127.0.0.1", "lb")
+FRONT_NAMES = ("localhost", "127.0.0.1", "lb", "lb-tls")
 # Health checks and probes log in as no one: the default user may PING and read INFO and
 # CLUSTER INFO (a probe checks the replication link and the cluster's state), no key or
 # channel.
