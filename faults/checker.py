@@ -35,6 +35,7 @@ class Verdict:
     lost: int = 0
     doubled: int = 0
     longest_without_ack: float = 0.0
+    acks_after_heal: float | None = None
     converged_after_heal: float | None = None
     errors: list[str] = field(default_factory=list)
 
@@ -54,6 +55,7 @@ def check(history: History) -> Verdict:
     _check_seqs(history, verdict)
     _check_clients(history, verdict)
     verdict.longest_without_ack = longest_without_ack(history)
+    verdict.acks_after_heal = acks_after_heal(history)
     verdict.converged_after_heal = converged_after_heal(history)
     return verdict
 
@@ -119,6 +121,18 @@ def longest_without_ack(history: History) -> float:
     if open_after and marks[-1] < max(open_after):
         longest = max(longest, history.ended - marks[-1])
     return longest
+
+
+def acks_after_heal(history: History) -> float | None:
+    """Seconds from the last heal to the first acknowledgement after it: about 0 when
+    acknowledgements went on through the fault (None: none came after the heal)."""
+    if not history.windows:
+        return None
+    heal = max(window.end for window in history.windows)
+    after = [op.answered_at for op in history.ops
+             if op.outcome is Outcome.ACKED and op.answered_at is not None
+             and op.answered_at >= heal]  # fmt: skip
+    return min(after) - heal if after else None
 
 
 def converged_after_heal(history: History) -> float | None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tools.processes import Child
-from tools.rediscluster import CLUSTER_OPTIONS
+from tools.rediscluster import CLUSTER_OPTIONS, NODE_TIMEOUT_MS
 from tools.redisserver import REDIS_OPTIONS, REDIS_REPLICA_GUARD, is_redis_ready, require_binary
 
 from .net import ROOT, Host, Lab
@@ -36,6 +36,22 @@ DOWN_AFTER_MS = 2000
 READY_SECONDS = 30.0
 
 
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """How fast Redis judges a node down and fails over, and when a primary refuses
+    writes: the suite's own defaults, or a shipped configuration's (faults/shipped.py)."""
+
+    down_after_ms: int = DOWN_AFTER_MS
+    failover_timeout_ms: int = 10000
+    node_timeout_ms: int = NODE_TIMEOUT_MS
+    guard: tuple[str, ...] = REDIS_REPLICA_GUARD
+
+    def cluster_options(self) -> list[str]:
+        options = list(CLUSTER_OPTIONS)
+        options[options.index("--cluster-node-timeout") + 1] = str(self.node_timeout_ms)
+        return options
+
+
 @dataclass
 class Deployment:
     """The processes of one deployment, by host name, and how to reach its workers."""
@@ -46,6 +62,7 @@ class Deployment:
     counter: str = "faults"
     # The host the nemesis at work struck, for its heal.
     target: str = "r1"
+    timing: Timing = field(default_factory=Timing)
     processes: dict[str, Child] = field(default_factory=dict)
     redis: list[str] = field(default_factory=list)
     sentinels: list[str] = field(default_factory=list)
@@ -101,8 +118,16 @@ def hosts_of(kind: str, replicas: int = 1) -> list[str]:
     return [*data, "s1", "s2", "s3", "w1", "w2"]
 
 
-def start(kind: str, lab: Lab, directory: Path, replicas: int = 1, acks: int = 1) -> Deployment:
+def start(
+    kind: str,
+    lab: Lab,
+    directory: Path,
+    replicas: int = 1,
+    acks: int = 1,
+    timing: Timing | None = None,
+) -> Deployment:
     deployment = Deployment(lab, directory)
+    deployment.timing = timing or Timing()
     try:
         if kind == "cluster":
             _start_cluster(deployment, replicas, acks)
@@ -120,7 +145,7 @@ def start(kind: str, lab: Lab, directory: Path, replicas: int = 1, acks: int = 1
 def _start_sentinel_set(deployment: Deployment, replicas: int, acks: int) -> None:
     lab = deployment.lab
     primary = lab["r1"].address
-    guard = list(REDIS_REPLICA_GUARD)
+    guard = list(deployment.timing.guard)
     _start_redis(deployment, "r1", guard)
     for number in range(2, replicas + 2):
         _start_redis(deployment, f"r{number}", [*guard, "--replicaof", primary, str(REDIS_PORT)])
@@ -138,7 +163,8 @@ def _start_cluster(deployment: Deployment, replicas: int, acks: int) -> None:
     lab = deployment.lab
     names = [f"r{n}" for n in range(1, 3 * (1 + replicas) + 1)]
     for name in names:
-        _start_redis(deployment, name, [*CLUSTER_OPTIONS, *REDIS_REPLICA_GUARD])
+        _start_redis(deployment, name, [*deployment.timing.cluster_options(),
+                                        *deployment.timing.guard])  # fmt: skip
     addresses = [f"{lab[name].address}:{REDIS_PORT}" for name in names]
     cli = require_binary("redis-cli", "redis-tools")
     create = [cli, "--cluster", "create", *addresses, "--cluster-replicas", str(replicas)]
@@ -175,6 +201,18 @@ def current_primary(deployment: Deployment, slot: int) -> str:
     if len(deployment.redis) > 1:
         return owner_of_slot(deployment, slot)
     return deployment.redis[0]
+
+
+def replica_of(deployment: Deployment, primary: str) -> str:
+    """A host whose Redis replicates ``primary`` now (INFO replication of the primary)."""
+    lab = deployment.lab
+    by_address = {host.address: name for name, host in lab.hosts.items()}
+    for line in _cli(lab[primary].address, "INFO", "replication").splitlines():
+        # slave0:ip=198.18.0.3,port=6379,state=online,offset=...,lag=0
+        if line.startswith("slave") and "ip=" in line:
+            fields = dict(part.split("=", 1) for part in line.split(":", 1)[1].split(","))
+            return by_address[fields["ip"]]
+    raise RuntimeError(f"{primary} has no replica")
 
 
 def owner_of_slot(deployment: Deployment, slot: int) -> str:
@@ -218,8 +256,8 @@ def _start_sentinel(deployment: Deployment, name: str, primary: str) -> None:
         f"port {SENTINEL_PORT}\nbind {host.address}\nprotected-mode no\n"
         f"dir {deployment.directory}\n"
         f"sentinel monitor {MASTER_NAME} {primary} {REDIS_PORT} 2\n"
-        f"sentinel down-after-milliseconds {MASTER_NAME} {DOWN_AFTER_MS}\n"
-        f"sentinel failover-timeout {MASTER_NAME} 10000\n"
+        f"sentinel down-after-milliseconds {MASTER_NAME} {deployment.timing.down_after_ms}\n"
+        f"sentinel failover-timeout {MASTER_NAME} {deployment.timing.failover_timeout_ms}\n"
     )
     binary = require_binary("redis-server", "redis-server")
     argv = host.run(binary, str(config), "--sentinel")

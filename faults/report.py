@@ -28,9 +28,10 @@ def print_run(run: Run, plot: Path | None = None) -> None:
         f"   acked {verdict.acked}, refused {verdict.refused}, unknown {verdict.unknown},"
         f" lost {verdict.lost}, doubled {verdict.doubled}"
     )
-    converged = verdict.converged_after_heal
+    converged, resumed = verdict.converged_after_heal, verdict.acks_after_heal
     print(
         f"   longest without an ack {verdict.longest_without_ack:.1f} s;"
+        f" first ack {'never' if resumed is None else f'{resumed:.1f} s'} after the heal;"
         f" converged {'never' if converged is None else f'{converged:.1f} s'} after the heal"
     )
     for window in history.windows:

@@ -17,7 +17,7 @@ import signal
 import time
 import urllib.request
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tools.loadtest.loadclient import send_at_rate
@@ -25,12 +25,13 @@ from tools.loadtest.tally import Tally
 from worker.core.slots import key_slot
 from worker.store.keys import state_key
 
-from . import deployments
+from . import deployments, shipped
 from .checker import Verdict, check
 from .deployments import Deployment
 from .history import History, State, Window
 from .net import Lab
 from .recorder import RecordingClient
+from .shipped import Shipped
 
 # How long clients get to reach the final state after the run, and increments to be answered.
 CONVERGE_SECONDS = 10.0
@@ -77,6 +78,12 @@ def _signal_primary(signum: signal.Signals) -> Callable[[Deployment], None]:
     return lambda d: d.signal(_aim(d), signum)
 
 
+def _stop_a_replica(d: Deployment) -> None:
+    """A replica of the counter's primary stopped as a pod restart stops it (SIGTERM)."""
+    d.target = deployments.replica_of(d, _aim(d))
+    d.signal(d.target, signal.SIGTERM)
+
+
 NEMESES: dict[str, Nemesis] = {
     "partition-primary": (_primary_from_the_rest, _heal),
     "partition-workers-from-primary": (_workers_from_primary, _heal),
@@ -88,6 +95,7 @@ NEMESES: dict[str, Nemesis] = {
     ),
     "kill-primary": (_signal_primary(signal.SIGKILL), lambda d: d.restart(d.target)),
     "kill-worker": (lambda d: d.signal("w1", signal.SIGKILL), lambda d: d.restart("w1")),
+    "restart-replica": (_stop_a_replica, lambda d: d.restart(d.target)),
 }
 # What the random schedule draws from (each healed before the next strikes).
 RANDOM_NEMESES = (
@@ -113,6 +121,7 @@ class Scenario:
     rate: float = 200.0
     seed: int = 1
     acks: int = 1
+    timing: deployments.Timing = field(default_factory=deployments.Timing)
 
 
 @dataclass
@@ -128,7 +137,7 @@ def run(scenario: Scenario, directory: Path, lab_number: int = 0) -> Run:
     directory.mkdir(parents=True, exist_ok=True)
     with Lab(hosts, lab_number) as lab:
         deployment = deployments.start(
-            scenario.deployment, lab, directory, scenario.replicas, scenario.acks
+            scenario.deployment, lab, directory, scenario.replicas, scenario.acks, scenario.timing
         )
         try:
             history = asyncio.run(_drive(scenario, deployment))
@@ -230,6 +239,21 @@ def _read_final(deployment: Deployment, counter: str) -> State | None:
     return None
 
 
+def _shipped(name: str, nemesis: str, config: Shipped, hold: float) -> Scenario:
+    kind = name.split("-")[1]
+    return Scenario(name, kind, nemesis, config.replicas, hold=hold, acks=config.acks,
+                    timing=config.timing)  # fmt: skip
+
+
+# The configurations k8s/components ships, read from the manifests (faults/shipped.py).
+SHIPPED_SCENARIOS = [
+    _shipped("shipped-sentinel-partition-primary", "partition-primary", shipped.sentinel(), 15.0),
+    _shipped("shipped-sentinel-pause-primary", "pause-primary", shipped.sentinel(), 10.0),
+    _shipped("shipped-sentinel-kill-primary", "kill-primary", shipped.sentinel(), 10.0),
+    _shipped("shipped-cluster-partition-primary", "partition-primary", shipped.cluster(), 20.0),
+    _shipped("shipped-cluster-restart-replica", "restart-replica", shipped.cluster(), 10.0),
+]
+
 SCENARIOS = [
     Scenario("sentinel-partition-primary", "sentinel", "partition-primary"),
     Scenario("sentinel-pause-primary", "sentinel", "pause-primary", hold=10.0),
@@ -247,4 +271,5 @@ SCENARIOS = [
     Scenario("sentinel2-acks2-random", "sentinel", "random", replicas=2, hold=60.0, acks=2),
     Scenario("cluster-partition-primary", "cluster", "partition-primary", hold=20.0),
     Scenario("cluster2-partition-primary", "cluster", "partition-primary", 2, hold=20.0),
+    *SHIPPED_SCENARIOS,
 ]

@@ -102,12 +102,39 @@ def test_the_longest_stretch_without_an_ack_and_the_convergence_after_the_heal()
     run.windows = [Window("partition", 2.0, 6.0)]
     verdict = check(run)
     assert verdict.longest_without_ack == pytest.approx(6.0)
+    # The first ack after the heal at 6 s was answered at 7.1 s.
+    assert verdict.acks_after_heal == pytest.approx(1.1)
     # From the last ack (7.6 s, after the heal at 6 s) until the last client held it (9.5 s).
     assert verdict.converged_after_heal == pytest.approx(1.9)
     # An increment still unanswered at the end: the stretch runs to the end of the run.
     run.ops.append(op(1, Outcome.UNKNOWN, 8.0))
     run.ended = 20.0
     assert check(run).longest_without_ack == pytest.approx(20.0 - 7.6)
+
+
+@pytest.mark.parametrize(
+    ("answered", "after"),
+    [([0.5, 2.5, 4.0], 0.0), ([0.5, 7.0], 3.0), ([0.5, 2.0], None)],
+    ids=["acks through the fault", "acks 3 s after the heal", "none after the heal"],
+)
+def test_the_first_ack_after_the_heal(answered: list[float], after: float | None) -> None:
+    ops = [op(1, Outcome.ACKED, at - 0.1, 10 + n) for n, at in enumerate(answered, 1)]
+    run = history(ops, None)
+    run.windows = [Window("partition", 1.0, 4.0)]
+    assert check(run).acks_after_heal == (None if after is None else pytest.approx(after))
+
+
+def test_the_shipped_scenarios_run_what_the_manifests_ship() -> None:
+    """faults/shipped.py reads the components: Sentinel with three replicas and two acks,
+    down-after 2 s; the cluster with two replicas a primary, one ack, node timeout 5 s."""
+    shipped = {s.name: s for s in SCENARIOS if s.name.startswith("shipped-")}
+    sentinel = shipped["shipped-sentinel-partition-primary"]
+    assert (sentinel.deployment, sentinel.replicas, sentinel.acks) == ("sentinel", 3, 2)
+    assert sentinel.timing.down_after_ms == 2000
+    cluster = shipped["shipped-cluster-restart-replica"]
+    assert (cluster.deployment, cluster.replicas, cluster.acks) == ("cluster", 2, 1)
+    assert cluster.timing.node_timeout_ms == 5000
+    assert "--cluster-node-timeout" in cluster.timing.cluster_options()
 
 
 def test_every_scenario_names_a_nemesis_and_a_deployment_that_exist() -> None:

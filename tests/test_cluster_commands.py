@@ -1,4 +1,4 @@
-"""The Redis Cluster's shell commands, run as written on six real TLS nodes made by
+"""The Redis Cluster's shell commands, run as written on real TLS nodes made by
 ``ws-counter make-secrets``: the Job and the compose service that form the cluster
 (and leave a formed one alone), and the preStop hook that hands a primary's slots to
 its replica before the pod stops."""
@@ -28,9 +28,10 @@ POD = {"POD_NAMESPACE": NAMESPACE}
 
 
 @pytest.fixture
-def nodes(tmp_path: Path) -> Iterator[tuple[PodShell, list[int]]]:
+def nodes(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[PodShell, list[int]]]:
+    """As many nodes as the test's deployment has: the k8s component's nine, or compose's six."""
     shell = PodShell(tmp_path)
-    ports = free_ports(6, offsets=(0, BUS_OFFSET))
+    ports = free_ports(getattr(request, "param", 9), offsets=(0, BUS_OFFSET))
     children: list[Child] = []
     try:
         for port in ports:
@@ -55,11 +56,12 @@ def test_the_init_job_forms_the_cluster_once(nodes: tuple[PodShell, list[int]]) 
     (container,) = job["spec"]["template"]["spec"]["containers"]
     formed = shell.run(container["command"], hosts=kubernetes_hosts(ports), timeout=120, env=POD)
     assert formed.returncode == 0, formed.stdout + formed.stderr
-    assert_formed(Admin(shell.secrets, ports[0]))
+    assert_formed(Admin(shell.secrets, ports[0]), len(ports))
     again = shell.run(container["command"], hosts=kubernetes_hosts(ports), timeout=60, env=POD)
     assert (again.returncode, again.stdout.strip()) == (0, "cluster already formed")
 
 
+@pytest.mark.parametrize("nodes", [6], indirect=True)
 def test_the_compose_init_service_forms_the_cluster_once(nodes: tuple[PodShell, list[int]]) -> None:
     shell, ports = nodes
     service = yaml.safe_load(REDIS_CLUSTER_COMPOSE_FILE.read_text())["services"]
@@ -69,7 +71,7 @@ def test_the_compose_init_service_forms_the_cluster_once(nodes: tuple[PodShell, 
     hosts = {f"redis-{i + 1}": port for i, port in enumerate(ports)}
     formed = shell.run(argv, hosts=hosts, timeout=120)
     assert formed.returncode == 0, formed.stdout + formed.stderr
-    assert_formed(Admin(shell.secrets, ports[0]))
+    assert_formed(Admin(shell.secrets, ports[0]), len(ports))
     again = shell.run(argv, hosts=hosts, timeout=60)
     assert (again.returncode, again.stdout.strip()) == (0, "cluster already formed")
 
@@ -83,7 +85,7 @@ def test_prestop_hands_a_primarys_slots_to_its_replica(nodes: tuple[PodShell, li
     statefulset = find_resource(resources, "StatefulSet", "redis-cluster")
     pre_stop = statefulset["spec"]["template"]["spec"]["containers"][0]["lifecycle"]["preStop"]
     command = pre_stop["exec"]["command"]
-    assert_formed(Admin(shell.secrets, ports[0]))
+    assert_formed(Admin(shell.secrets, ports[0]), len(ports))
     roles = {port: role(Admin(shell.secrets, port)) for port in ports}
     primary = next(port for port, r in roles.items() if r == "master")
     replica = next(port for port, r in roles.items() if r == "slave")
@@ -97,7 +99,7 @@ def test_prestop_hands_a_primarys_slots_to_its_replica(nodes: tuple[PodShell, li
     handed = shell.run(command, port=primary, timeout=30)
     assert handed.returncode == 0, handed.stdout + handed.stderr
     assert role(Admin(shell.secrets, primary)) == "slave", handed.stdout + handed.stderr
-    assert_formed(Admin(shell.secrets, primary))
+    assert_formed(Admin(shell.secrets, primary), len(ports))
 
 
 def role(admin: Admin) -> str:
@@ -111,9 +113,9 @@ def in_sync(replica: Admin) -> bool:
     return "master_link_status:up" in replica("info", "replication")
 
 
-def assert_formed(admin: Admin) -> None:
-    """Three primaries and three replicas, every slot served (asked until the gossip
-    settles: Redis announces the cluster's state to no client)."""
+def assert_formed(admin: Admin, count: int) -> None:
+    """``count`` nodes, three of them primaries, every slot served, every link up (asked
+    until the gossip settles: Redis announces the cluster's state to no client)."""
     deadline = time.monotonic() + 30
     while True:
         info = admin("cluster", "info")
@@ -121,7 +123,7 @@ def assert_formed(admin: Admin) -> None:
         masters = sum("master" in line.split()[2] for line in nodes)
         linked = sum(line.split()[7] == "connected" for line in nodes)
         settled = "cluster_state:ok" in info and "cluster_slots_ok:16384" in info
-        if settled and (masters, len(nodes), linked) == (3, 6, 6):
+        if settled and (masters, len(nodes), linked) == (3, count, count):
             return
         assert time.monotonic() < deadline, info + "\n".join(nodes)
         time.sleep(0.2)
