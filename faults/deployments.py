@@ -277,6 +277,8 @@ def _start_workers(deployment: Deployment, redis_env: dict[str, str]) -> None:
             "WS_PORT": str(WORKER_PORT),
             "WS_RATE_LIMIT": "0",
             "WS_LOG_FORMAT": "text",
+            # The lab's own hosts only: no tokens.
+            "WS_AUTH": "off",
         }
         argv = host.run(sys.executable, "-m", "worker")
         child = Child(name, argv, env, log_path=deployment.directory / f"{name}.log").start()

@@ -67,6 +67,10 @@ WRONG_TURNS: list[tuple[list[str], int, str]] = [
     (["serve", "--port", "x"], 2, "ws-counter serve: --port: 'x' is not a whole number"),
     (["serve", "--redis-timeout", "-1"], 2, "must be a non-negative number of seconds"),
     (["serve", "--redis-tls-ca-file", "/nonexistent"], 2, "REDIS_TLS_CA_FILE: /nonexistent"),
+    (["serve"], 2, "WS_JWT_SECRET is not set, and tokens are required: set WS_JWT_SECRET or"
+     " WS_JWT_SECRET_FILE, or WS_AUTH=off"),
+    (["serve", "--auth", "off", "--jwt-secret", "a-secret-long-enough-for-hs256-0123456789"], 2,
+     "WS_AUTH=off and WS_JWT_SECRET: tokens on or off, not both"),
     (["healthcheck", "--port", "1"], 1, "http://127.0.0.1:1/healthz"),
     (["loadtest", "ws://127.0.0.1:1/", "--rate", "-1", "--duration", "1"], 2,
      "--rate must be positive"),

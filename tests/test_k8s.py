@@ -16,6 +16,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from worker.core.auth import issue
+
 from .conftest import RedisServer, WorkerProcess, http_get, seconds
 from .deploy import ROOT, find_resource, render_kustomization
 
@@ -75,6 +77,9 @@ def test_probes_point_at_the_workers_port_and_endpoints() -> None:
     assert paths["readinessProbe"]["path"] == "/readyz"
 
 
+POD_SECRET = "k8s-test-secret-of-sufficient-length-0123"
+
+
 def test_worker_answers_its_probes_and_drains_within_the_grace_period(
     redis_server: RedisServer, counter_name: str
 ) -> None:
@@ -88,6 +93,12 @@ def test_worker_answers_its_probes_and_drains_within_the_grace_period(
         for k, v in config.items()
         if k not in {"WS_HOST", "WS_PORT"} and not k.startswith(access)
     }
+    # Tokens are required (WS_AUTH=tokens): the Secret ws-counter-auth gives the pod this.
+    assert env["WS_AUTH"] == "tokens"
+    secret_refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"]
+                   if "secretKeyRef" in e.get("valueFrom", {})}  # fmt: skip
+    assert "optional" not in secret_refs["WS_JWT_SECRET"], "the workers must not start without it"
+    env["WS_JWT_SECRET"] = POD_SECRET
     worker = WorkerProcess(redis_server.url, env).start()
     try:
         for name in PROBES:
@@ -103,7 +114,8 @@ def test_worker_answers_its_probes_and_drains_within_the_grace_period(
 async def _terminate_like_the_kubelet(worker: WorkerProcess, counter_name: str) -> float:
     """SIGTERM (after the preStop hook): readyz 503, clients get 1012, exit 0. Returns seconds."""
     assert worker.child is not None
-    async with connect(f"{worker.url}counters/{counter_name}") as client:
+    token = issue(POD_SECRET, [counter_name], [counter_name])
+    async with connect(f"{worker.url}counters/{counter_name}?token={token}") as client:
         await client.recv()
         await client.send("1")
         started = time.monotonic()

@@ -80,6 +80,10 @@ def worker_env(port: int, redis_url: str | None, **extra: str) -> dict[str, str]
     }
     if redis_url is not None:
         env["REDIS_URL"] = redis_url
+    if not (env.get("WS_JWT_SECRET") or env.get("WS_JWT_SECRET_FILE")):
+        # Loopback workers of a local cluster, a test or the benchmark: tokens off, as
+        # the worker requires to be told (WS_AUTH); given a secret, tokens stay on.
+        env.setdefault("WS_AUTH", "off")
     return env
 
 

@@ -12,7 +12,14 @@ from . import logs, runtime
 from .errors import SettingsError
 from .limits import raise_open_file_limit
 from .server import Worker
-from .settings import Settings, add_arguments, flags_of, insecure_redis, load_settings
+from .settings import (
+    Settings,
+    add_arguments,
+    check_auth,
+    flags_of,
+    insecure_redis,
+    load_settings,
+)
 
 log = logging.getLogger("ws_counter.worker")
 
@@ -31,6 +38,7 @@ def serve_command(args: argparse.Namespace) -> int:
     """Settings from the environment and ``args``, logs, then the worker until signalled."""
     try:
         settings = load_settings(os.environ, flags_of(args))
+        check_auth(settings)
     except SettingsError as exc:
         print(f"ws-counter serve: {exc}", file=sys.stderr)
         return 2

@@ -159,6 +159,7 @@ WHOLE_SECONDS = Kind(_positive_int, "SECONDS")
 BOOL = Kind(_boolean, "BOOL")
 LOG_FORMAT = Kind(_choice("json", "text"), "FORMAT")
 LOG_LEVEL = Kind(_choice("debug", "info", "warning", "error"), "LEVEL")
+AUTH = Kind(_choice("tokens", "off"), "MODE")
 ORIGINS = Kind(_origins, "ORIGINS")
 PER_SECOND = Kind(_non_negative("number"), "PER_SECOND")
 PER_MINUTE = Kind(_fraction, "FRACTION")
@@ -425,6 +426,14 @@ class Settings(RedisSettings):
         COUNT,
         "increments one connection may send at once before the rate limit applies",
     )
+    auth: str = setting(
+        "tokens",
+        "WS_AUTH",
+        AUTH,
+        "tokens: every WebSocket and API request needs a token, and `serve` refuses to start"
+        " without WS_JWT_SECRET; off: no tokens, anyone who reaches the port may read and add"
+        " to every counter (a local cluster, a network of your own)",
+    )
     jwt_secret: str = setting(
         "",
         "WS_JWT_SECRET",
@@ -551,6 +560,19 @@ def _read_secret_file(env: str, path: str, parse: Callable[[str], str]) -> str:
         # An empty file would mean no tokens or no password at all: refuse it.
         raise SettingsError(f"{source}: the file is empty")
     return secret
+
+
+def check_auth(settings: Settings) -> None:
+    """SettingsError unless tokens are configured or explicitly turned off: a worker that
+    serves every counter to anyone must be asked to, never a default."""
+    secret = bool(settings.jwt_secret)
+    if settings.auth == "tokens" and not secret:
+        raise SettingsError(
+            "WS_JWT_SECRET is not set, and tokens are required: set WS_JWT_SECRET or"
+            " WS_JWT_SECRET_FILE, or WS_AUTH=off to serve every counter without tokens"
+        )
+    if settings.auth == "off" and secret:
+        raise SettingsError("WS_AUTH=off and WS_JWT_SECRET: tokens on or off, not both")
 
 
 def insecure_redis(settings: Settings) -> str | None:
