@@ -73,8 +73,10 @@ class RedisServer:
 
 
 class WorkerProcess:
-    def __init__(self, redis_url: str, env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
+    def __init__(
+        self, redis_url: str, env: dict[str, str] | None = None, port: int | None = None
+    ) -> None:
+        self.port = port or free_port()
         self.redis_url = redis_url
         self.extra_env = env or {}
         self.child: Child | None = None

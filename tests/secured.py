@@ -33,8 +33,9 @@ class Admin:
                               timeout=seconds(60)).stdout  # fmt: skip
 
 
-def secured_worker(secrets: Path, port: int) -> WorkerProcess:
-    """A started worker on the Redis at ``port``, as the least-privilege user over TLS."""
+def secured_worker(secrets: Path, port: int, listen: int | None = None) -> WorkerProcess:
+    """A started worker on the Redis at ``port``, as the least-privilege user over TLS
+    (listening on ``listen``, or a free port)."""
     env = {
         "REDIS_TLS": "true",
         "REDIS_TLS_CA_FILE": str(secrets / "ca.crt"),
@@ -43,7 +44,7 @@ def secured_worker(secrets: Path, port: int) -> WorkerProcess:
         # Load tests send faster than a person types.
         "WS_RATE_LIMIT": "0",
     }
-    return WorkerProcess(f"rediss://localhost:{port}/0", env).start()
+    return WorkerProcess(f"rediss://localhost:{port}/0", env, listen).start()
 
 
 def made_secrets(directory: Path) -> Path:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tools.certs import not_after
-from tools.makesecrets import make_secrets
+from tools.makesecrets import Certificates, make_secrets
 from tools.processes import free_port
 from tools.redissecurity import WORKER_USER
 
@@ -42,7 +42,7 @@ def test_make_secrets_days_and_renew_reissue_from_the_kept_ca(tmp_path: Path) ->
     names = ("ca.crt", "ca.key", "worker-password", "admin-password", "users.acl", "redis.conf")
     kept = {name: (tmp_path / name).read_bytes() for name in names}
     old_serial = _serial(tmp_path / "redis.crt")
-    renewed = make_secrets(tmp_path, renew=True, days=400)
+    renewed = make_secrets(tmp_path, certificates=Certificates(days=400, renew=True))
     assert {path.name for path in renewed} >= {"redis.crt", "redis.key", "front.pem"}
     assert len(renewed) < len(first)
     assert all((tmp_path / name).read_bytes() == text for name, text in kept.items())
@@ -73,7 +73,7 @@ def test_renewing_redis_certificate_under_load_loses_nothing(tmp_path: Path) -> 
             "--counter", "renewed", json_path=tmp_path / "report.json",
         )  # fmt: skip
         load.wait_until_acking()
-        make_secrets(secrets, mounted_at=str(secrets), renew=True, days=500)
+        make_secrets(secrets, mounted_at=str(secrets), certificates=Certificates(500, renew=True))
         reply = admin("config", "set", "tls-cert-file", str(secrets / "redis.crt"),
                       "tls-key-file", str(secrets / "redis.key"))  # fmt: skip
         assert reply.strip() == "OK", reply
@@ -104,3 +104,43 @@ def _expiry_metric(worker: WorkerProcess) -> float:
     )  # fmt: skip
     assert found, body
     return float(found.group(1))
+
+
+def test_rotating_the_ca_under_load_loses_nothing(tmp_path: Path) -> None:
+    """docs/operations.md, "Certificates": a new CA trusted beside the old, leaves renewed
+    from it and loaded by Redis, the old CA dropped, while clients increment, with no
+    worker restarted: each reconnect reads the CA file anew (worker/store/freshtls.py).
+    Redis drops the workers' links after each step, so every step is verified."""
+    secrets = made_secrets(tmp_path)
+    port = free_port()
+    redis = start_secured_redis(secrets, port, tmp_path / "data")
+    admin = Admin(secrets, port)
+    worker = secured_worker(secrets, port)
+    old_cas = _trusted_cas(worker)
+    load = BackgroundLoadtest(
+        worker.url, "--clients", "20", "--rate", "200", "--duration", "15",
+        "--counter", "rotated", json_path=tmp_path / "report.json",
+    )  # fmt: skip
+    steps = (Certificates(rotate_ca=True), Certificates(renew=True), Certificates(drop_old_ca=True))
+    try:
+        load.wait_until_acking()
+        for step in steps:
+            make_secrets(secrets, mounted_at=str(secrets), certificates=step)
+            admin("config", "set", "tls-ca-cert-file", str(secrets / "ca.crt"),
+                  "tls-cert-file", str(secrets / "redis.crt"),
+                  "tls-key-file", str(secrets / "redis.key"))  # fmt: skip
+            admin("client", "kill", "user", WORKER_USER)
+        status, report = load.finish()
+        assert status == 0, load.output
+        assert report is not None and report["correct"] is True, load.output
+        new_cas = _trusted_cas(worker)
+        assert len(new_cas) == 1 and new_cas.isdisjoint(old_cas), (old_cas, new_cas)
+    finally:
+        worker.stop()
+        redis.stop()
+
+
+def _trusted_cas(worker: WorkerProcess) -> set[str]:
+    status, body = http_get(f"{worker.http}/metrics")
+    assert status == 200
+    return set(re.findall(r'certificate="(ca: [^"]+)"', body))

@@ -37,19 +37,43 @@ class Certificate:
 
 
 class Authority:
-    """A CA in ``directory`` (made on first use) that signs certificates for names."""
+    """A CA in ``directory`` (made on first use) that signs certificates for names.
+
+    ``ca.crt`` is what everyone trusts: the signing CA first, then, while a CA is
+    being replaced, the one it replaces (``rotate``, then ``drop_old``): clients
+    that trust the bundle accept leaves of either, so servers can change leaves
+    one at a time with nothing refused.
+    """
 
     def __init__(
         self, directory: Path, name: str = "ws-counter throwaway CA", *, days: int = LEAF_DAYS
     ) -> None:
         self.directory = directory
         self.days = days
+        self.name = name
         self.cert = directory / "ca.crt"
         self._key = directory / "ca.key"
         directory.mkdir(parents=True, exist_ok=True)
         if not self.cert.exists():
-            _openssl("req", "-x509", *KEY_OPTIONS, "-keyout", self._key, "-out", self.cert,
-                     "-days", max(CA_DAYS, days), "-subj", f"/CN={name}")  # fmt: skip
+            self._new_ca(self.cert)
+
+    def rotate(self) -> None:
+        """A new signing CA, trusted beside the old ones until ``drop_old``; leaves are
+        signed by the new one from now on."""
+        trusted = self.cert.read_text()
+        fresh = self.directory / "ca-new.crt"
+        self._new_ca(fresh)
+        self.cert.write_text(fresh.read_text() + trusted)
+        fresh.unlink()
+
+    def drop_old(self) -> None:
+        """Trust only the signing CA again: once every leaf is signed by it."""
+        self.cert.write_text(_pem_blocks(self.cert.read_text())[0])
+
+    def _new_ca(self, cert: Path) -> None:
+        _openssl("req", "-x509", *KEY_OPTIONS, "-keyout", self._key, "-out", cert,
+                 "-days", max(CA_DAYS, self.days), "-subj", f"/CN={self.name}")  # fmt: skip
+        self._key.chmod(0o600)
 
     def issue(self, stem: str, names: tuple[str, ...] = ("localhost", "127.0.0.1")) -> Certificate:
         """A certificate for ``names`` (DNS names and IP addresses), for servers and clients."""
@@ -59,9 +83,15 @@ class Authority:
         alt = ",".join(f"IP:{n}" if _is_address(n) else f"DNS:{n}" for n in names)
         extensions.write_text(f"subjectAltName={alt}\nextendedKeyUsage=serverAuth,clientAuth\n")
         _openssl("req", *KEY_OPTIONS, "-keyout", key, "-out", request, "-subj", f"/CN={names[0]}")
-        signer = ("-CA", self.cert, "-CAkey", self._key, "-CAcreateserial")
-        _openssl("x509", "-req", "-in", request, *signer, "-out", cert, "-days", self.days,
-                 "-extfile", extensions)  # fmt: skip
+        signing = self.directory / "ca-signing.crt"
+        signing.write_text(_pem_blocks(self.cert.read_text())[0])
+        serial = self.directory / "ca.srl"
+        signer = ("-CA", signing, "-CAkey", self._key, "-CAserial", serial, "-CAcreateserial")
+        try:
+            _openssl("x509", "-req", "-in", request, *signer, "-out", cert, "-days", self.days,
+                     "-extfile", extensions)  # fmt: skip
+        finally:
+            signing.unlink()
         key.chmod(0o600)
         return Certificate(cert, key)
 
@@ -74,6 +104,12 @@ def not_after(cert: Path) -> datetime:
     # notAfter=Dec  4 20:03:35 2028 GMT
     stamp = " ".join(printed.strip().removeprefix("notAfter=").split())
     return datetime.strptime(stamp, "%b %d %H:%M:%S %Y %Z").replace(tzinfo=UTC)
+
+
+def _pem_blocks(text: str) -> list[str]:
+    """The certificates of a PEM bundle, each with its END line and a newline."""
+    end = "-----END CERTIFICATE-----"
+    return [block.strip() + f"\n{end}\n" for block in text.split(end) if block.strip()]
 
 
 def _is_address(name: str) -> bool:

@@ -31,6 +31,7 @@ import hashlib
 import secrets
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from worker.store.acl import WORKER_ACL_RULES
@@ -87,6 +88,18 @@ def add_make_secrets_parser(
         ' passwords, the ACL file and redis.conf are kept (docs/operations.md, "Certificates")',
     )
     parser.add_argument(
+        "--rotate-ca",
+        action="store_true",
+        help="make a new CA and trust it beside the old one (ca.crt holds both); the next"
+        " --renew signs with the new one, and --drop-old-ca ends the rotation"
+        ' (docs/operations.md, "Certificates")',
+    )
+    parser.add_argument(
+        "--drop-old-ca",
+        action="store_true",
+        help="trust only the current CA again, once every certificate is signed by it",
+    )
+    parser.add_argument(
         "--mounted-at",
         default="/secrets",
         help="where the containers see these files, for redis.conf (default /secrets)",
@@ -101,8 +114,7 @@ def make_secrets_command(args: argparse.Namespace) -> int:
             tuple(args.front_name),
             args.mounted_at,
             shared_volume=args.shared_volume,
-            days=args.days,
-            renew=args.renew,
+            certificates=Certificates(args.days, args.renew, args.rotate_ca, args.drop_old_ca),
         )
     except ClusterError as exc:  # openssl is missing
         print(f"ws-counter make-secrets: {exc}", file=sys.stderr)
@@ -116,9 +128,23 @@ def make_secrets_command(args: argparse.Namespace) -> int:
     for path in written:
         print(f"wrote {path}")
     for name in ("ca.crt", "redis.crt", "front.pem"):
+        # The first certificate of each: the signing CA, or the leaf.
         print(f"{name} expires {not_after(args.directory / name):%Y-%m-%d %H:%M} UTC")
     print(f"{args.directory}: ready")
     return 0
+
+
+@dataclass(frozen=True, slots=True)
+class Certificates:
+    """What a run does to the certificates beyond making missing ones: ``renew`` issues
+    Redis' and HAProxy's again; ``rotate_ca`` makes a new CA trusted beside the old;
+    ``drop_old_ca`` trusts the current one alone. Rotating the CA takes three runs, each
+    rolled out before the next: rotate, renew, drop."""
+
+    days: int = LEAF_DAYS
+    renew: bool = False
+    rotate_ca: bool = False
+    drop_old_ca: bool = False
 
 
 def make_secrets(
@@ -128,14 +154,21 @@ def make_secrets(
     mounted_at: str = "/secrets",
     *,
     shared_volume: bool = False,
-    days: int = LEAF_DAYS,
-    renew: bool = False,
+    certificates: Certificates | None = None,
 ) -> list[Path]:
-    """Write what is missing in ``directory`` (and the certificates again when ``renew``);
-    the paths written."""
+    """Write what is missing in ``directory``, and change the certificates as
+    ``certificates`` says; the paths written."""
+    certificates = certificates or Certificates()
+    days, renew = certificates.days, certificates.renew
+    rotate_ca, drop_old_ca = certificates.rotate_ca, certificates.drop_old_ca
     directory.mkdir(parents=True, exist_ok=True)
     before = {path: path.stat().st_mtime_ns for path in directory.iterdir()}
+    existed = (directory / "ca.crt").exists()
     authority = Authority(directory, "ws-counter deployment CA", days=days)
+    if rotate_ca and existed:
+        authority.rotate()
+    if drop_old_ca:
+        authority.drop_old()
     if renew:
         for leaf in ("redis.crt", "redis.key", "front.pem", "front.crt", "front.key"):
             (directory / leaf).unlink(missing_ok=True)

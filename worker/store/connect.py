@@ -9,8 +9,10 @@ services often secure the two differently. Both use the same CA and client
 certificate files.
 
 redis-py takes TLS two ways: ``ssl=True`` for a client (``Redis``, Sentinel's
-``master_for``) and ``connection_class=SSLConnection`` for a bare pool, so
-``client_options`` and ``pool_options`` give each its own form.
+``master_for``) and a ``connection_class`` for a bare pool, so
+``client_options`` and ``pool_options`` give each its own form. Data-node
+connections are ``freshtls``'s, whose TLS follows a rotated CA or client
+certificate without a restart.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ from __future__ import annotations
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.asyncio.connection import BlockingConnectionPool, SSLConnection
+from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from ..settings import Settings
+from .freshtls import FreshSentinelSSLConnection, FreshSSLConnection
 from .typed import new_sentinel
 
 # Connections for requests per Redis node (one Redis, or a cluster's primary); each
@@ -80,7 +83,7 @@ def pool_options(settings: Settings, socket_timeout: float | None) -> dict[str, 
     """The same for a connection pool, which names its connection class instead of ``ssl``."""
     options = client_options(settings, socket_timeout)
     if options.pop("ssl", False):
-        options["connection_class"] = SSLConnection
+        options["connection_class"] = FreshSSLConnection
     return options
 
 
@@ -101,6 +104,8 @@ def new_client(settings: Settings, socket_timeout: float | None) -> aioredis.Red
             sentinel_kwargs=sentinel_options(settings, settings.redis_timeout),
         )
         options = client_options(settings, socket_timeout)
+        if options.get("ssl"):
+            options["connection_class"] = FreshSentinelSSLConnection
         client: aioredis.Redis = sentinel.master_for(settings.redis_master_name, **options)
         return client
     options = pool_options(settings, socket_timeout)
