@@ -31,6 +31,16 @@ class PodShell:
             f'#!/bin/sh\nexec {sys.executable} {ROOT / "tests" / "redis_cli_shim.py"} "$@"\n'
         )
         shim.chmod(0o755)
+        # getent hosts NAME, answered from the run's ``addresses`` (the pod's DNS).
+        getent = self._bin / "getent"
+        getent.write_text(
+            '#!/bin/sh\n[ "$1" = hosts ] || exit 2\n'
+            'awk -v n="$2" \'$2 == n {print $1 "  " $2; found = 1} END {exit !found}\' '
+            '"$POD_HOSTS"\n'
+        )
+        getent.chmod(0o755)
+        self._hosts = directory / "pod-hosts"
+        self._hosts.write_text("")
 
     def run(
         self,
@@ -39,10 +49,17 @@ class PodShell:
         hosts: Mapping[str, int] | None = None,
         timeout: float = 10,
         env: Mapping[str, str] | None = None,
+        paths: Mapping[str, Path] | None = None,
+        addresses: Mapping[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        """``argv`` with ``/secrets`` mapped, on the node at ``port``, peers at ``hosts``,
-        with the pod's own variables ``env`` (those the manifest sets)."""
-        command = [part.replace("/secrets/", f"{self.secrets}/") for part in argv]
+        """``argv`` with ``/secrets`` (and ``paths``: mount -> directory here) mapped, on
+        the node at ``port``, peers at ``hosts``, with the pod's own variables ``env``
+        (those the manifest sets)."""
+        self._hosts.write_text("".join(f"{ip} {name}\n" for name, ip in (addresses or {}).items()))
+        mounts = {"/secrets/": self.secrets, **(paths or {})}
+        command = list(argv)
+        for mount, directory in mounts.items():
+            command = [part.replace(mount, f"{directory}/") for part in command]
         path = f"{self._bin}:{Path(sys.executable).parent}:{os.environ['PATH']}"
         env = {
             **os.environ,
@@ -50,6 +67,7 @@ class PodShell:
             "REAL_REDIS_CLI": require_binary("redis-cli", "redis-server"),
             "PROBE_PORT": "" if port is None else str(port),
             "REDIS_HOSTS": ",".join(f"{name}={p}" for name, p in (hosts or {}).items()),
+            "POD_HOSTS": str(self._hosts),
             **(env or {}),
         }
         return subprocess.run(command, env=env, capture_output=True, text=True,

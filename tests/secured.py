@@ -20,11 +20,12 @@ from .conftest import WorkerProcess, seconds
 class Admin:
     """redis-cli as the admin, over TLS, on ``port``: how a runbook talks to Redis."""
 
-    def __init__(self, secrets: Path, port: int) -> None:
-        self.secrets, self.port = secrets, port
+    def __init__(self, secrets: Path, port: int, host: str = "127.0.0.1") -> None:
+        self.secrets, self.port, self.host = secrets, port, host
 
     def __call__(self, *args: str) -> str:
-        argv = [require_binary("redis-cli", "redis-server"), "-p", str(self.port), "--tls",
+        argv = [require_binary("redis-cli", "redis-server"), "-h", self.host,
+                "-p", str(self.port), "--tls",
                 "--cacert", str(self.secrets / "ca.crt"), "--user", ADMIN_USER,
                 "--no-auth-warning", *args]  # fmt: skip
         password = (self.secrets / "admin-password").read_text().strip()

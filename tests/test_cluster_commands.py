@@ -34,8 +34,12 @@ def nodes(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[PodS
     ports = free_ports(getattr(request, "param", 9), offsets=(0, BUS_OFFSET))
     children: list[Child] = []
     try:
-        for port in ports:
+        names = list(kubernetes_hosts(ports))
+        for index, port in enumerate(ports):
+            # As the StatefulSet runs them: each announcing its DNS name to clients.
             node = ("--cluster-enabled", "yes", "--cluster-node-timeout", "2000",
+                    "--cluster-announce-hostname", names[index],
+                    "--cluster-preferred-endpoint-type", "hostname",
                     "--cluster-config-file", str(tmp_path / f"nodes-{port}.conf"))  # fmt: skip
             children.append(start_secured_redis(shell.secrets, port, tmp_path / str(port), *node))
         yield shell, ports
@@ -93,13 +97,70 @@ def test_prestop_hands_a_primarys_slots_to_its_replica(nodes: tuple[PodShell, li
     for port in (p for p, r in roles.items() if r == "slave"):
         until(partial(in_sync, Admin(shell.secrets, port)))
     # A replica stops as it is: nothing to hand over.
-    assert shell.run(command, port=replica, timeout=30).returncode == 0
+    assert (
+        shell.run(command, port=replica, hosts=kubernetes_hosts(ports), timeout=30).returncode == 0
+    )
     assert role(Admin(shell.secrets, replica)) == "slave"
     # A primary leaves as a replica, its former replica now serving its slots.
-    handed = shell.run(command, port=primary, timeout=30)
+    handed = shell.run(command, port=primary, hosts=kubernetes_hosts(ports), timeout=30)
     assert handed.returncode == 0, handed.stdout + handed.stderr
     assert role(Admin(shell.secrets, primary)) == "slave", handed.stdout + handed.stderr
     assert_formed(Admin(shell.secrets, primary), len(ports))
+
+
+def test_the_init_container_finds_every_node_after_a_full_restart(tmp_path: Path) -> None:
+    """Every node restarted on a new address, as after a node pool's replacement: without
+    the repair the nodes do not find each other; with the StatefulSet's init container
+    (nodes.conf's addresses replaced by what the announced names resolve to now) they
+    form the cluster again. Loopback's 127.0.1.x and 127.0.2.x stand in for the old and
+    new pod IPs, and a getent of the test's own for the cluster DNS."""
+    shell = PodShell(tmp_path)
+    ports = free_ports(9, offsets=(0, BUS_OFFSET))
+    names = [f"redis-cluster-{i}.redis-cluster.{NAMESPACE}.svc.cluster.local" for i in range(9)]
+    statefulset = find_resource(render_kustomization(ROOT / "k8s" / "overlays" / "redis-cluster"),
+                                "StatefulSet", "redis-cluster")  # fmt: skip
+    (repair,) = statefulset["spec"]["template"]["spec"]["initContainers"]
+    children: list[Child] = []
+
+    def start_all(network: str) -> None:
+        for i, port in enumerate(ports):
+            # Its own address for what it sends too, as a pod has one address.
+            node = ("--bind", f"{network}.{i + 1}", "--bind-source-addr", f"{network}.{i + 1}",
+                    "--cluster-enabled", "yes", "--cluster-announce-hostname", names[i],
+                    "--cluster-node-timeout", "2000",
+                    "--cluster-config-file", str(tmp_path / str(i) / "nodes.conf"))  # fmt: skip
+            children.append(start_secured_redis(shell.secrets, port, tmp_path / str(i), *node))
+
+    def stop_all() -> None:
+        while children:
+            children.pop().stop()
+
+    def state(network: str) -> str:
+        return Admin(shell.secrets, ports[0], f"{network}.1")("cluster", "info")
+
+    try:
+        start_all("127.0.1")
+        first = Admin(shell.secrets, ports[0], "127.0.1.1")
+        first("--cluster", "create", *(f"127.0.1.{i + 1}:{p}" for i, p in enumerate(ports)),
+              "--cluster-replicas", "2", "--cluster-yes")  # fmt: skip
+        # Every node knows every other's name (gossip) before the restart.
+        until(lambda: all(name in first("cluster", "nodes") for name in names[1:]))
+        until(lambda: "cluster_state:ok" in state("127.0.1"))
+        stop_all()
+        start_all("127.0.2")
+        time.sleep(3 * 2)  # three node timeouts: long enough to find each other, if they can
+        assert "cluster_state:ok" not in state("127.0.2")
+        stop_all()
+        addresses = {name: f"127.0.2.{i + 1}" for i, name in enumerate(names)}
+        for i in range(9):
+            repaired = shell.run(repair["command"], paths={"/data/": tmp_path / str(i)},
+                                 addresses=addresses)  # fmt: skip
+            assert repaired.returncode == 0, repaired.stderr
+        start_all("127.0.2")
+        until(lambda: "cluster_state:ok" in state("127.0.2"))
+        assert "127.0.1." not in Admin(shell.secrets, ports[0], "127.0.2.1")("cluster", "nodes")
+    finally:
+        stop_all()
 
 
 def role(admin: Admin) -> str:
