@@ -28,6 +28,7 @@ KUSTOMIZATIONS = [
     ROOT / "k8s" / "overlays" / "gateway-api",
     ROOT / "k8s" / "jobs" / "loadtest",
     ROOT / "k8s" / "examples" / "custom-metrics-hpa",
+    ROOT / "k8s" / "examples" / "cert-manager",
 ]
 REDIS_CLUSTER_COMPOSE_FILE = ROOT / "deploy" / "compose.redis-cluster.yml"
 # The oldest and newest Kubernetes versions the manifests claim (k8s/kustomization.yaml).

@@ -22,9 +22,6 @@ from .secured import Admin, start_secured_redis, until
 pytestmark = [pytest.mark.redis_cluster]
 
 BUS_OFFSET = 10000
-# Not the shipped one: the commands must take the namespace from the pod.
-NAMESPACE = "counters-elsewhere"
-POD = {"POD_NAMESPACE": NAMESPACE}
 
 
 @pytest.fixture
@@ -49,8 +46,8 @@ def nodes(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[PodS
 
 
 def kubernetes_hosts(ports: list[int]) -> dict[str, int]:
-    return {f"redis-cluster-{i}.redis-cluster.{NAMESPACE}.svc.cluster.local": port
-            for i, port in enumerate(ports)}  # fmt: skip
+    """The nodes' short names (resolved in the pods' namespace), as they announce them."""
+    return {f"redis-cluster-{i}.redis-cluster": port for i, port in enumerate(ports)}
 
 
 def test_the_init_job_forms_the_cluster_once(nodes: tuple[PodShell, list[int]]) -> None:
@@ -58,10 +55,10 @@ def test_the_init_job_forms_the_cluster_once(nodes: tuple[PodShell, list[int]]) 
     job = find_resource(render_kustomization(ROOT / "k8s" / "overlays" / "redis-cluster"),
                         "Job", "redis-cluster-init")  # fmt: skip
     (container,) = job["spec"]["template"]["spec"]["containers"]
-    formed = shell.run(container["command"], hosts=kubernetes_hosts(ports), timeout=120, env=POD)
+    formed = shell.run(container["command"], hosts=kubernetes_hosts(ports), timeout=120)
     assert formed.returncode == 0, formed.stdout + formed.stderr
     assert_formed(Admin(shell.secrets, ports[0]), len(ports))
-    again = shell.run(container["command"], hosts=kubernetes_hosts(ports), timeout=60, env=POD)
+    again = shell.run(container["command"], hosts=kubernetes_hosts(ports), timeout=60)
     assert (again.returncode, again.stdout.strip()) == (0, "cluster already formed")
 
 
@@ -85,7 +82,7 @@ def test_prestop_hands_a_primarys_slots_to_its_replica(nodes: tuple[PodShell, li
     resources = render_kustomization(ROOT / "k8s" / "overlays" / "redis-cluster")
     job = find_resource(resources, "Job", "redis-cluster-init")
     create = job["spec"]["template"]["spec"]["containers"][0]["command"]
-    assert shell.run(create, hosts=kubernetes_hosts(ports), timeout=120, env=POD).returncode == 0
+    assert shell.run(create, hosts=kubernetes_hosts(ports), timeout=120).returncode == 0
     statefulset = find_resource(resources, "StatefulSet", "redis-cluster")
     pre_stop = statefulset["spec"]["template"]["spec"]["containers"][0]["lifecycle"]["preStop"]
     command = pre_stop["exec"]["command"]
@@ -116,7 +113,7 @@ def test_the_init_container_finds_every_node_after_a_full_restart(tmp_path: Path
     new pod IPs, and a getent of the test's own for the cluster DNS."""
     shell = PodShell(tmp_path)
     ports = free_ports(9, offsets=(0, BUS_OFFSET))
-    names = [f"redis-cluster-{i}.redis-cluster.{NAMESPACE}.svc.cluster.local" for i in range(9)]
+    names = list(kubernetes_hosts(ports))
     statefulset = find_resource(render_kustomization(ROOT / "k8s" / "overlays" / "redis-cluster"),
                                 "StatefulSet", "redis-cluster")  # fmt: skip
     (repair,) = statefulset["spec"]["template"]["spec"]["initContainers"]

@@ -197,20 +197,26 @@ def test_kubernetes_runs_redis_on_tls_with_the_least_privilege_user() -> None:
 
 
 def test_the_sentinel_overlay_takes_the_bitnami_charts_password() -> None:
-    """Bitnami's defaults: the default user with a password, shared by the Sentinels, no TLS.
-    The values file's ACL user is the worker's least privilege."""
+    """The default user with the chart's password, shared by the Sentinels, and TLS to both
+    with the CA of the chart's certificates (bitnami-values.yaml turns TLS on). The values
+    file's ACL user is the worker's least privilege."""
     resources = render_kustomization(ROOT / "k8s" / "overlays" / "sentinel")
     config = find_resource(resources, "ConfigMap", "ws-counter-worker")["data"]
-    assert not {"REDIS_URL", "REDIS_USERNAME", "REDIS_TLS_CA_FILE"} & set(config)
+    assert not {"REDIS_URL", "REDIS_USERNAME"} & set(config)
     assert config["REDIS_PASSWORD_FILE"] == config["REDIS_SENTINEL_PASSWORD_FILE"]
+    assert (config["REDIS_TLS"], config["REDIS_SENTINEL_TLS"]) == ("true", "true")
     worker = find_resource(resources, "Deployment", "ws-counter-worker")["spec"]["template"]
     (credentials,) = [v for v in worker["spec"]["volumes"] if v["name"] == "redis-credentials"]
     assert credentials["secret"]["secretName"] == "ws-counter-redis-auth"
-    (item,) = credentials["secret"]["items"]
-    assert config["REDIS_PASSWORD_FILE"].endswith("/" + item["path"])
+    paths = {item["path"] for item in credentials["secret"]["items"]}
+    mounted = {config["REDIS_PASSWORD_FILE"].rsplit("/", 1)[1],
+               config["REDIS_TLS_CA_FILE"].rsplit("/", 1)[1]}  # fmt: skip
+    assert paths == mounted
     values = yaml.safe_load(
         (ROOT / "k8s/components/redis-sentinel/bitnami-values.yaml").read_text()
     )
+    assert values["tls"]["enabled"] is True
+    assert values["sentinel"]["downAfterMilliseconds"] <= 2000
     (user,) = values["auth"]["acl"]["users"]
     rules = f"resetkeys {user['keys']} resetchannels {user['channels']} {user['commands']}"
     assert (user["username"], rules) == (WORKER_USER, WORKER_ACL_RULES)

@@ -62,6 +62,9 @@ def test_values_set_the_namespace_image_and_secrets(tmp_path: Path) -> None:
     assert "chart-password" in [v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v]
     wrong = run_failing(tool("helm"), "template", "x", str(CHART), "--set", "redis.mode=etcd")
     assert "redis.mode" in wrong
+    refused = run_failing(tool("helm"), "template", "x", str(CHART), "--set",
+                          "redis.mode=sentinel", "--set", "redis.tls=cert-manager")  # fmt: skip
+    assert "takes its certificates itself" in refused
 
 
 def run_failing(*argv: str) -> str:

@@ -16,12 +16,14 @@ from .deploy import COMPONENTS, KUBERNETES_VERSIONS, ROOT, run, tool
 
 TOPOLOGIES = ("redis-single", "redis-sentinel", "redis-cluster")
 FRONTS = ("ingress", "gateway-api")
-OPTIONAL = ("monitoring", "custom-metrics-hpa")
+OPTIONAL = ("monitoring", "custom-metrics-hpa", "cert-manager")
+# The Sentinel component's Redis is the Bitnami chart's, with its own certificates.
 COMBINATIONS = [
     (topology, front, *chosen)
     for topology, front in itertools.product(TOPOLOGIES, FRONTS)
     for count in range(len(OPTIONAL) + 1)
     for chosen in itertools.combinations(OPTIONAL, count)
+    if not (topology == "redis-sentinel" and "cert-manager" in chosen)
 ]
 
 
@@ -64,7 +66,7 @@ def test_every_combination_renders_and_validates(tmp_path: Path) -> None:
         path = tmp_path / f"{name}.yaml"
         path.write_text(yaml.safe_dump_all(resources))
         rendered.append(str(path))
-    assert len(rendered) == len(TOPOLOGIES) * len(FRONTS) * 2 ** len(OPTIONAL)
+    assert len(rendered) == len(TOPOLOGIES) * len(FRONTS) * 2 ** len(OPTIONAL) - len(FRONTS) * 4
     for version in KUBERNETES_VERSIONS:
         run(tool("kubernetes-validate"), "--strict", "-k", version, "--quiet", *rendered,
             timeout=600)  # fmt: skip
@@ -79,3 +81,32 @@ def test_a_namespace_set_once_moves_everything(topology: str, tmp_path: Path) ->
     assert {r["metadata"].get("namespace") for r in resources} == {"counters-elsewhere"}
     text = yaml.safe_dump_all(resources)
     assert ".ws-counter.svc" not in text and "ws-counter.svc" not in text
+
+
+@pytest.mark.parametrize("topology", ["redis-single", "redis-cluster"])
+def test_cert_manager_gives_redis_and_the_workers_the_files_they_read(
+    topology: str, tmp_path: Path
+) -> None:
+    """The files redis.conf names (/secrets/redis.crt, redis.key, ca.crt) come from the
+    Certificate's Secret, the rest from make-secrets' Secret; the Certificate names
+    every host a client reaches Redis by; the workers trust its CA."""
+    components = (topology, "ingress", "cert-manager")
+    resources = render(kustomization(tmp_path / topology, components, "ws-counter"))
+    redis = next(r for r in resources if r["kind"] == "StatefulSet")["spec"]["template"]["spec"]
+    (volume,) = [v for v in redis["volumes"] if v["name"] == "secrets"]
+    sources = [source["secret"] for source in volume["projected"]["sources"]]
+    files = {item["path"]: (secret["name"], item["key"])
+             for secret in sources for item in secret["items"]}  # fmt: skip
+    assert files["redis.crt"] == ("ws-counter-redis-tls", "tls.crt")
+    assert files["redis.key"] == ("ws-counter-redis-tls", "tls.key")
+    assert files["ca.crt"] == ("ws-counter-redis-tls", "ca.crt")
+    assert files["redis.conf"] == ("ws-counter-redis", "redis.conf")
+    certificate = next(r for r in resources if r["kind"] == "Certificate")["spec"]
+    assert certificate["secretName"] == "ws-counter-redis-tls"
+    assert {"redis", "localhost", "*.redis-cluster"} <= set(certificate["dnsNames"])
+    # Renewed before the expiry alert (30 days) fires, a year long.
+    assert certificate["duration"] == "8760h" and int(certificate["renewBefore"][:-1]) > 720
+    worker = next(r for r in resources if r["kind"] == "Deployment")["spec"]["template"]["spec"]
+    (credentials,) = [v for v in worker["volumes"] if v["name"] == "redis-credentials"]
+    names = {s["secret"]["name"] for s in credentials["projected"]["sources"]}
+    assert names == {"ws-counter-redis", "ws-counter-redis-tls"}
