@@ -9,9 +9,13 @@ import shutil
 import urllib.request
 from pathlib import Path
 
-from tools.processes import Child, free_port
+import pytest
 
-from .conftest import WorkerProcess, seconds
+from tools.cluster import ClusterOptions, LocalCluster
+from tools.processes import Child, free_port
+from tools.redisserver import start_redis_server
+
+from .conftest import WorkerProcess, counter_state, seconds
 from .loadrun import BackgroundLoadtest
 from .secured import Admin, made_secrets, secured_worker, start_secured_redis, until
 
@@ -94,3 +98,95 @@ def _increment(worker: WorkerProcess, by: int) -> int:
     )
     with urllib.request.urlopen(request, timeout=seconds(10)) as response:
         return int(json.loads(response.read())["total"])
+
+
+CLUSTER_COUNTERS = 12
+
+
+@pytest.mark.redis_cluster
+def test_a_redis_cluster_backup_restores_every_counter_into_a_new_cluster(tmp_path: Path) -> None:
+    """docs/operations.md for a Redis Cluster: ``redis-cli --cluster backup`` under load
+    (an RDB of every primary), restored into a new, empty cluster with ``redis-cli
+    --cluster import`` from a Redis that loaded each file. Each counter lives in one slot,
+    so each restored total lies between the totals read before and after the backup."""
+    source = LocalCluster(_cluster_options(tmp_path / "source")).start()
+    try:
+        assert source.redis_cluster is not None
+        load = BackgroundLoadtest(
+            source.url, "--clients", "24", "--rate", "300", "--duration", "10",
+            "--counter", COUNTER, "--counters", str(CLUSTER_COUNTERS),
+            json_path=tmp_path / "report.json",
+        )  # fmt: skip
+        load.wait_until_acking()
+        before = _cluster_totals(source)
+        backups = tmp_path / "backups"
+        backups.mkdir()  # redis-cli writes into it, and makes none
+        source.redis_cluster.cli(
+            "--cluster", "backup", _any_node(source), str(backups), port=None, timeout=120
+        )
+        after = _cluster_totals(source)
+        status, report = load.finish()
+        assert status == 0 and report is not None and report["correct"], load.output
+    finally:
+        source.stop()
+    files = sorted(backups.glob("*.rdb"))
+    assert len(files) == 3, sorted(backups.iterdir())
+
+    restored = LocalCluster(_cluster_options(tmp_path / "restored")).start()
+    try:
+        for index, backup in enumerate(files):
+            _import_into(restored, backup, tmp_path / f"loaded-{index}")
+        totals = _cluster_totals(restored)
+        for counter in before:
+            # The backup's point lies between the two reads around it.
+            assert before[counter] <= totals[counter] <= after[counter], counter
+        assert sum(totals.values()) > sum(before.values()) > 0
+        counter = next(iter(totals))
+        assert counter_state(restored, counter)["total"] == totals[counter]
+    finally:
+        restored.stop()
+
+
+def _cluster_options(log_dir: Path) -> ClusterOptions:
+    # The load test sends faster than a person types: WS_RATE_LIMIT=0.
+    return ClusterOptions(
+        workers=1, port=free_port(), haproxy=False, redis_cluster=3, redis_tls=True,
+        log_dir=log_dir, worker_env={"WS_RATE_LIMIT": "0"},
+    )  # fmt: skip
+
+
+def _any_node(cluster: LocalCluster) -> str:
+    assert cluster.redis_cluster is not None
+    return f"127.0.0.1:{next(iter(cluster.redis_cluster.primary_ports()))}"
+
+
+def _cluster_totals(cluster: LocalCluster) -> dict[str, int]:
+    names = [f"{COUNTER}-{index}" for index in range(CLUSTER_COUNTERS)]
+    return {name: int(counter_state(cluster, name)["total"]) for name in names}
+
+
+def _import_into(cluster: LocalCluster, backup: Path, data: Path) -> None:
+    """docs/operations.md, "Restore a Redis Cluster": a Redis of its own loads one
+    primary's file, on loopback, in plain (redis-cli --cluster import reaches its source
+    without TLS), and sends to the cluster over TLS with the node's certificate
+    (tls-cluster); ``redis-cli --cluster import`` copies its keys into the cluster, each
+    to the primary that owns its slot now, with its time to live."""
+    nodes, security = cluster.redis_cluster, cluster.security
+    assert nodes is not None and security is not None
+    data.mkdir()
+    shutil.copy(backup, data / "dump.rdb")
+    port = free_port()
+    loaded = start_redis_server(
+        port, data,
+        extra=("--bind", "127.0.0.1", "--appendonly", "no", "--save", "",
+               "--tls-cluster", "yes", "--tls-cert-file", str(security.server.cert),
+               "--tls-key-file", str(security.server.key),
+               "--tls-ca-cert-file", str(security.ca)),
+    )  # fmt: skip
+    try:
+        nodes.cli(
+            "--cluster", "import", _any_node(cluster), "--cluster-from", f"127.0.0.1:{port}",
+            "--cluster-copy", "--cluster-replace", port=None, timeout=120,
+        )  # fmt: skip
+    finally:
+        loaded.stop()
