@@ -9,6 +9,7 @@ import asyncio
 import collections
 import json
 import threading
+from functools import partial
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,9 @@ from websockets.asyncio.client import connect
 
 from tools.cluster import ClusterOptions, LocalCluster
 from tools.processes import free_port
+from tools.rediscluster import RedisClusterProcesses, free_cluster_ports
 from tools.redissecurity import ADMIN_USER
+from tools.redisserver import ClusterError
 from worker.core.protocol import incr_message
 from worker.core.slots import key_slot
 from worker.store.keys import state_key
@@ -27,6 +30,7 @@ from ws_counter_client.rules import new_session_id
 
 from .conftest import http_call, seconds
 from .loadrun import BackgroundLoadtest
+from .secured import until
 
 pytestmark = [pytest.mark.redis_cluster, pytest.mark.slow]
 
@@ -308,3 +312,73 @@ def test_a_live_counters_slot_migrates_to_another_primary(tmp_path: Path, tls: b
         assert primary_of(cluster, "moving") == target
     # "correct" includes that no client saw seq go down within an epoch.
     assert_exact(status, report, run.output)
+
+
+def test_a_shard_added_under_load_takes_slots_and_counters_stay_exact(tmp_path: Path) -> None:
+    """docs/operations.md, "Redis Cluster: scaling out", run under load on a TLS cluster: a
+    new primary and its replica join (``--cluster add-node``), ``--cluster rebalance
+    --cluster-use-empty-masters`` moves a share of the slots to it, counters whose slots
+    moved are served there, and every load-test counter stays exact."""
+    options = ClusterOptions(
+        workers=2, port=free_port(), redis_cluster=3, redis_tls=True, log_dir=tmp_path,
+        worker_env={"WS_RATE_LIMIT": "0"},  # the load test sends faster than a person types
+    )  # fmt: skip
+    with LocalCluster(options) as cluster:
+        nodes = cluster.redis_cluster
+        assert nodes is not None
+        existing = f"127.0.0.1:{next(iter(nodes.primary_ports()))}"
+        run = BackgroundLoadtest(
+            cluster.url,
+            *("--clients", "48", "--counter", "growing", "--counters", "48"),
+            *("--rate", "300", "--duration", "25"),
+            json_path=tmp_path / "report.json",
+        )
+        run.wait_until_acking()
+        members = list(nodes.ports)
+        primary, replica = free_cluster_ports(2, taken=members)
+        for port in (primary, replica):
+            nodes.start_node(port)
+        # Step 2: add-node copies the cluster's functions to the new primary, a write that
+        # min-replicas-to-write refuses while it has no replica; it serves no slot yet.
+        nodes.cli("CONFIG", "SET", "min-replicas-to-write", "0", port=primary)
+        nodes.cli("--cluster", "add-node", f"127.0.0.1:{primary}", existing, port=None)
+        primary_id = node_id(cluster, primary)
+        # The nodes learn of a new one by gossip, which they announce to no client.
+        until(partial(known_everywhere, nodes, [*members, primary], primary_id))
+        nodes.cli(
+            "--cluster", "add-node", f"127.0.0.1:{replica}", existing, "--cluster-slave",
+            "--cluster-master-id", primary_id, port=None, timeout=60,
+        )  # fmt: skip
+        # Step 3: the replica in sync, and the guard back, before the shard takes writes.
+        assert nodes.cli("WAIT", "1", "30000", port=primary, timeout=40).strip() == "1"
+        nodes.cli("CONFIG", "SET", "min-replicas-to-write", "1", port=primary)
+        until(partial(known_everywhere, nodes, [*members, primary], node_id(cluster, replica)))
+        until(partial(agree, nodes, existing))
+        nodes.cli(
+            "--cluster", "rebalance", existing, "--cluster-use-empty-masters",
+            port=None, timeout=300,
+        )  # fmt: skip
+        # The slots moved while the load ran.
+        assert run.process.poll() is None, "the load ended before the rebalance did"
+        owned = nodes.primary_ports()
+        moved = [
+            f"growing-{i}" for i in range(48) if primary_of(cluster, f"growing-{i}") == primary
+        ]
+        status, report = run.finish()
+    assert len(owned) == 4 and len(owned[primary]) > 0, owned
+    # A quarter of the slots moved; with 48 counters some of theirs did too.
+    assert moved, "no counter's slot moved to the new primary"
+    assert_exact(status, report, run.output)
+
+
+def agree(nodes: RedisClusterProcesses, node: str) -> bool:
+    """Whether ``redis-cli --cluster check`` finds every node agreeing on the slots."""
+    try:
+        return "[OK] All nodes agree" in nodes.cli("--cluster", "check", node, port=None)
+    except ClusterError:
+        return False
+
+
+def known_everywhere(nodes: RedisClusterProcesses, ports: list[int], wanted: str) -> bool:
+    """Whether every node on ``ports`` lists the node ``wanted`` in CLUSTER NODES."""
+    return all(wanted in nodes.cli("CLUSTER", "NODES", port=port) for port in ports)
