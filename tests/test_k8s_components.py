@@ -16,7 +16,7 @@ from .deploy import COMPONENTS, KUBERNETES_VERSIONS, ROOT, run, tool
 
 TOPOLOGIES = ("redis-single", "redis-sentinel", "redis-cluster")
 FRONTS = ("ingress", "gateway-api")
-OPTIONAL = ("monitoring", "custom-metrics-hpa", "cert-manager")
+OPTIONAL = ("monitoring", "custom-metrics-hpa", "cert-manager", "front-certificate")
 # The Sentinel component's Redis is the Bitnami chart's, with its own certificates.
 COMBINATIONS = [
     (topology, front, *chosen)
@@ -66,7 +66,8 @@ def test_every_combination_renders_and_validates(tmp_path: Path) -> None:
         path = tmp_path / f"{name}.yaml"
         path.write_text(yaml.safe_dump_all(resources))
         rendered.append(str(path))
-    assert len(rendered) == len(TOPOLOGIES) * len(FRONTS) * 2 ** len(OPTIONAL) - len(FRONTS) * 4
+    every = len(TOPOLOGIES) * len(FRONTS) * 2 ** len(OPTIONAL)
+    assert len(rendered) == every - len(FRONTS) * 2 ** (len(OPTIONAL) - 1)
     for version in KUBERNETES_VERSIONS:
         run(tool("kubernetes-validate"), "--strict", "-k", version, "--quiet", *rendered,
             timeout=600)  # fmt: skip
@@ -110,3 +111,25 @@ def test_cert_manager_gives_redis_and_the_workers_the_files_they_read(
     (credentials,) = [v for v in worker["volumes"] if v["name"] == "redis-credentials"]
     names = {s["secret"]["name"] for s in credentials["projected"]["sources"]}
     assert names == {"ws-counter-redis", "ws-counter-redis-tls"}
+
+
+@pytest.mark.parametrize("front", FRONTS)
+def test_the_front_certificate_fills_the_secret_the_front_serves(
+    front: str, tmp_path: Path
+) -> None:
+    """cert-manager's Certificate writes the Secret the Ingress or the Gateway reads, for
+    the host it serves, and is renewed with weeks to spare."""
+    components = ("redis-single", front, "front-certificate")
+    resources = render(kustomization(tmp_path / front, components, "ws-counter"))
+    certificate = next(r for r in resources if r["kind"] == "Certificate")["spec"]
+    if front == "ingress":
+        ingress = next(r for r in resources if r["kind"] == "Ingress")["spec"]
+        ((secret, hosts),) = [(t["secretName"], t["hosts"]) for t in ingress["tls"]]
+    else:
+        gateway = next(r for r in resources if r["kind"] == "Gateway")["spec"]
+        (listener,) = gateway["listeners"]
+        secret, hosts = listener["tls"]["certificateRefs"][0]["name"], [listener["hostname"]]
+    assert certificate["secretName"] == secret
+    assert set(hosts) <= set(certificate["dnsNames"])
+    assert certificate["issuerRef"]["kind"] == "ClusterIssuer"
+    assert int(certificate["renewBefore"][:-1]) >= 720

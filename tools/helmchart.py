@@ -50,6 +50,7 @@ DIMENSIONS: dict[str, dict[Any, tuple[str, ...]]] = {
     "monitoring.enabled": {False: (), True: ("monitoring",)},
     "customMetricsHpa.enabled": {False: (), True: ("custom-metrics-hpa",)},
     "redis.tls": {"make-secrets": (), "cert-manager": ("cert-manager",)},
+    "frontTls": {"secret": (), "cert-manager": ("front-certificate",)},
 }
 # Secret names a chart user may replace with Secrets of their own (values key, default).
 SECRETS = {
@@ -64,8 +65,11 @@ Choice = tuple[Any, ...]  # one option per dimension, in DIMENSIONS' order
 def choices() -> list[Choice]:
     """Every combination, but Sentinel with cert-manager: the Bitnami chart's Redis takes
     its certificates itself (its tls.existingSecret)."""
-    every = itertools.product(*(options for options in DIMENSIONS.values()))
-    return [c for c in every if not (c[0] == "sentinel" and c[-1] == "cert-manager")]
+    every = [values_of(c) for c in itertools.product(*DIMENSIONS.values())]
+    offered = [
+        v for v in every if (v["redis.mode"], v["redis.tls"]) != ("sentinel", "cert-manager")
+    ]
+    return [tuple(v.values()) for v in offered]
 
 
 def components_of(choice: Choice) -> list[str]:
