@@ -9,11 +9,12 @@
     │   └── AuthError             no or a bad token (401), a token without access (403)
     ├── ClientError               a client message that cannot be applied; carries .code
     └── StoreError                the step between the worker and Redis failed
-        ├── StoreUnavailable      Redis could not be reached or would not run it: not applied
+        ├── NotApplied            nothing was applied
+        │   ├── StoreUnavailable  Redis could not be reached, or would not run it now
         │   ├── StoreFull         Redis is at maxmemory (noeviction) and refuses writes
         │   ├── StoreMisconfigured  Redis refused our credentials, certificate or ACL
-        │   └── OutcomeUnknown    the request may have reached Redis: retry it unchanged
-        └── StoreRejected         Redis ran it and refused this increment; carries .code
+        │   └── StoreRejected     Redis ran it and refused this increment; carries .code
+        └── OutcomeUnknown        the request may have reached Redis: retry it unchanged
 
 Redis' own exceptions are mapped onto StoreError in exactly one place,
 ``worker.store.errors.map_redis_errors``. Every other kind is raised by a pure
@@ -72,24 +73,28 @@ class StoreError(WorkerError):
     """The step between the worker and Redis failed."""
 
 
-class StoreUnavailable(StoreError):
-    """Redis is unreachable or would not run the request; nothing was applied."""
+class NotApplied(StoreError):
+    """Nothing of the request was applied: sending it again cannot apply anything twice."""
 
 
-class StoreMisconfigured(StoreUnavailable):
+class StoreUnavailable(NotApplied):
+    """Redis is unreachable or would not run the request now; nothing was applied."""
+
+
+class StoreMisconfigured(NotApplied):
     """Redis refused the worker's credentials, TLS or ACL permissions: nothing was applied,
     and nothing will be until a setting changes; the message names it."""
 
 
-class StoreFull(StoreUnavailable):
+class StoreFull(NotApplied):
     """Redis is at its maxmemory with noeviction: it refuses writes until memory is freed."""
 
 
-class OutcomeUnknown(StoreUnavailable):
+class OutcomeUnknown(StoreError):
     """The connection failed after the request was sent: it may or may not be applied."""
 
 
-class StoreRejected(StoreError):
+class StoreRejected(NotApplied):
     """Redis ran the step and refused this increment; ``code`` says why.
 
     ``overflow``: the total would leave the 64-bit range. ``out_of_order``: a

@@ -36,11 +36,11 @@ import orjson
 
 from ..errors import (
     ClientError,
+    NotApplied,
     OutcomeUnknown,
     RouteError,
     StoreFull,
     StoreRejected,
-    StoreUnavailable,
 )
 from .state import Applied, CounterState
 
@@ -416,13 +416,18 @@ def failure_message(increment: Increment, failure: BaseException) -> tuple[str, 
             "lost contact with Redis while applying: the increment may or may not have been"
             f" applied; retry with {again} to apply it exactly once"
         )
-    elif isinstance(failure, StoreFull):
-        text = "Redis is out of memory and refuses writes; the increment was not applied"
-    elif isinstance(failure, StoreUnavailable):
-        text = f"{Unavailable.REDIS}; the increment was not applied"
     else:
-        text = "internal error; not applied"
+        # The nearest of the failure's classes that the table names.
+        named = (NOT_APPLIED_TEXT.get(kind) for kind in type(failure).__mro__)
+        text = next((t for t in named if t is not None), "internal error; not applied")
     return ErrorCode.UNAVAILABLE, error_message(ErrorCode.UNAVAILABLE, text, **echo)
+
+
+# What a client is told of an increment that was not applied, by the failure's class.
+NOT_APPLIED_TEXT: dict[type[BaseException], str] = {
+    StoreFull: "Redis is out of memory and refuses writes; the increment was not applied",
+    NotApplied: f"{Unavailable.REDIS}; the increment was not applied",
+}
 
 
 def incr_message(

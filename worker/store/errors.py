@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from redis import exceptions as redis_errors
 from redis._parsers.base import BaseParser
@@ -46,18 +46,51 @@ def register_error_classes() -> None:
     BaseParser.EXCEPTION_CLASSES.setdefault("NOREPLICAS", NoReplicasError)
 
 
-# Replies by which Redis refuses to run a command now; it ran nothing.
-NOT_NOW: tuple[type[redis_errors.RedisError], ...] = (
-    NoReplicasError,
-    redis_errors.BusyLoadingError,
-    redis_errors.ReadOnlyError,
-    redis_errors.MasterDownError,
-    redis_errors.TryAgainError,
-    redis_errors.ClusterDownError,
-    redis_errors.MovedError,
-    redis_errors.AskError,
-)
-CONNECTION_FAILED = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
+def _not_now(exc: BaseException, sent: bool) -> StoreError:
+    return StoreUnavailable(f"Redis cannot run it now: {exc}")
+
+
+def _full(exc: BaseException, sent: bool) -> StoreError:
+    return StoreFull(f"Redis is at its maxmemory and refuses writes: {exc}")
+
+
+def _refused(exc: BaseException, sent: bool) -> StoreError:
+    return StoreRejected("rejected", f"Redis refused: {exc}")
+
+
+def _lost(exc: BaseException, sent: bool) -> StoreError:
+    """The "was it sent" rule: a connection that failed before the request left the
+    worker applied nothing; after, it may have."""
+    if sent:
+        return OutcomeUnknown(f"lost contact with Redis during the request: {exc}")
+    return StoreUnavailable(f"{Unavailable.REDIS}: {exc}")
+
+
+def _client_failed(exc: BaseException, sent: bool) -> StoreError:
+    return StoreUnavailable(f"Redis client error: {exc}")
+
+
+# redis-py's exception classes and what each means, looked up along the
+# exception's own classes (its MRO), nearest first: BusyLoadingError is a
+# ConnectionError to redis-py, but a LOADING reply means Redis ran nothing.
+MAPPED: dict[type[BaseException], Callable[[BaseException, bool], StoreError]] = {
+    # Replies by which Redis refuses to run a command now; it ran nothing.
+    NoReplicasError: _not_now,
+    redis_errors.BusyLoadingError: _not_now,
+    redis_errors.ReadOnlyError: _not_now,
+    redis_errors.MasterDownError: _not_now,
+    redis_errors.TryAgainError: _not_now,
+    redis_errors.ClusterDownError: _not_now,
+    redis_errors.MovedError: _not_now,
+    redis_errors.AskError: _not_now,
+    redis_errors.OutOfMemoryError: _full,
+    # Any other reply that is an error: Redis' own answer, the step did not run.
+    redis_errors.ResponseError: _refused,
+    redis_errors.ConnectionError: _lost,
+    redis_errors.TimeoutError: _lost,
+    OSError: _lost,
+    redis_errors.RedisError: _client_failed,
+}
 
 
 @contextlib.contextmanager
@@ -77,17 +110,11 @@ def map_redis_errors(*, sent: bool) -> Iterator[None]:
 
 
 def _store_error(exc: BaseException, *, sent: bool) -> StoreError:
-    if isinstance(exc, redis_errors.OutOfMemoryError):
-        return StoreFull(f"Redis is at its maxmemory and refuses writes: {exc}")
-    if isinstance(exc, NOT_NOW):
-        return StoreUnavailable(f"Redis cannot run it now: {exc}")
-    if isinstance(exc, redis_errors.ResponseError):
-        return StoreRejected("rejected", f"Redis refused: {exc}")
-    if isinstance(exc, CONNECTION_FAILED):
-        if sent:
-            return OutcomeUnknown(f"lost contact with Redis during the request: {exc}")
-        return StoreUnavailable(f"{Unavailable.REDIS}: {exc}")
-    return StoreUnavailable(f"Redis client error: {exc}")
+    for kind in type(exc).__mro__:
+        meaning = MAPPED.get(kind)
+        if meaning is not None:
+            return meaning(exc, sent)
+    return _client_failed(exc, sent)
 
 
 # OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH and X509_V_ERR_IP_ADDRESS_MISMATCH.

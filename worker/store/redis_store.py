@@ -22,7 +22,14 @@ from redis import exceptions as redis_errors
 from ..core.backoff import backoff_delays
 from ..core.protocol import Increment
 from ..core.state import APPLIED_EARLIER, Applied, CounterState, Outcome, decode_state
-from ..errors import OutcomeUnknown, StoreError, StoreMisconfigured, StoreRejected, StoreUnavailable
+from ..errors import (
+    OutcomeUnknown,
+    StoreError,
+    StoreFull,
+    StoreMisconfigured,
+    StoreRejected,
+    StoreUnavailable,
+)
 from ..settings import Settings
 from .errors import NoReplicasError, map_redis_errors, register_error_classes
 from .held import HeldStates
@@ -232,7 +239,7 @@ class RedisStore:
                 log.error("%s", reason, extra={"event": "redis_misconfigured"})
             self._misconfigured = reason
             raise
-        except StoreUnavailable as exc:
+        except (StoreUnavailable, StoreFull, OutcomeUnknown) as exc:
             if self.router is not None:
                 # A MOVED, ASK, TRYAGAIN or CLUSTERDOWN reply, or a primary gone:
                 # the slot map may be stale. This request is not retried.
