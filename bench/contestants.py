@@ -8,7 +8,6 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 
 from tools.cluster import is_worker_ready, worker_argv, worker_env
 from tools.processes import Child, free_port
@@ -60,12 +59,7 @@ class Contestant:
     def __enter__(self) -> Contestant:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
 

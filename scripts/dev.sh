@@ -245,12 +245,20 @@ static_checks() {
     "$VENV/bin/mypy"
     say "import contracts (lint-imports)"
     "$VENV/bin/lint-imports"
+    say "dead code (vulture, with tests as users of the code)"
+    local dead
+    dead=$("$VENV/bin/vulture" | grep -v '^tests/' || true)
+    if [[ -n $dead ]]; then
+        printf '%s\n' "$dead" >&2
+        exit 1
+    fi
 }
 
 run_tests() {
     static_checks
     say "pytest"
-    "$VENV/bin/pytest" "${PYTEST_EXTRA[@]}" "$@"
+    # The 15 slowest tests, so that a test that grows shows in every run.
+    "$VENV/bin/pytest" --durations=15 "${PYTEST_EXTRA[@]}" "$@"
 }
 
 usage() {

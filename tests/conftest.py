@@ -227,3 +227,16 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
     workers = getattr(request.module, "CLUSTER_WORKERS", 2)
     with LocalCluster(ClusterOptions(workers=workers, port=free_port())) as running:
         yield running
+
+
+# Every test belongs to one tier; a test marked with none of these is an integration test.
+TIERS = frozenset(
+    {"unit", "cluster", "redis_cluster", "partition", "containers", "browser", "bench", "install"}
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tier that has no marker of its own, so that ``-m integration`` selects it."""
+    for item in items:
+        if not TIERS & {mark.name for mark in item.iter_markers()}:
+            item.add_marker(pytest.mark.integration)

@@ -22,7 +22,6 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from ssl import SSLCertVerificationError, SSLContext
-from types import TracebackType
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection
@@ -147,13 +146,9 @@ class CounterClient:
         self._raise_failure()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.close(wait=exc is None)
+    async def __aexit__(self, *exc_info: object) -> None:
+        # (type, exception, traceback): wait for acks unless the block raised.
+        await self.close(wait=exc_info[1] is None)
 
     @property
     def total(self) -> Total | None:
