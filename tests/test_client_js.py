@@ -226,11 +226,11 @@ def test_the_module_follows_the_same_rules_as_the_python_library(
     freshness = [("e1", 1), ("e1", 2), ("e1", 2), ("e1", 1), ("e2", 1), ("e1", 9)]
     news = page.evaluate(
         "(states) => { const f = new wsc.Freshness();"
-        " return states.map(([epoch, seq]) => f.isNews(epoch, BigInt(seq))); }",
+        " return states.map(([epoch, seq]) => f.takeIfNews(epoch, BigInt(seq))); }",
         freshness,
     )
     python_freshness = Freshness()
-    assert news == [python_freshness.is_news(epoch, seq) for epoch, seq in freshness]
+    assert news == [python_freshness.take_if_news(epoch, seq) for epoch, seq in freshness]
     # The module's URLs take a token only (no other query parameter).
     urls = [
         (url, counter, query.get("token"), expected)

@@ -165,7 +165,7 @@ def test_by_outside_the_protocol_is_refused_before_numbering(by: object) -> None
 )
 def test_which_totals_are_news(states: list[tuple[str, int]], news: list[bool]) -> None:
     freshness = Freshness()
-    assert [freshness.is_news(epoch, seq) for epoch, seq in states] == news
+    assert [freshness.take_if_news(epoch, seq) for epoch, seq in states] == news
 
 
 # (url, counter, query, the URL connected to): the library, the load test and

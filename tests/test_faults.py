@@ -185,7 +185,7 @@ def test_reconnect_storm_is_absorbed_and_excess_handshakes_get_503(
         # 2,500 slots: 1,000 settled clients, the probe (if it got in first) and the storm.
         assert len(storm) + len(refused) == 2000 and set(refused) == {503}
         assert len(storm) in (1499, 1500)
-        assert p99 < 2000
+        assert p99 < seconds(2) * 1000
         everyone = [*settled, *storm]
         for client in everyone[:: len(everyone) // 50]:
             await receive_until(

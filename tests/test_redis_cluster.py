@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import threading
 from functools import partial
@@ -100,7 +101,9 @@ async def steady_clients(
                 else:
                     problems.append(reply)
                     return
-                await asyncio.wait([asyncio.ensure_future(stop.wait())], timeout=0.02)
+                # A pause that ends early on stop; wait_for cancels its waiter (no task left).
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.02)
 
     async def all_going() -> None:
         for _ in counters:

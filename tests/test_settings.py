@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -111,3 +112,20 @@ def test_an_unprotected_redis_across_a_network_is_warned_about(
     env: dict[str, str], warned: bool
 ) -> None:
     assert (insecure_redis(load_settings(env)) is not None) is warned
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"session_window": 1}, "WS_SESSION_WINDOW"),
+        ({"redis_url": "redis://a:6379/0", "redis_cluster_nodes": (("b", 7000),)}, "REDIS_URL"),
+        ({"redis_sentinels": (("s", 26379),), "redis_cluster_nodes": (("b", 7000),)}, "REDIS_"),
+        ({"redis_tls_cert_file": "/c.crt"}, "REDIS_TLS_KEY_FILE"),
+        ({"redis_url": "redis://:pw@a:6379/0", "redis_password": "pw"}, "REDIS_PASSWORD"),
+    ],
+)
+def test_settings_made_directly_keep_the_same_invariants_as_loaded_ones(
+    fields: dict[str, Any], named: str
+) -> None:
+    with pytest.raises(SettingsError, match=named):
+        Settings(**fields)

@@ -176,10 +176,6 @@ class LocalCluster:
         """The throwaway CA that signed the front's and Redis' certificates (with --tls)."""
         return self.authority.cert if self.authority else None
 
-    def redis_cli_args(self) -> tuple[str, ...]:
-        """What redis-cli needs besides host and port to reach this cluster's Redis."""
-        return self.security.cli_args() if self.security else ()
-
     def worker_url(self, index: int) -> str:
         return f"ws://127.0.0.1:{self.worker_ports[index]}/"
 

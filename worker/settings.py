@@ -449,6 +449,9 @@ class Settings(RedisSettings):
         "file holding the token secret (a mounted Docker or Kubernetes secret)",
     )
 
+    def __post_init__(self) -> None:
+        check_invariants({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+
     @property
     def close_timeout(self) -> float:
         """Seconds a closing handshake may take before the connection is dropped."""
@@ -484,30 +487,35 @@ def load_settings(env: Mapping[str, str], flags: Mapping[str, Any] | None = None
             values[declared.field] = declared.parse(str(raw))
         except ValueError as exc:
             raise SettingsError(f"{source}: {raw!r} {exc}") from None
-    # A Redis Cluster is reached by its nodes alone (with Sentinel, REDIS_URL is ignored).
-    _exclusive(values, ("redis_url", "redis_cluster_nodes"))
-    _exclusive(values, ("redis_sentinels", "redis_cluster_nodes"))
     for file_field, field, parse in SECRET_FILES:
         if values.get(file_field):
             values[field] = _read_secret_file(_env_of(file_field), values[file_field], parse)
+    _check_readable(values, ("redis_tls_ca_file", "redis_tls_cert_file", "redis_tls_key_file"))
+    return Settings(**values)
+
+
+def check_invariants(values: Mapping[str, Any]) -> None:
+    """What no combination of values may break (Settings checks it when made): each field's
+    own range is its parser's."""
+    # A Redis Cluster is reached by its nodes alone (with Sentinel, REDIS_URL is ignored).
+    _exclusive(values, ("redis_url", "redis_cluster_nodes"))
+    _exclusive(values, ("redis_sentinels", "redis_cluster_nodes"))
     if values.get("redis_password") and "@" in values.get("redis_url", "").partition("//")[2]:
         raise SettingsError("REDIS_URL and REDIS_PASSWORD: give the password one way, not both")
-    _check_readable(values, ("redis_tls_ca_file", "redis_tls_cert_file", "redis_tls_key_file"))
     _together(values, ("redis_tls_cert_file", "redis_tls_key_file"))
-    settings = Settings(**values)
-    if settings.session_window < settings.max_pending_increments:
+    if values["session_window"] < values["max_pending_increments"]:
         # Every increment a connection has in flight must be answerable with
         # its original total when the client resends it after a reconnect.
         raise SettingsError(
-            f"WS_SESSION_WINDOW: {settings.session_window} is below WS_MAX_PENDING_INCREMENTS"
-            f" ({settings.max_pending_increments})"
+            f"WS_SESSION_WINDOW: {values['session_window']} is below WS_MAX_PENDING_INCREMENTS"
+            f" ({values['max_pending_increments']})"
         )
-    return settings
 
 
 def _exclusive(values: Mapping[str, Any], fields: tuple[str, ...]) -> None:
-    """At most one of ``fields`` given: they name different kinds of Redis."""
-    given = [field for field in fields if values.get(field)]
+    """At most one of ``fields`` given (set, and not to its default): they name different
+    kinds of Redis."""
+    given = [field for field in fields if values.get(field) not in ("", (), None, _default(field))]
     if len(given) > 1:
         names = " and ".join(declared.env for declared in SETTINGS if declared.field in given)
         raise SettingsError(f"{names}: give one way to reach Redis, not several")
@@ -519,6 +527,10 @@ def _together(values: Mapping[str, Any], fields: tuple[str, ...]) -> None:
     if given and len(given) < len(fields):
         missing = [_env_of(field) for field in fields if field not in given]
         raise SettingsError(f"{_env_of(given[0])}: also give {' and '.join(missing)}")
+
+
+def _default(field: str) -> Any:
+    return next(f.default for f in dataclasses.fields(Settings) if f.name == field)
 
 
 def _env_of(field: str) -> str:

@@ -328,7 +328,7 @@ class ClientCore(Generic[T]):
             return [Note(MALFORMED, f"a total without a valid state: {message!r}")]
         if self._last_total.is_old(total.epoch, total.seq):
             return [Regress(total)]
-        self._last_total.is_news(total.epoch, total.seq)
+        self._last_total.take_if_news(total.epoch, total.seq)
         return self._see(total)
 
     def _on_ack(self, message: Mapping[str, Any]) -> list[Action]:
@@ -382,7 +382,7 @@ class ClientCore(Generic[T]):
         return Total(name, total, seq, epoch, message.get("missed") is True)
 
     def _see(self, total: Total) -> list[Action]:
-        return [Show(total)] if self.freshness.is_news(total.epoch, total.seq) else []
+        return [Show(total)] if self.freshness.take_if_news(total.epoch, total.seq) else []
 
     # The connection and the end.
 
@@ -411,7 +411,7 @@ class ClientCore(Generic[T]):
         return [*rejects, Stop(error)]
 
     def _delay(self, attempt: int) -> float:
-        """Capped exponential backoff with full jitter (``worker.core.backoff``)."""
+        """Capped exponential backoff with equal jitter (``worker.core.backoff``)."""
         ceiling = backoff_ceiling(*self.policy.backoff, attempt)
         return self._uniform(ceiling / 2, ceiling)
 

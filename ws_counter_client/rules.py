@@ -275,8 +275,9 @@ class Freshness:
     epoch: str | None = None
     seq: int | None = None
 
-    def is_news(self, epoch: str, seq: int) -> bool:
-        """True (and remembered) for the first state, a new epoch, or a higher seq."""
+    def take_if_news(self, epoch: str, seq: int) -> bool:
+        """Remember the state if it is news (the first state, a new epoch, or a higher seq);
+        whether it was. It changes what the next call answers, hence no ``is_`` name."""
         if self.is_old(epoch, seq) or (self.epoch == epoch and seq == self.seq):
             return False
         self.epoch, self.seq = epoch, seq

@@ -1,7 +1,10 @@
-"""Capped exponential backoff with full jitter, the one schedule every retry follows.
+"""Capped exponential backoff with equal jitter, the one schedule every retry follows.
 
-Jitter keeps workers, and the clients of a worker that restarted, from
-reconnecting in step (the thundering herd after a failover).
+Each delay is drawn from [c/2, c] for the n-th ceiling c (equal jitter: half
+fixed, half random), never from [0, c] (full jitter), so that no retry comes
+at once after a failure. Jitter keeps workers, and the clients of a worker
+that restarted, from reconnecting in step (the thundering herd after a
+failover).
 """
 
 from __future__ import annotations
@@ -17,12 +20,6 @@ def backoff_delays(first: float, cap: float, rng: random.Random | None = None) -
     while True:
         yield uniform(ceiling / 2, ceiling)
         ceiling = min(cap, ceiling * 2)
-
-
-def nth_delay(first: float, cap: float, attempt: int, rng: random.Random | None = None) -> float:
-    """The delay before retry number ``attempt`` (0-based) without keeping a generator."""
-    ceiling = backoff_ceiling(first, cap, attempt)
-    return (rng or random).uniform(ceiling / 2, ceiling)
 
 
 def backoff_ceiling(first: float, cap: float, attempt: int) -> float:

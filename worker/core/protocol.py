@@ -320,8 +320,8 @@ def short(value: object) -> str:
 
 
 def loads(text: str) -> Any:
-    """orjson where it can (a py-spy profile of the throughput run put the json module at 8%
-    of the worker), the standard library where orjson refuses or changes what json accepts
+    """orjson where it can (the json module showed in profiles of the throughput run:
+    docs/performance.md), the standard library where orjson refuses or changes what json accepts
     (integers beyond 64 bits, NaN, lone surrogates), so every message gets its old answer."""
     try:
         document = orjson.loads(text)

@@ -33,7 +33,7 @@ def text_frame(text: str) -> bytes:
     return Frame(Opcode.TEXT, text.encode()).serialize(mask=False)
 
 
-class Client:
+class CounterConnection:
     """A WebSocket connection, its counter, its grant, its rate limit and its Flow."""
 
     __slots__ = (
@@ -140,8 +140,8 @@ class Client:
     async def wait_for_room(self) -> None:
         """Stop reading while too much is unacknowledged or unread; close if stuck."""
         if self.room.is_set() and not self.connection.paused:
-            # The common case, without arming a timer per message (a profile of
-            # the throughput run showed that cost about a tenth of the worker).
+            # The common case, without arming a timer per message (a timer per
+            # message showed in profiles of the throughput run).
             return
         try:
             async with asyncio.timeout(self.worker.settings.slow_client_timeout):

@@ -15,7 +15,7 @@ from ..core.flow import Offer
 from ..core.protocol import total_message
 from ..core.state import CounterState
 from ..metrics import Metrics
-from .connection import Client, text_frame
+from .connection import CounterConnection, text_frame
 
 OPEN = State.OPEN
 
@@ -24,7 +24,9 @@ class Fanout:
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
 
-    def deliver(self, counter: str, clients: Collection[Client], state: CounterState) -> None:
+    def deliver(
+        self, counter: str, clients: Collection[CounterConnection], state: CounterState
+    ) -> None:
         metrics = self.metrics
         if state.published_ms is not None:
             metrics.fanout_lag.observe(max(0.0, time.time() - state.published_ms / 1000))

@@ -21,7 +21,7 @@ from ..core.protocol import (
 from ..core.ratelimit import TokenBucket
 from ..core.state import Applied, AppliedEarlier, Outcome
 from ..errors import ClientError, StoreError, StoreFull
-from .connection import Client
+from .connection import CounterConnection
 from .context import WorkerContext
 
 log = logging.getLogger("ws_counter.worker")
@@ -42,7 +42,7 @@ class Increments:
         self.worker = worker
         self.metrics = worker.metrics
 
-    def on_message(self, client: Client, message: str | bytes) -> None:
+    def on_message(self, client: CounterConnection, message: str | bytes) -> None:
         try:
             increment = parse_client_message(message)
         except ClientError as exc:
@@ -57,7 +57,7 @@ class Increments:
         future.add_done_callback(lambda done: self._answer(client, increment, done))
 
     def _answer(
-        self, client: Client, increment: Increment, future: asyncio.Future[Outcome]
+        self, client: CounterConnection, increment: Increment, future: asyncio.Future[Outcome]
     ) -> None:
         client.settled_increment()
         if not future.cancelled():

@@ -19,7 +19,7 @@ from ..store import RedisStore, certificates, follow
 from ..tasks import FAILURES, TaskSet
 from .api import Api
 from .balance import Rebalancer
-from .connection import Client, limit_send_buffer, rate_limit_bucket
+from .connection import CounterConnection, limit_send_buffer, rate_limit_bucket
 from .drain import close_over
 from .fanout import Fanout
 from .front import FrontDoor, front_connection_class
@@ -48,7 +48,7 @@ class Worker:
         self.metrics.count_task_failures(lambda: FAILURES)
         self.metrics.export_certificate_expiry(lambda: certificates.EXPIRY)
         self.store = RedisStore(settings)
-        self.hub: Hub[Client] = Hub(
+        self.hub: Hub[CounterConnection] = Hub(
             Fanout(self.metrics).deliver,
             self._on_rollback,
             asyncio.get_running_loop().call_soon,
@@ -81,8 +81,8 @@ class Worker:
 
     def connection_count(self) -> int:
         """Open WebSocket connections: kept as a count, because websockets' own
-        ``Server.connections`` builds a set of them on every call (a profile of a
-        5,000-client ramp put that, once per handshake, at a sixth of the worker)."""
+        ``Server.connections`` builds a set of them on every call, which a profile of a
+        ramp of thousands of clients showed once per handshake."""
         return self._open
 
     async def start(self) -> None:
@@ -162,7 +162,7 @@ class Worker:
     async def _handle(self, connection: ServerConnection) -> None:
         limit_send_buffer(connection, self.settings.send_buffer_bytes)
         route = parse_counter_route(connection.request.path if connection.request else "/")
-        client = Client(self, connection, route, self.handshakes.grant_of(connection))
+        client = CounterConnection(self, connection, route, self.handshakes.grant_of(connection))
         group = self.hub.join(route.counter, client)
         self._open += 1
         try:

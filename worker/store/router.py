@@ -71,13 +71,6 @@ class ClusterRouter:
             return None
         return self.topology.owner(key_slot(state_key(counter)))
 
-    def pool_for(self, counter: str) -> ConnectionPool:
-        """The pool of the primary that owns ``counter``'s slot; StoreUnavailable if none does."""
-        owner = self.owner(counter)
-        if owner is None:
-            raise StoreUnavailable(f"no Redis Cluster node owns the slot of {counter} now")
-        return self.pool(owner)
-
     async def refresh(self) -> Topology:
         """Read every known node's view and follow the newest; StoreUnavailable if none has one."""
         known = sorted(self.topology.primaries) if self.topology else []

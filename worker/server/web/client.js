@@ -242,7 +242,7 @@ export class Freshness {
     this.seq = null;
   }
 
-  isNews(epoch, seq) {
+  takeIfNews(epoch, seq) {
     if (this.isOld(epoch, seq) || (this.epoch === epoch && seq === this.seq)) return false;
     this.epoch = epoch;
     this.seq = seq;
@@ -376,7 +376,7 @@ export class ClientCore {
     const total = this.totalOf(message);
     if (total === null) return [note(MALFORMED, "a total without a valid state")];
     if (this.lastTotal.isOld(total.epoch, total.seq)) return [{ type: "regress", total }];
-    this.lastTotal.isNews(total.epoch, total.seq);
+    this.lastTotal.takeIfNews(total.epoch, total.seq);
     return this.see(total);
   }
 
@@ -432,7 +432,7 @@ export class ClientCore {
     return { counter, total, seq, epoch, missed: message.missed === true };
   }
 
-  see(total) { return this.freshness.isNews(total.epoch, total.seq) ? [{ type: "show", total }] : []; }
+  see(total) { return this.freshness.takeIfNews(total.epoch, total.seq) ? [{ type: "show", total }] : []; }
 
   lost(event) {
     this.connected = false;
