@@ -30,28 +30,26 @@ import asyncio
 import logging
 from typing import Any
 
-from redis import exceptions as redis_errors
-
 from ..core.backoff import backoff_delays
 from ..core.hub import StateListener
 from ..core.slots import Address, channel_in_slots
-from ..core.state import CounterState
 from ..errors import StoreError
 from ..tasks import TaskSet
+from .feed import BACKOFF_CAP, BACKOFF_FIRST, StateFeed
 from .keys import CONTROL_CHANNEL
-from .pubsub import Leaving, PubSubConnection, Trouble, close_quietly
+from .pubsub import Leaving, Trouble
 from .redis_store import RedisStore
 from .router import ClusterRouter
-from .subscription import BACKOFF_CAP, BACKOFF_FIRST, announce_until_done
 
 log = logging.getLogger("ws_counter.store")
 
 
-class Shard(PubSubConnection):
+class Shard(StateFeed):
     """The SSUBSCRIBE connection to one primary and the counters subscribed there."""
 
     def __init__(self, owner: ShardedSubscription, address: Address, control: str) -> None:
-        super().__init__(control, owner.store.reply_timeout, owner.tasks.spawn, sharded=True)
+        spawn = owner.tasks.spawn
+        super().__init__(control, owner.store, owner.listener, owner.trouble, spawn, sharded=True)
         self.owner = owner
         self.address = address
         self.task: asyncio.Future[Any] | None = None
@@ -62,47 +60,28 @@ class Shard(PubSubConnection):
         self.task = self.owner.tasks.spawn(self.run(), "shard")
 
     async def run(self) -> None:
-        owner = self.owner
-        pubsub = self.pubsub = owner.store.nodes.new_shard_pubsub(self.address)
+        host, port = self.address
         try:
-            await self.subscribe_all(pubsub)
-            await self.listen(pubsub)
-        except (redis_errors.RedisError, OSError) as exc:
-            lost = "lost" if self.up else "cannot subscribe"
-            owner.trouble.failed(f"redis shard {self.address[0]}:{self.address[1]} {lost}", exc)
+            await self.serve(
+                lambda: self.store.nodes.new_shard_pubsub(self.address),
+                f"redis shard {host}:{port} lost",
+                f"redis shard {host}:{port} cannot subscribe",
+            )
         finally:
-            self.detach()
-            await close_quietly(pubsub)
-            owner.shard_ended(self)
+            self.owner.shard_ended(self)
 
     def on_up(self) -> None:
         super().on_up()
-        owner = self.owner
-        owner.trouble.cleared()
-        owner.tasks.spawn(owner.store.check_access())
-        owner.report()
+        self.owner.report()
 
     def on_control_dropped(self) -> None:
         self.owner.router.changed.set()
 
-    def on_state(self, counter: str, state: CounterState) -> None:
-        self.owner.listener.on_state(counter, state)
-
     def on_dropped(self, counter: str) -> None:
         # Redis moved the counter's slot away: not an unsubscribe we asked for.
         self.counters.discard(counter)
-        self.owner.listener.on_lost(counter)
+        self.listener.on_lost(counter)
         self.owner.router.changed.set()
-
-    def on_confirmed(self, counter: str) -> None:
-        """``counter`` is subscribed here: its snapshot follows through this connection."""
-        self.owner.listener.on_subscribed(counter)
-        self.owner.tasks.spawn(
-            announce_until_done(self.owner.store, counter, lambda: self.wants(counter))
-        )
-
-    def wants(self, counter: str) -> bool:
-        return self.up and counter in self.counters
 
 
 class ShardedSubscription:
