@@ -338,14 +338,14 @@ def _dumps(document: dict[str, Any]) -> str:
     return orjson.dumps(document).decode()
 
 
+def state_document(counter: str, state: CounterState) -> dict[str, Any]:
+    """A counter's state as both protocols give it: the WebSocket's total message and the
+    HTTP API's GET /counters/<name> (docs/protocol.md)."""
+    return {"counter": counter, "total": state.total, "seq": state.seq, "epoch": state.epoch}
+
+
 def total_message(counter: str, state: CounterState, missed: bool | None = None) -> str:
-    document: dict[str, Any] = {
-        "type": "total",
-        "counter": counter,
-        "total": state.total,
-        "seq": state.seq,
-        "epoch": state.epoch,
-    }
+    document: dict[str, Any] = {"type": "total", **state_document(counter, state)}
     if missed is not None:
         document["missed"] = missed
     return _dumps(document)

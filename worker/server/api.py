@@ -26,7 +26,14 @@ from ..core.httpapi import (
     status_of,
     wants_json,
 )
-from ..core.protocol import DEFAULT_COUNTER, ErrorCode, Unavailable, error_message, split_path
+from ..core.protocol import (
+    DEFAULT_COUNTER,
+    ErrorCode,
+    Unavailable,
+    error_message,
+    split_path,
+    state_document,
+)
 from ..errors import ClientError, Refused, StoreError
 from ..metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from . import page
@@ -135,13 +142,7 @@ class Api:
             return _refused(exc)
         except StoreError:
             return _error(503, ErrorCode.UNAVAILABLE, Unavailable.REDIS)
-        document = {
-            "counter": counter,
-            "total": state.total,
-            "seq": state.seq,
-            "epoch": state.epoch,
-        }
-        return _json(200, orjson.dumps(document))
+        return _json(200, orjson.dumps(state_document(counter, state)))
 
     async def _increment(
         self, counter: str, request: HttpRequest, connection: HttpConnection
