@@ -43,16 +43,16 @@ def run(*argv: str, stdin: str = "", timeout: float = 30) -> subprocess.Complete
 
 # (arguments, exit status, what it says): wrong, missing and hostile values.
 WRONG_TURNS: list[tuple[list[str], int, str]] = [
-    (["cluster", "--workers", "0"], 2, "argument --workers: 0 is less than 1"),
-    (["cluster", "--workers", "-1"], 2, "argument --workers: -1 is less than 1"),
+    (["cluster", "--workers", "0"], 2, "argument --workers: '0' is less than 1"),
+    (["cluster", "--workers", "-1"], 2, "argument --workers: '-1' is less than 1"),
     (["cluster", "--workers", "three"], 2, "argument --workers: 'three' is not a whole number"),
     (["cluster", "--workers", "17"], 1, "at most 16 workers behind HAProxy (--no-haproxy"),
-    (["demo", "--no-haproxy", "--workers", "0"], 2, "0 is less than 1"),
-    (["cluster", "--port", "0"], 2, "argument --port: 0 is less than 1"),
-    (["cluster", "--port", "99999"], 2, "99999 is not a port (1 to 65535)"),
+    (["demo", "--no-haproxy", "--workers", "0"], 2, "'0' is less than 1"),
+    (["cluster", "--port", "0"], 2, "argument --port: '0' is less than 1"),
+    (["cluster", "--port", "99999"], 2, "argument --port: '99999' is more than 65535"),
     (["cluster", "--redis-cluster", "2"], 2, "a Redis Cluster needs at least 3 primaries"),
-    (["demo", "--clients", "0"], 2, "argument --clients: 0 is less than 1"),
-    (["demo", "--increments", "-5"], 2, "argument --increments: -5 is less than 1"),
+    (["demo", "--clients", "0"], 2, "argument --clients: '0' is less than 1"),
+    (["demo", "--increments", "-5"], 2, "argument --increments: '-5' is less than 1"),
     (["client", "ftp://127.0.0.1/"], 2, "is not a ws://, wss://, http:// or https:// URL"),
     (["client", "ws://127.0.0.1:1/", "--ca", "/nonexistent.pem"], 2, "No such file"),
     (["loadtest", "ftp://h/", "--increments", "1"], 2,

@@ -51,32 +51,32 @@ def setting(default: Any, env: str, kind: Kind, help: str, *, secret: bool = Fal
 _KEY = "ws_counter.setting"
 
 
-def _whole(text: str) -> int:
+def whole_number(text: str) -> int:
     try:
         return int(text)
     except ValueError:
         raise ValueError("is not a whole number") from None
 
 
-def _positive_int(text: str) -> int:
-    value = _whole(text)
-    if value <= 0:
-        raise ValueError("must be a positive integer")
-    return value
+def whole_at_least(least: int, most: int | None = None) -> Callable[[str], int]:
+    """A parser of whole numbers from ``least`` to ``most``: the one range check of the
+    worker's settings and of the tools' flags (tools/arguments.py). Its ValueError says
+    what is wrong after the text, which the caller names."""
+
+    def parse(text: str) -> int:
+        value = whole_number(text)
+        if value < least:
+            raise ValueError(f"is less than {least}")
+        if most is not None and value > most:
+            raise ValueError(f"is more than {most}")
+        return value
+
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    value = _whole(text)
-    if value < 0:
-        raise ValueError("must be 0 or more")
-    return value
-
-
-def _port(text: str) -> int:
-    value = _whole(text)
-    if not 0 <= value <= 65535:
-        raise ValueError("must be a port number from 0 to 65535")
-    return value
+_positive_int = whole_at_least(1)
+_non_negative_int = whole_at_least(0)
+_port = whole_at_least(0, 65535)
 
 
 def _non_negative(what: str) -> Callable[[str], float]:
