@@ -98,6 +98,6 @@ def test_resume_point_and_unanswered_tickets() -> None:
 @pytest.mark.parametrize("by", [2**63, -(2**63) - 1, True, 1.0, "5"])
 def test_an_increment_outside_the_protocol_is_refused_before_it_is_numbered(by: Any) -> None:
     machine = new_core("session")
-    with pytest.raises(ValueError, match="signed 64-bit"):
+    with pytest.raises(ValueError, match=r"^by must be (an integer|within the signed 64-bit)"):
         machine.handle(core.IncrementAsked(by, "t"))
     assert machine.tickets() == []

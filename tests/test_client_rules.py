@@ -148,7 +148,7 @@ def test_a_burst_of_refusals_is_answered_by_one_resend_from_the_lowest() -> None
 @pytest.mark.parametrize("by", [2**63, -(2**63) - 1, True, 1.0, "5"])
 def test_by_outside_the_protocol_is_refused_before_numbering(by: object) -> None:
     session = session_with(0)
-    with pytest.raises(ValueError, match="signed 64-bit"):
+    with pytest.raises(ValueError, match=r"^by must be (an integer|within the signed 64-bit)"):
         session.add(by, "ticket")  # type: ignore[arg-type]
     assert session.next_n == 1
     assert check_by(2**63 - 1) == 2**63 - 1

@@ -57,7 +57,7 @@ from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
 from worker.core.backoff import backoff_ceiling
-from worker.core.protocol import check_by, is_integer
+from worker.core.protocol import is_integer
 
 from .results import (
     Ack,
@@ -128,11 +128,9 @@ class TimerFired:
 class IncrementAsked(Generic[T]):
     """The application asks to add ``by``; ``ticket`` is how it hears the outcome."""
 
+    # A by outside the protocol is refused by the book, before it is numbered.
     by: int
     ticket: T
-
-    def __post_init__(self) -> None:
-        check_by(self.by)
 
 
 @dataclass(frozen=True, slots=True)

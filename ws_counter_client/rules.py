@@ -161,7 +161,8 @@ class Session(Book[T]):
 
     def add(self, by: int, ticket: T) -> Outstanding[T]:
         n = self.next_n
-        frame = incr_message(check_by(by), session=self.session, n=n)
+        # incr_message refuses a by outside the protocol (ValueError), before numbering.
+        frame = incr_message(by, session=self.session, n=n)
         self.next_n += 1
         item = Outstanding(by, frame, ticket, n)
         self.outstanding[n] = item
@@ -215,7 +216,7 @@ class Ids(Book[T]):
     def add(self, by: int, ticket: T) -> Outstanding[T]:
         self.count += 1
         key = f"{self.prefix}-{self.count}"
-        item = Outstanding(by, incr_message(check_by(by), key), ticket, self.count)
+        item = Outstanding(by, incr_message(by, key), ticket, self.count)
         self.outstanding[self.count] = item
         self.positions[key] = self.count
         return item

@@ -144,10 +144,21 @@ def is_valid_n(value: object) -> bool:
     return is_integer(value) and 1 <= value <= MAX_SESSION_N
 
 
+def by_problem(by: object) -> tuple[ErrorCode, str] | None:
+    """What is wrong with ``by`` (the error code and its words), or None: the protocol's
+    one rule for it, on both sides (``check_by``, ``increment_from_object``)."""
+    if not is_integer(by):
+        return ErrorCode.INVALID_BY, f"by must be an integer, not {short(by)}"
+    if not in_int64(by):
+        return ErrorCode.OUT_OF_RANGE, "by must be within the signed 64-bit range"
+    return None
+
+
 def check_by(by: int) -> int:
     """``by`` as the protocol takes it; ValueError before anything is numbered or sent."""
-    if not is_integer(by) or not in_int64(by):
-        raise ValueError(f"by must be an integer in the signed 64-bit range, not {by!r}")
+    problem = by_problem(by)
+    if problem is not None:
+        raise ValueError(problem[1])
     return by
 
 
@@ -252,10 +263,13 @@ def parse_client_message(message: str | bytes) -> Increment:
         raise ClientError(ErrorCode.BINARY_NOT_SUPPORTED, "send text frames, not binary")
     text = message.strip()
     if _BARE_INTEGER.fullmatch(text):
+        # A number too long for 64 bits is refused before int() spends time on it.
         short_enough = len(text.lstrip("+-").lstrip("0")) <= _MAX_INT64_DIGITS
-        if not short_enough or not in_int64(int(text)):
-            raise ClientError(ErrorCode.OUT_OF_RANGE, "by must be within the signed 64-bit range")
-        return Increment(int(text))
+        by = int(text) if short_enough else INT64_MAX + 1
+        problem = by_problem(by)
+        if problem is not None:
+            raise ClientError(*problem)
+        return Increment(by)
     try:
         document = loads(text)
     except ValueError:
@@ -280,10 +294,9 @@ def increment_from_object(document: dict[str, Any]) -> Increment:
     if "by" not in document:
         raise ClientError(ErrorCode.MISSING_BY, "incr needs by: an integer", echo)
     by = document["by"]
-    if not is_integer(by):
-        raise ClientError(ErrorCode.INVALID_BY, f"by must be an integer, not {short(by)}", echo)
-    if not in_int64(by):
-        raise ClientError(ErrorCode.OUT_OF_RANGE, "by must be within the signed 64-bit range", echo)
+    problem = by_problem(by)
+    if problem is not None:
+        raise ClientError(*problem, echo)
     return Increment(by, echo.get("id"), echo.get("session"), echo.get("n"))
 
 
