@@ -24,7 +24,9 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
-from .history import History, Outcome, State
+from worker.core.state import CounterState
+
+from .history import History, Outcome
 
 
 @dataclass
@@ -88,7 +90,7 @@ def _check_seqs(history: History, verdict: Verdict) -> None:
 
 
 def _check_clients(history: History, verdict: Verdict) -> None:
-    last: dict[int, State] = {}
+    last: dict[int, CounterState] = {}
     for seen in sorted(history.seen, key=lambda s: s.at):
         before = last.get(seen.client)
         if before is not None and before.epoch == seen.state.epoch and seen.state.seq < before.seq:

@@ -8,6 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+# The worker's own state type: (epoch, seq, total) means the same everywhere.
+from worker.core.state import CounterState
+
 
 class Outcome(StrEnum):
     """How an increment ended, as its client knows it."""
@@ -15,13 +18,6 @@ class Outcome(StrEnum):
     ACKED = "acked"  # applied exactly once (an ack, with or without its seq)
     REFUSED = "refused"  # refused for good: nothing applied
     UNKNOWN = "unknown"  # the client stopped or gave up before an answer: applied 0 or 1 times
-
-
-@dataclass(frozen=True, slots=True)
-class State:
-    epoch: str
-    seq: int
-    total: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +29,7 @@ class Op:
     sent_at: float
     outcome: Outcome
     answered_at: float | None = None
-    state: State | None = None
+    state: CounterState | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +38,7 @@ class Seen:
 
     client: int
     at: float
-    state: State
+    state: CounterState
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +54,8 @@ class Window:
 class History:
     """One run: the counter's state before and after, and everything in between."""
 
-    start: State
-    final: State | None = None
+    start: CounterState
+    final: CounterState | None = None
     ops: list[Op] = field(default_factory=list)
     seen: list[Seen] = field(default_factory=list)
     windows: list[Window] = field(default_factory=list)

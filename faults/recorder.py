@@ -7,10 +7,11 @@ import time
 
 from tools.loadtest.loadclient import LoadClient, Pending
 from tools.loadtest.tally import Tally
+from worker.core.state import CounterState
 from ws_counter_client import core
 from ws_counter_client.results import Ack, CounterClientError, IncrementRefused, Total
 
-from .history import History, Op, Outcome, Seen, State
+from .history import History, Op, Outcome, Seen
 
 # Sessions resent until answered: no bound on resends or reconnects, so every
 # increment ends acknowledged, refused for good, or unknown only when the run
@@ -32,7 +33,7 @@ class RecordingClient(LoadClient):
         super()._acknowledged(pending, ack, now)
         state = None
         if ack.epoch is not None and ack.seq is not None and ack.total is not None:
-            state = State(ack.epoch, ack.seq, ack.total)
+            state = CounterState(ack.epoch, ack.seq, ack.total)
         self.history.ops.append(
             Op(self.number, pending.by, pending.sent_at, Outcome.ACKED, now, state)
         )
@@ -46,4 +47,6 @@ class RecordingClient(LoadClient):
 
     def _show(self, total: Total, now: float) -> None:
         super()._show(total, now)
-        self.history.seen.append(Seen(self.number, now, State(total.epoch, total.seq, total.total)))
+        self.history.seen.append(
+            Seen(self.number, now, CounterState(total.epoch, total.seq, total.total))
+        )

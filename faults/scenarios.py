@@ -23,12 +23,13 @@ from pathlib import Path
 from tools.loadtest.loadclient import send_at_rate
 from tools.loadtest.tally import Tally
 from worker.core.slots import key_slot
+from worker.core.state import CounterState
 from worker.store.keys import state_key
 
 from . import deployments, shipped
 from .checker import Verdict, check
 from .deployments import Deployment
-from .history import History, State, Window
+from .history import History, Window
 from .net import Lab
 from .recorder import RecordingClient
 from .shipped import Shipped
@@ -151,7 +152,7 @@ def run(scenario: Scenario, directory: Path, lab_number: int = 0) -> Run:
 async def _drive(scenario: Scenario, deployment: Deployment) -> History:
     counter = deployment.counter = f"faults-{random.randrange(16**8):08x}"
     tally = Tally([counter])
-    history = History(State("", 0, 0))
+    history = History(CounterState("", 0, 0))
     clients = [
         RecordingClient(
             number,
@@ -168,7 +169,7 @@ async def _drive(scenario: Scenario, deployment: Deployment) -> History:
         await asyncio.wait_for(client.snapshot.wait(), 15)
     first = clients[0].initial
     assert first is not None
-    history.start = State(first.epoch, first.seq, first.total)
+    history.start = CounterState(first.epoch, first.seq, first.total)
     history.began = time.monotonic()
     sending = asyncio.create_task(_send(clients, scenario))
     await _strike_and_heal(scenario, deployment, history)
@@ -225,7 +226,7 @@ async def _settle(
         await client.close()
 
 
-def _read_final(deployment: Deployment, counter: str) -> State | None:
+def _read_final(deployment: Deployment, counter: str) -> CounterState | None:
     """The counter's state in Redis, through any worker that answers."""
     for name in deployment.workers:
         url = f"http://{deployment.lab[name].address}:{deployments.WORKER_PORT}/counters/{counter}"
@@ -235,7 +236,7 @@ def _read_final(deployment: Deployment, counter: str) -> State | None:
                 document = json.load(response)
         except OSError:
             continue
-        return State(document["epoch"], document["seq"], document["total"])
+        return CounterState(document["epoch"], document["seq"], document["total"])
     return None
 
 

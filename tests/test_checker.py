@@ -6,21 +6,22 @@ import pytest
 
 from faults.checker import check
 from faults.deployments import hosts_of
-from faults.history import History, Op, Outcome, Seen, State, Window
+from faults.history import History, Op, Outcome, Seen, Window
 from faults.scenarios import NEMESES, RANDOM_NEMESES, SCENARIOS
+from worker.core.state import CounterState
 
 pytestmark = pytest.mark.unit
 
-START = State("e", 10, 100)
+START = CounterState("e", 10, 100)
 
 
 def op(by: int, outcome: Outcome, at: float, seq: int | None = None, epoch: str = "e") -> Op:
-    state = None if seq is None else State(epoch, seq, 0)
+    state = None if seq is None else CounterState(epoch, seq, 0)
     answered = at + 0.1 if outcome is not Outcome.UNKNOWN else None
     return Op(0, by, at, outcome, answered, state)
 
 
-def history(ops: list[Op], final: State | None, seen: list[Seen] | None = None) -> History:
+def history(ops: list[Op], final: CounterState | None, seen: list[Seen] | None = None) -> History:
     run = History(START, final, ops, seen or [], began=0.0, ended=10.0)
     if seen is None and final is not None:
         run.seen = [Seen(0, 9.0, final)]
@@ -60,7 +61,7 @@ BOUNDS: list[tuple[str, list[Op], int, list[str], int, int]] = [
 def test_the_final_total_lies_within_the_bounds(
     name: str, ops: list[Op], final: int, errors: list[str], lost: int, doubled: int
 ) -> None:
-    verdict = check(history(ops, State("e", 10 + len(ops), final)))
+    verdict = check(history(ops, CounterState("e", 10 + len(ops), final)))
     assert [e for e in verdict.errors if not any(s in e for s in errors)] == []
     assert all(any(s in e for e in verdict.errors) for s in errors)
     assert (verdict.lost, verdict.doubled) == (lost, doubled)
@@ -68,27 +69,37 @@ def test_the_final_total_lies_within_the_bounds(
 
 def test_a_seq_acknowledged_twice_within_an_epoch_is_an_error_but_not_across_epochs() -> None:
     twice = [op(1, Outcome.ACKED, 1, 11), op(1, Outcome.ACKED, 2, 11)]
-    assert any("acknowledged twice" in e for e in check(history(twice, State("e", 12, 102))).errors)
+    assert any(
+        "acknowledged twice" in e for e in check(history(twice, CounterState("e", 12, 102))).errors
+    )
     across = [op(1, Outcome.ACKED, 1, 11), op(1, Outcome.ACKED, 2, 11, epoch="f")]
-    assert check(history(across, State("f", 11, 102))).errors == []
+    assert check(history(across, CounterState("f", 11, 102))).errors == []
 
 
 def test_a_client_whose_total_goes_back_within_an_epoch_is_reported() -> None:
-    final = State("e", 12, 102)
-    seen = [Seen(0, 1, State("e", 12, 102)), Seen(0, 2, State("e", 11, 101)), Seen(0, 3, final)]
+    final = CounterState("e", 12, 102)
+    seen = [
+        Seen(0, 1, CounterState("e", 12, 102)),
+        Seen(0, 2, CounterState("e", 11, 101)),
+        Seen(0, 3, final),
+    ]
     errors = check(
         history([op(1, Outcome.ACKED, 0, 11), op(1, Outcome.ACKED, 0, 12)], final, seen)
     ).errors
     assert errors == ["client 0 saw seq 11 after 12 in epoch e"]
     # A new epoch may start lower: not a regression.
-    seen = [Seen(0, 1, State("e", 12, 102)), Seen(0, 2, State("f", 3, 102)), Seen(0, 3, final)]
+    seen = [
+        Seen(0, 1, CounterState("e", 12, 102)),
+        Seen(0, 2, CounterState("f", 3, 102)),
+        Seen(0, 3, final),
+    ]
     run = history([op(1, Outcome.ACKED, 0, 11), op(1, Outcome.ACKED, 0, 12)], final, seen)
     assert check(run).errors == []
 
 
 def test_clients_that_did_not_converge_and_an_unreadable_end_are_reported() -> None:
-    final = State("e", 11, 101)
-    seen = [Seen(0, 1, final), Seen(1, 1, State("e", 10, 100))]
+    final = CounterState("e", 11, 101)
+    seen = [Seen(0, 1, final), Seen(1, 1, CounterState("e", 10, 100))]
     assert check(history([op(1, Outcome.ACKED, 0, 11)], final, seen)).errors == [
         "1 clients did not end at the final state"
     ]
@@ -97,7 +108,7 @@ def test_clients_that_did_not_converge_and_an_unreadable_end_are_reported() -> N
 
 def test_the_longest_stretch_without_an_ack_and_the_convergence_after_the_heal() -> None:
     ops = [op(1, Outcome.ACKED, t, 10 + i) for i, t in enumerate([0.0, 1.0, 7.0, 7.5], 1)]
-    final = State("e", 14, 104)
+    final = CounterState("e", 14, 104)
     run = history(ops, final, [Seen(0, 8.0, final), Seen(1, 9.5, final)])
     run.windows = [Window("partition", 2.0, 6.0)]
     verdict = check(run)
