@@ -20,10 +20,15 @@ Redis' own exceptions are mapped onto StoreError in exactly one place,
 ``worker.store.errors.map_redis_errors``. Every other kind is raised by a pure
 module of ``worker.core`` or by settings loading, and answered at the edge:
 a status for an HTTP request, an error message with ``code`` for a client.
-This module imports nothing, so that every layer may use it.
+This module imports nothing of the worker, so that every layer may use it.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TypeVar
+
+Meaning = TypeVar("Meaning")
 
 
 class WorkerError(Exception):
@@ -106,3 +111,9 @@ class StoreRejected(NotApplied):
         self.code = code
         self.message = message
         self.expected = expected
+
+
+def by_class(table: Mapping[type[BaseException], Meaning], exc: BaseException) -> Meaning | None:
+    """What ``table`` says of the nearest of ``exc``'s classes (along its MRO) that it names:
+    how an error is mapped by class, the most specific entry first, whatever the order."""
+    return next((table[kind] for kind in type(exc).__mro__ if kind in table), None)

@@ -41,6 +41,7 @@ from ..errors import (
     RouteError,
     StoreFull,
     StoreRejected,
+    by_class,
 )
 from .state import Applied, CounterState
 
@@ -430,9 +431,7 @@ def failure_message(increment: Increment, failure: BaseException) -> tuple[str, 
             f" applied; retry with {again} to apply it exactly once"
         )
     else:
-        # The nearest of the failure's classes that the table names.
-        named = (NOT_APPLIED_TEXT.get(kind) for kind in type(failure).__mro__)
-        text = next((t for t in named if t is not None), "internal error; not applied")
+        text = by_class(NOT_APPLIED_TEXT, failure) or "internal error; not applied"
     return ErrorCode.UNAVAILABLE, error_message(ErrorCode.UNAVAILABLE, text, **echo)
 
 

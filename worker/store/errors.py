@@ -32,6 +32,7 @@ from ..errors import (
     StoreMisconfigured,
     StoreRejected,
     StoreUnavailable,
+    by_class,
 )
 
 
@@ -110,11 +111,7 @@ def map_redis_errors(*, sent: bool) -> Iterator[None]:
 
 
 def _store_error(exc: BaseException, *, sent: bool) -> StoreError:
-    for kind in type(exc).__mro__:
-        meaning = MAPPED.get(kind)
-        if meaning is not None:
-            return meaning(exc, sent)
-    return _client_failed(exc, sent)
+    return (by_class(MAPPED, exc) or _client_failed)(exc, sent)
 
 
 # OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH and X509_V_ERR_IP_ADDRESS_MISMATCH.

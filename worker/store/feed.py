@@ -68,7 +68,6 @@ class StateFeed(PubSubConnection):
         until it fails (told to ``trouble`` as ``lost`` once it was up, else ``failed``),
         then detach and close it. Whether it was up."""
         pubsub = None
-        was_up = False
         try:
             pubsub = self.pubsub = connect()
             await self.subscribe_all(pubsub)
