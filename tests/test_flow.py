@@ -16,17 +16,18 @@ def test_the_first_offer_greets_the_connection() -> None:
     """Until a first total is offered the adapter must send a snapshot of its own."""
     flow: Flow[str] = Flow(window=4)
     assert not flow.greeted
-    assert flow.offer("t1", **OPEN) is Offer.WRITE
+    assert flow.offer("t1", **OPEN) is Offer.OWN
     assert flow.greeted
+    assert flow.offer("t2", **OPEN) is Offer.SHARED
 
 
 @pytest.mark.parametrize(
     ("steps", "expected", "held"),
     [
-        # A writable connection writes every total at once.
-        ([("t1", OPEN), ("t2", OPEN)], [Offer.WRITE, Offer.WRITE], None),
+        # A writable connection is greeted with its own frame, then gets the shared one.
+        ([("t1", OPEN), ("t2", OPEN), ("t3", OPEN)], [Offer.OWN, Offer.SHARED, Offer.SHARED], None),
         # A paused transport stalls the connection and holds the total.
-        ([("t1", OPEN), ("t2", PAUSED)], [Offer.WRITE, Offer.STALL], "t2"),
+        ([("t1", OPEN), ("t2", PAUSED)], [Offer.OWN, Offer.STALL], "t2"),
         # While stalled, a newer total replaces the held one: never a backlog.
         (
             [("t1", PAUSED), ("t2", PAUSED), ("t3", OPEN)],
@@ -34,7 +35,7 @@ def test_the_first_offer_greets_the_connection() -> None:
             "t3",
         ),
         # A closing connection drops totals instead of holding them.
-        ([("t1", OPEN), ("t2", CLOSING)], [Offer.WRITE, Offer.CLOSED], None),
+        ([("t1", OPEN), ("t2", CLOSING)], [Offer.OWN, Offer.CLOSED], None),
         ([("t1", CLOSING)], [Offer.CLOSED], None),
     ],
 )
@@ -55,7 +56,7 @@ def test_a_drain_hands_back_the_newest_held_total_once() -> None:
     assert flow.drained() == "t2"
     assert not flow.stalled
     assert flow.held is None
-    assert flow.offer("t3", **OPEN) is Offer.WRITE
+    assert flow.offer("t3", **OPEN) is Offer.SHARED
 
 
 def test_a_drain_with_nothing_held_just_ends_the_stall() -> None:
@@ -93,8 +94,25 @@ def test_a_slow_client_mid_pass_gets_only_the_newest_while_others_get_each_pass(
     passes = [("t1", PAUSED), ("t2", PAUSED), ("t3", PAUSED)]
     offers = [(fast.offer(total, **OPEN), slow.offer(total, **state)) for total, state in passes]
     assert offers == [
-        (Offer.WRITE, Offer.STALL),
-        (Offer.WRITE, Offer.REPLACE),
-        (Offer.WRITE, Offer.REPLACE),
+        (Offer.OWN, Offer.STALL),
+        (Offer.SHARED, Offer.REPLACE),
+        (Offer.SHARED, Offer.REPLACE),
     ]
     assert slow.drained() == "t3"
+
+
+def test_a_total_behind_a_queued_frame_is_queued_too() -> None:
+    """The shared frame may not overtake a frame queued in the same turn (an ack, say)."""
+    flow: Flow[str] = Flow(window=4)
+    flow.offer("t1", **OPEN)
+    assert flow.queue() is True
+    assert flow.queue() is False  # one write per turn, scheduled by the first
+    assert flow.offer("t2", **OPEN) is Offer.OWN
+    flow.flushed()
+    assert flow.offer("t3", **OPEN) is Offer.SHARED
+
+
+def test_a_connection_with_extensions_never_gets_the_shared_frame() -> None:
+    """With permessage-deflate a frame differs per connection: every total is its own."""
+    flow: Flow[str] = Flow(window=4, shareable=False)
+    assert [flow.offer(total, **OPEN) for total in ("t1", "t2")] == [Offer.OWN, Offer.OWN]

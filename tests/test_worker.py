@@ -333,3 +333,31 @@ async def _redis_outage(redis: RedisServer, worker: WorkerProcess, counter_name:
     ack = await receive_until(connection, lambda m: m["type"] == "ack")
     assert (ack["total"], ack["seq"]) == (11, 2)
     await connection.close()
+
+
+def test_clients_with_and_without_compression_share_a_counter_exactly(
+    start_worker: StartWorker, counter_name: str
+) -> None:
+    """With WS_COMPRESSION on, a deflate client gets frames of its own beside the shared one."""
+    # 50 increments from one writer: faster than a person types.
+    worker = start_worker(WS_COMPRESSION="true", WS_RATE_LIMIT="0")
+
+    async def scenario() -> None:
+        url = counter_url(worker, counter_name)
+        deflate = Follower(await connect(url, compression="deflate"))
+        plain = Follower(await connect(url, compression=None))
+        assert deflate.connection.response is not None
+        assert (
+            "permessage-deflate" in deflate.connection.response.headers["Sec-WebSocket-Extensions"]
+        )
+        tasks = [asyncio.create_task(follower.follow()) for follower in (deflate, plain)]
+        for _ in range(50):
+            await deflate.connection.send("1")
+        for follower, acks in ((deflate, 50), (plain, 0)):
+            await follower.wait_for_seq(50, acks=acks)
+            assert follower.totals[-1] == 50
+            assert follower.seqs == sorted(set(follower.seqs))
+            await follower.connection.close()
+        await asyncio.gather(*tasks)
+
+    asyncio.run(scenario())

@@ -7,6 +7,13 @@ and does what it answers. Rules:
   a total it is not ``greeted``; the adapter then sends the state as a
   snapshot of its own (with ``missed`` for a resuming client) instead of the
   frame shared by every client, so every later total is newer.
+* **The shared frame, or one of its own.** A greeted connection without
+  extensions, with nothing queued in this turn of the loop, is written the
+  frame shared by every client at once. Any other message (its snapshot, an
+  ack, an error, a total on a connection with extensions, or one behind
+  something queued) is queued as a frame of its own, and the first one queued
+  in a turn schedules one write of all of them at its end: a connection's
+  messages reach it in the order they were decided.
 * **Writable, then stalled.** While the transport takes writes, a total is
   written at once. When the transport is paused (its buffer is above the
   high-water mark) the connection becomes *stalled*: the total is held
@@ -33,7 +40,8 @@ T = TypeVar("T")
 class Offer(enum.Enum):
     """What to do with a total offered to a connection."""
 
-    WRITE = "write"  # write it now
+    SHARED = "shared"  # write the frame shared by every client now
+    OWN = "own"  # queue a frame of this connection's own for this turn's write
     STALL = "stall"  # hold it and start waiting for the transport to drain
     HOLD = "hold"  # hold it; a drain wait is already under way
     REPLACE = "replace"  # hold it in place of an older held total
@@ -43,22 +51,31 @@ class Offer(enum.Enum):
 class Flow(Generic[T]):
     """One connection's flow control: the held total, the stall, the unacked window."""
 
-    __slots__ = ("greeted", "held", "stalled", "unacked", "window")
+    __slots__ = ("greeted", "held", "queued", "shareable", "stalled", "unacked", "window")
 
     greeted: bool
     stalled: bool
+    queued: bool
     held: T | None
     unacked: int
 
-    def __init__(self, window: int) -> None:
+    def __init__(self, window: int, *, shareable: bool = True) -> None:
+        """``shareable``: the connection has no extension, so the shared frame fits it."""
         self.window = window
+        self.shareable = shareable
         self.greeted = False
         self.stalled = False
+        self.queued = False
         self.held: T | None = None
         self.unacked = 0
 
     def offer(self, total: T, *, open: bool, paused: bool) -> Offer:
-        """A new total for this connection; ``paused``: the transport is above its high mark."""
+        """A new total for this connection; ``paused``: the transport is above its high mark.
+
+        Until the first offer the connection is not ``greeted``: the adapter
+        offers its snapshot, which is always a frame of its own.
+        """
+        greeting = not self.greeted
         self.greeted = True
         if not open:
             return Offer.CLOSED
@@ -70,7 +87,19 @@ class Flow(Generic[T]):
             self.stalled = True
             self.held = total
             return Offer.STALL
-        return Offer.WRITE
+        if greeting or self.queued or not self.shareable:
+            return Offer.OWN
+        return Offer.SHARED
+
+    def queue(self) -> bool:
+        """A frame of its own is queued; True when it is the turn's first (schedule the write)."""
+        first = not self.queued
+        self.queued = True
+        return first
+
+    def flushed(self) -> None:
+        """The turn's queued frames were written (or dropped with the connection)."""
+        self.queued = False
 
     def drained(self) -> T | None:
         """The transport drained: writable again; returns the held total to write, if any."""

@@ -9,15 +9,14 @@ from __future__ import annotations
 import time
 from collections.abc import Collection
 
-from websockets.protocol import State
-
 from ..core.flow import Offer
 from ..core.protocol import total_message
 from ..core.state import CounterState
 from ..metrics import Metrics
-from .connection import CounterConnection, text_frame
+from .connection import CounterConnection
+from .wire import text_frame
 
-OPEN = State.OPEN
+SHARED, OWN, REPLACE = Offer.SHARED, Offer.OWN, Offer.REPLACE
 
 
 class Fanout:
@@ -34,29 +33,10 @@ class Fanout:
         frame = text_frame(text)
         written = replaced = 0
         for client in clients:
-            # The common case inline, the same rules as push_total and
-            # Flow.offer: a greeted, writable client without extensions and
-            # nothing queued gets the shared frame at once, without two calls
-            # per client in the loop that is most of a pass's cost. Everything
-            # else goes through push_total.
-            flow = client.flow
-            if (
-                client.last is not state
-                and flow.greeted
-                and not flow.stalled
-                and client.raw
-                and not client.outbox
-            ):
-                connection = client.connection
-                if not connection.paused and connection.protocol.state is OPEN:
-                    client.last = state
-                    connection.transport.write(frame)
-                    written += 1
-                    continue
             offer = client.push_total(state, text, frame)
-            if offer is Offer.WRITE:
+            if offer is SHARED or offer is OWN:
                 written += 1
-            elif offer is Offer.REPLACE:
+            elif offer is REPLACE:
                 replaced += 1
         metrics.totals_sent.inc(written)
         if replaced:

@@ -19,13 +19,14 @@ from ..store import RedisStore, certificates, follow
 from ..tasks import FAILURES, TaskSet
 from .api import Api
 from .balance import Rebalancer
-from .connection import CounterConnection, limit_send_buffer, rate_limit_bucket
+from .connection import CounterConnection, rate_limit_bucket
 from .drain import close_over
 from .fanout import Fanout
-from .front import FrontDoor, front_connection_class
+from .front import FrontDoor
 from .handshake import Handshakes, allowed_origins
 from .http import HttpConnection, closing_response
 from .increments import Increments
+from .wire import front_connection_class, limit_send_buffer
 
 log = logging.getLogger("ws_counter.worker")
 RESTART = "service restart"
