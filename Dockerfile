@@ -18,6 +18,7 @@ RUN python -m venv /opt/venv
 COPY requirements/run.txt requirements/
 RUN /opt/venv/bin/pip install --no-cache-dir --require-hashes --no-deps -r requirements/run.txt
 COPY pyproject.toml README.md ./
+COPY ws_counter/ ws_counter/
 COPY worker/ worker/
 COPY tools/ tools/
 COPY ws_counter_client/ ws_counter_client/

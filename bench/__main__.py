@@ -24,8 +24,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from worker.limits import raise_open_file_limit
-from worker.store.scripts import script
+from ws_counter.worker.limits import raise_open_file_limit
+from ws_counter.worker.store.scripts import script
 
 from . import contestants
 from .churn import measure as measure_churn

@@ -27,8 +27,8 @@ import redis.asyncio as aioredis
 from websockets.asyncio.client import connect
 from websockets.exceptions import WebSocketException
 
-from worker import runtime
-from worker.store.pubsub import UNSUBSCRIBE_GRACE
+from ws_counter.worker import runtime
+from ws_counter.worker.store.pubsub import UNSUBSCRIBE_GRACE
 from ws_counter_client.urls import counter_url
 
 from .contestants import one_redis, ws_counter

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tools.cluster import is_worker_ready, worker_argv, worker_env
-from tools.processes import Child, free_port
-from tools.rediscluster import RedisClusterProcesses
-from tools.redisserver import start_redis_server
+from ws_counter.tools.cluster import is_worker_ready, worker_argv, worker_env
+from ws_counter.tools.processes import Child, free_port
+from ws_counter.tools.rediscluster import RedisClusterProcesses
+from ws_counter.tools.redisserver import start_redis_server
 
 # Every contestant meets the same Redis: no persistence, so that the servers are
 # measured, not the disk (docs/performance.md says what fsync costs).

@@ -27,9 +27,9 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from worker import runtime
-from worker.store.keys import channel_name
-from worker.store.typed import close_pubsub
+from ws_counter.worker import runtime
+from ws_counter.worker.store.keys import channel_name
+from ws_counter.worker.store.typed import close_pubsub
 
 from .contestants import one_redis, ws_counter
 from .measure import fanout, receive, spawn

@@ -15,7 +15,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 from urllib.parse import urlsplit
 
-from worker import runtime
+from ws_counter.worker import runtime
 from ws_counter_client.rules import new_session_id
 
 from .writers import WriterPlan

@@ -17,8 +17,8 @@ from typing import Any
 from hdrh.histogram import HdrHistogram
 from rich.console import Console
 
-from tools.loadtest import LoadOptions, run_loadtest
-from tools.processes import rss_kib
+from ws_counter.tools.loadtest import LoadOptions, run_loadtest
+from ws_counter.tools.processes import rss_kib
 
 from .contestants import Contestant
 from .rawclients import run_clients

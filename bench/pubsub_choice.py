@@ -8,7 +8,7 @@ reader's CPU, for:
 * redis-py's cluster pub/sub, ``get_sharded_message(timeout=T)`` in a loop
   (its generator asks node after node, each with the full timeout);
 * one redis-py PubSub per primary, each read by its own task (what
-  ``worker.store.sharded`` does).
+  ``ws_counter.worker.store.sharded`` does).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ import redis.asyncio as aioredis
 from hdrh.histogram import HdrHistogram
 from redis.asyncio.cluster import RedisCluster
 
-from tools.rediscluster import RedisClusterProcesses
-from worker.core.slots import channel_in_slots
+from ws_counter.tools.rediscluster import RedisClusterProcesses
+from ws_counter.worker.core.slots import channel_in_slots
 
 from .contestants import NO_PERSISTENCE
 

@@ -16,7 +16,7 @@ import socket
 import time
 from multiprocessing.connection import Connection
 
-from tools.loadtest.coverage import Coverage
+from ws_counter.tools.loadtest.coverage import Coverage
 
 SEQ = re.compile(rb'"seq": ?(\d+)')
 

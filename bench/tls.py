@@ -24,10 +24,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tools.cluster import ClusterOptions, LocalCluster
-from tools.processes import free_port
-from tools.redissecurity import RedisSecurity
-from tools.redisserver import start_redis_server
+from ws_counter.tools.cluster import ClusterOptions, LocalCluster
+from ws_counter.tools.processes import free_port
+from ws_counter.tools.redissecurity import RedisSecurity
+from ws_counter.tools.redisserver import start_redis_server
 
 from .contestants import NO_PERSISTENCE, Contestant, one_redis, ws_counter
 from .measure import Throughput, throughput

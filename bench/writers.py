@@ -22,8 +22,8 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from worker import runtime
-from worker.core.protocol import incr_message
+from ws_counter.worker import runtime
+from ws_counter.worker.core.protocol import incr_message
 from ws_counter_client.rules import new_session_id
 from ws_counter_client.urls import counter_url
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
-from worker.core.state import CounterState
+from ws_counter.worker.core.state import CounterState
 
 from .history import History, Outcome
 

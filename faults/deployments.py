@@ -22,9 +22,14 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tools.processes import Child
-from tools.rediscluster import CLUSTER_OPTIONS, NODE_TIMEOUT_MS
-from tools.redisserver import REDIS_OPTIONS, REDIS_REPLICA_GUARD, is_redis_ready, require_binary
+from ws_counter.tools.processes import Child
+from ws_counter.tools.rediscluster import CLUSTER_OPTIONS, NODE_TIMEOUT_MS
+from ws_counter.tools.redisserver import (
+    REDIS_OPTIONS,
+    REDIS_REPLICA_GUARD,
+    is_redis_ready,
+    require_binary,
+)
 
 from .net import ROOT, Host, Lab
 
@@ -280,7 +285,7 @@ def _start_workers(deployment: Deployment, redis_env: dict[str, str]) -> None:
             # The lab's own hosts only: no tokens.
             "WS_AUTH": "off",
         }
-        argv = host.run(sys.executable, "-m", "worker")
+        argv = host.run(sys.executable, "-m", "ws_counter.worker")
         child = Child(name, argv, env, log_path=deployment.directory / f"{name}.log").start()
         deployment.processes[name] = child
         deployment.workers.append(name)

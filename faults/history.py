@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 # The worker's own state type: (epoch, seq, total) means the same everywhere.
-from worker.core.state import CounterState
+from ws_counter.worker.core.state import CounterState
 
 
 class Outcome(StrEnum):

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import time
 
-from tools.loadtest.loadclient import LoadClient, Pending
-from tools.loadtest.tally import Tally
-from worker.core.state import CounterState
+from ws_counter.tools.loadtest.loadclient import LoadClient, Pending
+from ws_counter.tools.loadtest.tally import Tally
+from ws_counter.worker.core.state import CounterState
 from ws_counter_client import core
 from ws_counter_client.results import Ack, CounterClientError, IncrementRefused, Total
 

@@ -20,11 +20,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tools.loadtest.loadclient import send_at_rate
-from tools.loadtest.tally import Tally
-from worker.core.slots import key_slot
-from worker.core.state import CounterState
-from worker.store.keys import state_key
+from ws_counter.tools.loadtest.loadclient import send_at_rate
+from ws_counter.tools.loadtest.tally import Tally
+from ws_counter.worker.core.slots import key_slot
+from ws_counter.worker.core.state import CounterState
+from ws_counter.worker.store.keys import state_key
 
 from . import deployments, shipped
 from .checker import Verdict, check

@@ -51,9 +51,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tools.cluster import ClusterOptions, LocalCluster
-from tools.processes import free_port, rss_kib
-from worker.store.connect import REQUEST_CONNECTIONS
+from ws_counter.tools.cluster import ClusterOptions, LocalCluster
+from ws_counter.tools.processes import free_port, rss_kib
+from ws_counter.worker.store.connect import REQUEST_CONNECTIONS
 
 MODES: dict[str, dict[str, Any]] = {
     "one-redis": {},
@@ -293,7 +293,7 @@ def run_load(cluster: LocalCluster, seconds: float, out: Path) -> bool:
     """A load test of ``seconds`` at 200 increments/s over 20 counters: exact or not."""
     report_path = out / f"load-{time.monotonic_ns()}.json"
     subprocess.run(
-        [sys.executable, "-m", "tools", "loadtest", cluster.url, "--loopback-only",
+        [sys.executable, "-m", "ws_counter.tools", "loadtest", cluster.url, "--loopback-only",
          "--clients", "100", "--counters", "20", "--counter", "soak",
          "--rate", "200", "--duration", f"{seconds:g}", "--json", str(report_path)],
         capture_output=True, text=True, timeout=seconds + 180, check=False,

@@ -23,9 +23,15 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.sync_api import Browser
 
-from tools.cluster import ClusterOptions, LocalCluster, is_worker_ready, worker_argv, worker_env
-from tools.processes import Child, free_port
-from tools.redisserver import READY_TIMEOUT, REDIS_OPTIONS, start_redis_server
+from ws_counter.tools.cluster import (
+    ClusterOptions,
+    LocalCluster,
+    is_worker_ready,
+    worker_argv,
+    worker_env,
+)
+from ws_counter.tools.processes import Child, free_port
+from ws_counter.tools.redisserver import READY_TIMEOUT, REDIS_OPTIONS, start_redis_server
 
 from .browser import chromium
 

@@ -18,7 +18,7 @@ class BackgroundLoadtest:
         self.json_path = json_path
         self.lines: list[str] = []
         self._acking = threading.Event()
-        argv = [sys.executable, "-m", "tools", "loadtest", url, *args]
+        argv = [sys.executable, "-m", "ws_counter.tools", "loadtest", url, *args]
         self.process = subprocess.Popen(
             [*argv, "--loopback-only", "--json", str(json_path)],
             stdout=subprocess.PIPE,

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from tools.redisserver import require_binary
+from ws_counter.tools.redisserver import require_binary
 
 from .conftest import seconds
 from .deploy import ROOT

@@ -9,10 +9,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tools.makesecrets import make_secrets
-from tools.processes import Child
-from tools.redissecurity import ADMIN_USER, WORKER_USER, config_as_flags
-from tools.redisserver import require_binary, start_redis_server
+from ws_counter.tools.makesecrets import make_secrets
+from ws_counter.tools.processes import Child
+from ws_counter.tools.redissecurity import ADMIN_USER, WORKER_USER, config_as_flags
+from ws_counter.tools.redisserver import require_binary, start_redis_server
 
 from .conftest import WorkerProcess, seconds
 

@@ -7,9 +7,9 @@ import time
 import jwt
 import pytest
 
-from worker.core.auth import Grant, authorize, issue, token_from
-from worker.core.ratelimit import TokenBucket
-from worker.errors import AuthError
+from ws_counter.worker.core.auth import Grant, authorize, issue, token_from
+from ws_counter.worker.core.ratelimit import TokenBucket
+from ws_counter.worker.errors import AuthError
 
 pytestmark = pytest.mark.unit
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tools.cluster import ClusterOptions, LocalCluster
-from tools.processes import Child, free_port
-from tools.redisserver import start_redis_server
+from ws_counter.tools.cluster import ClusterOptions, LocalCluster
+from ws_counter.tools.processes import Child, free_port
+from ws_counter.tools.redisserver import start_redis_server
 
 from .conftest import WorkerProcess, counter_state, seconds
 from .loadrun import BackgroundLoadtest

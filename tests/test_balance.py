@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.core.balance import allowance, surplus, to_close
+from ws_counter.worker.core.balance import allowance, surplus, to_close
 
 pytestmark = pytest.mark.unit
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from tools.certs import not_after
-from tools.makesecrets import Certificates, make_secrets
-from tools.processes import free_port
-from tools.redissecurity import WORKER_USER
+from ws_counter.tools.certs import not_after
+from ws_counter.tools.makesecrets import Certificates, make_secrets
+from ws_counter.tools.processes import free_port
+from ws_counter.tools.redissecurity import WORKER_USER
 
 from .conftest import WorkerProcess, http_get, seconds
 from .loadrun import BackgroundLoadtest

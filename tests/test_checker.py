@@ -8,7 +8,7 @@ from faults.checker import check
 from faults.deployments import hosts_of
 from faults.history import History, Op, Outcome, Seen, Window
 from faults.scenarios import NEMESES, RANDOM_NEMESES, SCENARIOS
-from worker.core.state import CounterState
+from ws_counter.worker.core.state import CounterState
 
 pytestmark = pytest.mark.unit
 

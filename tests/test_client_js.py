@@ -14,7 +14,7 @@ import signal
 import pytest
 from playwright.sync_api import Browser, Page
 
-from tools.cluster import LocalCluster
+from ws_counter.tools.cluster import LocalCluster
 from ws_counter_client.rules import Freshness
 
 from .conftest import counter_state, http_get, seconds

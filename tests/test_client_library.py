@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tools.cluster import ClusterOptions, LocalCluster
-from tools.processes import free_port
+from ws_counter.tools.cluster import ClusterOptions, LocalCluster
+from ws_counter.tools.processes import free_port
 from ws_counter_client import (
     Ack,
     ConnectionRefused,

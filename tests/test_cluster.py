@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tools.cluster import LocalCluster
-from tools.processes import Child, free_port
-from worker.store.keys import state_key
+from ws_counter.tools.cluster import LocalCluster
+from ws_counter.tools.processes import Child, free_port
+from ws_counter.worker.store.keys import state_key
 
 from .conftest import ARTIFACTS, http_get, seconds
 from .loadrun import BackgroundLoadtest
@@ -35,7 +35,16 @@ def test_cluster_command_comes_up_and_leaves_nothing_behind(tmp_path: Path) -> N
     port = free_port()
     child = Child(
         "cluster",
-        [sys.executable, "-m", "tools", "cluster", "--workers", "2", "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "ws_counter.tools",
+            "cluster",
+            "--workers",
+            "2",
+            "--port",
+            str(port),
+        ],
         env={**os.environ, "TMPDIR": str(tmp_path), "COLUMNS": "200"},
     ).start()
     child.wait_for_line(lambda line: "Ctrl-C stops everything" in line, seconds(60))
@@ -59,7 +68,7 @@ CLUSTER_WORKERS = 3
 
 def run_loadtest(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "tools", "loadtest", *args, "--loopback-only"],
+        [sys.executable, "-m", "ws_counter.tools", "loadtest", *args, "--loopback-only"],
         capture_output=True,
         text=True,
         timeout=seconds(timeout),
@@ -110,7 +119,7 @@ def test_loadtest_reports_exact_totals_through_the_load_balancer(
 def test_a_load_test_in_shards_is_judged_as_one_run(cluster: LocalCluster, tmp_path: Path) -> None:
     """Three shards at once (as three machines would run them), each exact on its own
     counters; merge judges them as one run: every client and increment, exact."""
-    argv = [sys.executable, "-m", "tools", "loadtest", cluster.url, "--loopback-only"]
+    argv = [sys.executable, "-m", "ws_counter.tools", "loadtest", cluster.url, "--loopback-only"]
     plan = ["--clients", "60", "--counters", "6", "--counter", "sharded", "--increments", "5"]
     shards = [
         subprocess.Popen(
@@ -125,7 +134,7 @@ def test_a_load_test_in_shards_is_judged_as_one_run(cluster: LocalCluster, tmp_p
     assert [shard.returncode for shard in shards] == [0, 0, 0], outputs
     reports = [str(tmp_path / f"shard-{i}.json") for i in range(3)]
     merged = subprocess.run(
-        [sys.executable, "-m", "tools", "loadtest", "merge", *reports,
+        [sys.executable, "-m", "ws_counter.tools", "loadtest", "merge", *reports,
          "--json", str(tmp_path / "merged.json")],
         capture_output=True, text=True, timeout=seconds(60), check=False,
     )  # fmt: skip
@@ -136,7 +145,7 @@ def test_a_load_test_in_shards_is_judged_as_one_run(cluster: LocalCluster, tmp_p
     assert report["expected_total"] == report["observed_total"]
     assert "CORRECT" in merged.stdout
     missing = subprocess.run(
-        [sys.executable, "-m", "tools", "loadtest", "merge", reports[0], reports[2]],
+        [sys.executable, "-m", "ws_counter.tools", "loadtest", "merge", reports[0], reports[2]],
         capture_output=True, text=True, timeout=seconds(60), check=False,
     )  # fmt: skip
     assert missing.returncode == 2 and "missing [1]" in missing.stdout
@@ -193,7 +202,7 @@ def test_loadtest_refuses_non_loopback_targets_when_asked() -> None:
 def test_interactive_client_prints_acks_and_pushed_totals(cluster: LocalCluster) -> None:
     """`ws-counter client` sends typed numbers, prints the acks, quits cleanly at end of input."""
     result = subprocess.run(
-        [sys.executable, "-m", "tools", "client", cluster.url + "counters/client-test"],
+        [sys.executable, "-m", "ws_counter.tools", "client", cluster.url + "counters/client-test"],
         input="5\nabc\n-2\n",
         check=False,
         capture_output=True,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tools.processes import Child, free_ports
+from ws_counter.tools.processes import Child, free_ports
 
 from .deploy import REDIS_CLUSTER_COMPOSE_FILE, ROOT, find_resource, render_kustomization
 from .podshell import PodShell

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.processes import Child, free_port
+from ws_counter.tools.processes import Child, free_port
 
 from .conftest import seconds
 from .deploy import COMPOSE_FILE, ROOT

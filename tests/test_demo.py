@@ -6,7 +6,7 @@ import os
 import signal
 import sys
 
-from tools.processes import Child, free_port
+from ws_counter.tools.processes import Child, free_port
 
 from .conftest import http_get, seconds
 
@@ -18,7 +18,7 @@ def test_the_demo_keeps_the_cluster_and_page_up_until_ctrl_c() -> None:
         [
             sys.executable,
             "-m",
-            "tools",
+            "ws_counter.tools",
             "demo",
             "--workers",
             "2",

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tools.makesecrets import redis_config
-from tools.redissecurity import WORKER_USER
-from tools.redisserver import REDIS_OPTIONS
-from worker.store.acl import WORKER_ACL_RULES
+from ws_counter.tools.makesecrets import redis_config
+from ws_counter.tools.redissecurity import WORKER_USER
+from ws_counter.tools.redisserver import REDIS_OPTIONS
+from ws_counter.worker.store.acl import WORKER_ACL_RULES
 
 from .deploy import (
     COMPOSE_FILE,

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from tools.cluster import ClusterOptions, LocalCluster
-from tools.processes import Child
+from ws_counter.tools.cluster import ClusterOptions, LocalCluster
+from ws_counter.tools.processes import Child
 
 from .conftest import http_get, seconds
 

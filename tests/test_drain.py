@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tools.loadtest.report import peak_per_second
-from worker.server.drain import TICK, slices
+from ws_counter.tools.loadtest.report import peak_per_second
+from ws_counter.worker.server.drain import TICK, slices
 
 pytestmark = pytest.mark.unit
 

@@ -9,8 +9,8 @@ import json
 import pytest
 from redis import exceptions as redis_errors
 
-from worker.core.protocol import ErrorCode, Increment, failure_message
-from worker.errors import (
+from ws_counter.worker.core.protocol import ErrorCode, Increment, failure_message
+from ws_counter.worker.errors import (
     NotApplied,
     OutcomeUnknown,
     StoreError,
@@ -19,7 +19,7 @@ from worker.errors import (
     StoreRejected,
     StoreUnavailable,
 )
-from worker.store.errors import NoReplicasError, map_redis_errors
+from ws_counter.worker.store.errors import NoReplicasError, map_redis_errors
 
 pytestmark = pytest.mark.unit
 

@@ -21,10 +21,10 @@ import redis.asyncio as aioredis
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
-from tools.cluster import ClusterOptions, LocalCluster
-from tools.processes import free_port
-from tools.redissecurity import RedisSecurity
-from worker.store.keys import channel_name, state_key
+from ws_counter.tools.cluster import ClusterOptions, LocalCluster
+from ws_counter.tools.processes import free_port
+from ws_counter.tools.redissecurity import RedisSecurity
+from ws_counter.worker.store.keys import channel_name, state_key
 
 from .clients import counter_url, receive, receive_until
 from .conftest import RedisServer, WorkerProcess, http_get, seconds

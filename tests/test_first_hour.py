@@ -20,13 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from tools.demo import security_line
-from tools.processes import Child, free_port
+from ws_counter.tools.demo import security_line
+from ws_counter.tools.processes import Child, free_port
 
 from .conftest import RedisServer, StartWorker, seconds
 from .deploy import ROOT
 
-TOOL = [sys.executable, "-m", "tools"]
+TOOL = [sys.executable, "-m", "ws_counter.tools"]
 
 
 def run(*argv: str, stdin: str = "", timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -119,8 +119,11 @@ def test_plot_without_matplotlib_is_refused_before_the_run(tmp_path: Path) -> No
 
 @pytest.mark.parametrize(
     "argv",
-    [[*TOOL, "make-secrets", "--help"], [sys.executable, "-m", "tools.monitor", "--help"]],
-    ids=["make-secrets", "tools.monitor"],
+    [
+        [*TOOL, "make-secrets", "--help"],
+        [sys.executable, "-m", "ws_counter.tools.monitor", "--help"],
+    ],
+    ids=["make-secrets", "ws_counter.tools.monitor"],
 )
 def test_help_is_plain_text(argv: list[str]) -> None:
     """--help prints usage in plain words: no reStructuredText quotes, no YAML."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.core.flow import Flow, Offer
+from ws_counter.worker.core.flow import Flow, Offer
 
 pytestmark = pytest.mark.unit
 

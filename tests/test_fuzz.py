@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from worker.core.protocol import INT64_MAX, INT64_MIN, ErrorCode
+from ws_counter.worker.core.protocol import INT64_MAX, INT64_MIN, ErrorCode
 
 from .clients import counter_url, receive
 from .conftest import StartWorker, http_get

@@ -1,5 +1,5 @@
 """The Helm chart renders the same objects as the kustomize components, for every choice
-of values, passes helm lint, and is what python -m tools.helmchart writes."""
+of values, passes helm lint, and is what python -m ws_counter.tools.helmchart writes."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tools.helmchart import CHART, NAMESPACE, choices, main, render, values_of
+from ws_counter.tools.helmchart import CHART, NAMESPACE, choices, main, render, values_of
 
 from .deploy import KUBERNETES_VERSIONS, run, tool
 
@@ -28,7 +28,7 @@ def by_identity(resources: list[dict[str, Any]]) -> dict[tuple[str, str], dict[s
 
 
 def test_the_chart_is_what_the_generator_writes() -> None:
-    assert main(["--check"]) == 0, "run python -m tools.helmchart"
+    assert main(["--check"]) == 0, "run python -m ws_counter.tools.helmchart"
 
 
 def test_helm_lint_passes_for_every_kubernetes_version_we_claim() -> None:

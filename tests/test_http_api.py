@@ -23,9 +23,9 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as sync_connect
 
-from tools.cluster import LocalCluster
-from tools.processes import free_port
-from worker.core.auth import issue
+from ws_counter.tools.cluster import LocalCluster
+from ws_counter.tools.processes import free_port
+from ws_counter.worker.core.auth import issue
 
 from .conftest import StartWorker, WorkerProcess, seconds
 from .conftest import http_call as call

@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 import pytest
 
-from worker.core.hub import Hub, supersedes, went_back
-from worker.core.state import CounterState
+from ws_counter.worker.core.hub import Hub, supersedes, went_back
+from ws_counter.worker.core.state import CounterState
 
 pytestmark = pytest.mark.unit
 

@@ -9,11 +9,12 @@ import signal
 import subprocess
 import sys
 import venv
+import zipfile
 from pathlib import Path
 
 import pytest
 
-from tools.processes import Child, free_port
+from ws_counter.tools.processes import Child, free_port
 
 from .conftest import http_get, seconds
 from .deploy import ROOT
@@ -47,15 +48,40 @@ def copy_of_checkout(target: Path) -> Path:
         check=True,
     ).stdout.decode()
     for name in filter(None, listed.split("\0")):
-        if (ROOT / name).is_file():
+        if (ROOT / name).is_symlink():  # ws_counter/worker and ws_counter/tools
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            (target / name).symlink_to((ROOT / name).readlink())
+        elif (ROOT / name).is_file():
             (target / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, target / name)
     return target
 
 
+def only_our_names(dist: Path) -> Path:
+    """The wheel built into ``dist``, which installs ws_counter and ws_counter_client only."""
+    (wheel,) = dist.glob("ws_counter-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        top = {name.split("/")[0] for name in archive.namelist()}
+    assert {name for name in top if not name.endswith(".dist-info")} == {
+        "ws_counter",
+        "ws_counter_client",
+    }
+    return wheel
+
+
+def install_others_named_tools_and_worker(venv_dir: Path) -> None:
+    """Someone else's packages called tools and worker: the wheel must neither replace
+    nor import them."""
+    (site_packages,) = venv_dir.glob("lib/python*/site-packages")
+    for other in ("tools", "worker"):
+        (site_packages / other).mkdir()
+        (site_packages / other / "__init__.py").write_text(f"OWNER = 'not ws-counter: {other}'\n")
+
+
 def test_the_wheel_runs_the_cluster_and_a_load_test_outside_the_checkout(tmp_path: Path) -> None:
     """A wheel in a fresh virtualenv finds HAProxy's config, the Lua, the page, the client
-    module and the OpenAPI description in itself, and its client library works."""
+    module and the OpenAPI description in itself, and its client library works, beside
+    other projects' packages called tools and worker."""
     dist, home, venv_dir = tmp_path / "dist", tmp_path / "elsewhere", tmp_path / "venv"
     home.mkdir()
     source = copy_of_checkout(tmp_path / "source")
@@ -63,9 +89,10 @@ def test_the_wheel_runs_the_cluster_and_a_load_test_outside_the_checkout(tmp_pat
     run([sys.executable, "-m", "build", "--wheel", "--outdir", str(dist), str(source)], source, 300)
     # The build happened in the copy: the checkout gained nothing (no build/lib).
     assert sorted(path.name for path in ROOT.iterdir()) == left_before
-    (wheel,) = dist.glob("ws_counter-*.whl")
+    wheel = only_our_names(dist)
     venv.create(venv_dir, with_pip=True)
     python = venv_dir / "bin" / "python"
+    install_others_named_tools_and_worker(venv_dir)
     # As the image installs it: the lock's exact versions and hashes, then the wheel,
     # whose own requirements pip check then finds met by the lock.
     lock = ROOT / "requirements" / "run.txt"
@@ -80,13 +107,17 @@ def test_the_wheel_runs_the_cluster_and_a_load_test_outside_the_checkout(tmp_pat
         [
             str(python),
             "-c",
-            "import worker, tools, ws_counter_client as c;"
-            " print(worker.__file__, tools.__file__, c.__file__)",
+            "import ws_counter.worker as w, ws_counter.tools as t, ws_counter_client as c;"
+            " print(w.__file__, t.__file__, c.__file__)",
         ],
         home,
         30,
     ).stdout
     assert str(ROOT) not in where and all(str(venv_dir) in path for path in where.split())
+    others = run(
+        [str(python), "-c", "import tools, worker; print(tools.OWNER, worker.OWNER)"], home, 30
+    )
+    assert others.stdout.split() == ["not", "ws-counter:", "tools", "not", "ws-counter:", "worker"]
 
     port = free_port()
     cluster = Child(

@@ -16,7 +16,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from worker.core.auth import issue
+from ws_counter.worker.core.auth import issue
 
 from .conftest import RedisServer, WorkerProcess, http_get, seconds
 from .deploy import ROOT, find_resource, render_kustomization

@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from tools.loadtest.loadclient import LoadClient
-from tools.loadtest.tally import Tally
-from worker.core.protocol import (
+from ws_counter.tools.loadtest.loadclient import LoadClient
+from ws_counter.tools.loadtest.tally import Tally
+from ws_counter.worker.core.protocol import (
     ErrorCode,
     Increment,
     ack_message,
@@ -18,7 +18,7 @@ from worker.core.protocol import (
     error_message,
     total_message,
 )
-from worker.core.state import Applied, CounterState
+from ws_counter.worker.core.state import Applied, CounterState
 
 pytestmark = pytest.mark.unit
 

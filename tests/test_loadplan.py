@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from tools.loadtest.plan import (
+from ws_counter.tools.loadtest.plan import (
     LoadOptions,
     PlanError,
     counter_names,
@@ -15,7 +15,7 @@ from tools.loadtest.plan import (
     split,
     validate,
 )
-from tools.loadtest.tally import AgentResult, decode_result, encode_result
+from ws_counter.tools.loadtest.tally import AgentResult, decode_result, encode_result
 
 pytestmark = pytest.mark.unit
 

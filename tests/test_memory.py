@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from tools.redisserver import REDIS_PERSISTENCE
-from worker.core.protocol import incr_message
+from ws_counter.tools.redisserver import REDIS_PERSISTENCE
+from ws_counter.worker.core.protocol import incr_message
 from ws_counter_client.rules import new_session_id
 
 from .clients import Follower, counter_url, receive, receive_until

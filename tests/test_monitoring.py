@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tools.cluster import ClusterOptions, LocalCluster
-from tools.monitor import RULES, Prometheus, prometheus_rule
-from tools.processes import free_port
-from worker.metrics import Metrics
+from ws_counter.tools.cluster import ClusterOptions, LocalCluster
+from ws_counter.tools.monitor import RULES, Prometheus, prometheus_rule
+from ws_counter.tools.processes import free_port
+from ws_counter.worker.metrics import Metrics
 
 from .conftest import http_get, seconds
 from .deploy import ROOT
@@ -150,7 +150,7 @@ def test_a_real_prometheus_counts_the_load_tests_acks_and_alerts_when_redis_stop
         assert prometheus is not None
         report_path = tmp_path / "report.json"
         load = subprocess.run(
-            [sys.executable, "-m", "tools", "loadtest", cluster.url, "--clients", "20",
+            [sys.executable, "-m", "ws_counter.tools", "loadtest", cluster.url, "--clients", "20",
              "--increments", "25", "--counter", "monitored", "--json", str(report_path)],
             capture_output=True, text=True, timeout=seconds(120), check=False,
         )  # fmt: skip

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tools.cluster import LocalCluster
+from ws_counter.tools.cluster import LocalCluster
 
 from .conftest import ARTIFACTS, http_get, seconds
 

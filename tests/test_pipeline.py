@@ -9,12 +9,12 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
-from worker.core.protocol import Increment
-from worker.core.state import Applied
-from worker.settings import load_settings
-from worker.store import RedisStore
-from worker.store.keys import state_key
-from worker.store.pipeline import Pipeline
+from ws_counter.worker.core.protocol import Increment
+from ws_counter.worker.core.state import Applied
+from ws_counter.worker.settings import load_settings
+from ws_counter.worker.store import RedisStore
+from ws_counter.worker.store.keys import state_key
+from ws_counter.worker.store.pipeline import Pipeline
 
 from .conftest import RedisServer
 

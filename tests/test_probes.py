@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tools.processes import Child, free_port, free_ports
-from tools.redissecurity import config_as_flags
-from tools.redisserver import require_binary, start_redis_server
+from ws_counter.tools.processes import Child, free_port, free_ports
+from ws_counter.tools.redissecurity import config_as_flags
+from ws_counter.tools.redisserver import require_binary, start_redis_server
 
 from .conftest import WorkerProcess, seconds
 from .deploy import (

@@ -7,8 +7,8 @@ import socket
 import time
 from pathlib import Path
 
-from tools.processes import LOWEST_PICKED_PORT, Child, first_ephemeral_port, free_port
-from tools.rediscluster import BUS_OFFSET, RedisClusterProcesses, free_cluster_ports
+from ws_counter.tools.processes import LOWEST_PICKED_PORT, Child, first_ephemeral_port, free_port
+from ws_counter.tools.rediscluster import BUS_OFFSET, RedisClusterProcesses, free_cluster_ports
 
 
 def test_signalling_a_child_as_it_exits_is_not_an_error() -> None:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from worker.core.protocol import (
+from ws_counter.worker.core.protocol import (
     INT64_MAX,
     INT64_MIN,
     CounterRoute,
@@ -18,8 +18,8 @@ from worker.core.protocol import (
     parse_counter_route,
     total_message,
 )
-from worker.core.state import Applied, CounterState
-from worker.errors import ClientError, RouteError
+from ws_counter.worker.core.state import Applied, CounterState
+from ws_counter.worker.errors import ClientError, RouteError
 
 pytestmark = pytest.mark.unit
 

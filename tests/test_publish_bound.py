@@ -10,13 +10,13 @@ import time
 
 import redis.asyncio as aioredis
 
-from worker.core.protocol import Increment
-from worker.core.state import Applied, CounterState, decode_state
-from worker.errors import OutcomeUnknown
-from worker.settings import load_settings
-from worker.store import RedisStore
-from worker.store.keys import channel_name, state_key
-from worker.store.typed import close_pubsub
+from ws_counter.worker.core.protocol import Increment
+from ws_counter.worker.core.state import Applied, CounterState, decode_state
+from ws_counter.worker.errors import OutcomeUnknown
+from ws_counter.worker.settings import load_settings
+from ws_counter.worker.store import RedisStore
+from ws_counter.worker.store.keys import channel_name, state_key
+from ws_counter.worker.store.typed import close_pubsub
 
 from .conftest import RedisServer, seconds
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from worker.core.state import CounterState
-from worker.store.keys import CONTROL_CHANNEL, channel_name
-from worker.store.pubsub import PubSubConnection
+from ws_counter.worker.core.state import CounterState
+from ws_counter.worker.store.keys import CONTROL_CHANNEL, channel_name
+from ws_counter.worker.store.pubsub import PubSubConnection
 
 pytestmark = pytest.mark.unit
 

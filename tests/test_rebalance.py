@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from tools.cluster import ClusterOptions, LocalCluster
-from tools.processes import free_port
-from worker.settings import load_settings
-from worker.store import RedisStore
-from worker.store.fleet import report_connections
-from worker.store.keys import FLEET_COUNTER, FLEET_KEY
-from worker.store.scripts import script
+from ws_counter.tools.cluster import ClusterOptions, LocalCluster
+from ws_counter.tools.processes import free_port
+from ws_counter.worker.settings import load_settings
+from ws_counter.worker.store import RedisStore
+from ws_counter.worker.store.fleet import report_connections
+from ws_counter.worker.store.keys import FLEET_COUNTER, FLEET_KEY
+from ws_counter.worker.store.scripts import script
 
 from .conftest import RedisServer, seconds
 from .loadrun import BackgroundLoadtest

@@ -19,14 +19,14 @@ import jsonschema
 import pytest
 from websockets.asyncio.client import connect
 
-from tools.cluster import ClusterOptions, LocalCluster
-from tools.processes import free_port
-from tools.rediscluster import RedisClusterProcesses, free_cluster_ports
-from tools.redissecurity import ADMIN_USER
-from tools.redisserver import ClusterError
-from worker.core.protocol import incr_message
-from worker.core.slots import key_slot
-from worker.store.keys import state_key
+from ws_counter.tools.cluster import ClusterOptions, LocalCluster
+from ws_counter.tools.processes import free_port
+from ws_counter.tools.rediscluster import RedisClusterProcesses, free_cluster_ports
+from ws_counter.tools.redissecurity import ADMIN_USER
+from ws_counter.tools.redisserver import ClusterError
+from ws_counter.worker.core.protocol import incr_message
+from ws_counter.worker.core.slots import key_slot
+from ws_counter.worker.store.keys import state_key
 from ws_counter_client.rules import new_session_id
 
 from .conftest import http_call, seconds
@@ -190,7 +190,7 @@ def test_a_primary_killed_under_load_fails_over_without_losing_an_acknowledged_i
 
 
 def served_openapi() -> dict[str, Any]:
-    text = resources.files("worker.server").joinpath("web", "openapi.json").read_text()
+    text = resources.files("ws_counter.worker.server").joinpath("web", "openapi.json").read_text()
     document: dict[str, Any] = json.loads(text)
     return document
 

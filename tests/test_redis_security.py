@@ -2,7 +2,7 @@
 
 One real redis-server takes only TLS, asks for a client certificate, has its
 default user off and knows the worker's least-privilege user
-(``worker.store.acl``). The worker does its whole job as that user, the
+(``ws_counter.worker.store.acl``). The worker does its whole job as that user, the
 user can do nothing else, and every misconfiguration a user can make is
 answered with the setting to fix: in the log at start and on /readyz.
 """
@@ -21,13 +21,13 @@ import pytest
 import redis
 from redis import exceptions as redis_errors
 
-from tools.certs import Certificate
-from tools.cluster import worker_argv, worker_env
-from tools.makesecrets import make_secrets
-from tools.processes import Child, free_port
-from tools.redissecurity import ADMIN_USER, WORKER_USER, RedisSecurity, config_as_flags
-from tools.redisserver import start_redis_server
-from worker.store.acl import WORKER_ACL_RULES, acl_line
+from ws_counter.tools.certs import Certificate
+from ws_counter.tools.cluster import worker_argv, worker_env
+from ws_counter.tools.makesecrets import make_secrets
+from ws_counter.tools.processes import Child, free_port
+from ws_counter.tools.redissecurity import ADMIN_USER, WORKER_USER, RedisSecurity, config_as_flags
+from ws_counter.tools.redisserver import start_redis_server
+from ws_counter.worker.store.acl import WORKER_ACL_RULES, acl_line
 from ws_counter_client import connect
 
 from .conftest import WorkerProcess, http_get, seconds

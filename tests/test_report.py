@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tools.loadtest.report import fanout_latencies, judge_counter
+from ws_counter.tools.loadtest.report import fanout_latencies, judge_counter
 
 pytestmark = pytest.mark.unit
 

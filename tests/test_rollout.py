@@ -18,9 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from tools.cluster import HAPROXY_CONFIG, is_haproxy_ready, is_worker_ready, worker_argv, worker_env
-from tools.processes import Child, free_port
-from tools.redisserver import require_binary
+from ws_counter.tools.cluster import (
+    HAPROXY_CONFIG,
+    is_haproxy_ready,
+    is_worker_ready,
+    worker_argv,
+    worker_env,
+)
+from ws_counter.tools.processes import Child, free_port
+from ws_counter.tools.redisserver import require_binary
 
 from .conftest import RedisServer, seconds
 from .deploy import ROOT, find_resource, render_kustomization

@@ -13,7 +13,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 from websockets.typing import Origin
 
-from worker.core.auth import issue
+from ws_counter.worker.core.auth import issue
 
 from .clients import counter_url, receive, receive_until
 from .conftest import RedisServer, StartWorker, WorkerProcess, http_get, seconds

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from worker.core.protocol import incr_message
-from worker.store.keys import session_key
+from ws_counter.worker.core.protocol import incr_message
+from ws_counter.worker.store.keys import session_key
 from ws_counter_client.rules import new_session_id
 
 from .clients import counter_url, receive, receive_until

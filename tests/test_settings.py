@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from worker.errors import SettingsError
-from worker.settings import SETTINGS, Settings, insecure_redis, load_settings
+from ws_counter.worker.errors import SettingsError
+from ws_counter.worker.settings import SETTINGS, Settings, insecure_redis, load_settings
 
 pytestmark = pytest.mark.unit
 

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tools.cluster import LocalCluster
+from ws_counter.tools.cluster import LocalCluster
 
 from .conftest import seconds
 from .deploy import ROOT, compose, render_kustomization

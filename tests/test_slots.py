@@ -1,10 +1,10 @@
-"""Which slot map a worker follows on a Redis Cluster (worker.core.slots), as tables."""
+"""Which slot map a worker follows on a Redis Cluster (ws_counter.worker.core.slots), as tables."""
 
 from __future__ import annotations
 
 import pytest
 
-from worker.core.slots import Topology, View, newest_view, parse_cluster_info
+from ws_counter.worker.core.slots import Topology, View, newest_view, parse_cluster_info
 
 pytestmark = pytest.mark.unit
 

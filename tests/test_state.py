@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from worker.core.protocol import INT64_MAX, INT64_MIN
-from worker.core.state import CounterState, decode_state
-from worker.store.scripts import prelude
+from ws_counter.worker.core.protocol import INT64_MAX, INT64_MIN
+from ws_counter.worker.core.state import CounterState, decode_state
+from ws_counter.worker.store.scripts import prelude
 
 from .conftest import RedisServer
 

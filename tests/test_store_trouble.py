@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from redis import exceptions as redis_errors
 
-from worker.store.pubsub import Trouble
+from ws_counter.worker.store.pubsub import Trouble
 
 pytestmark = pytest.mark.unit
 

@@ -13,11 +13,11 @@ import signal
 import time
 from pathlib import Path
 
-from worker.core.state import CounterState
-from worker.settings import load_settings
-from worker.store import RedisStore, Subscription
-from worker.store.keys import channel_name
-from worker.store.pubsub import UNSUBSCRIBE_GRACE
+from ws_counter.worker.core.state import CounterState
+from ws_counter.worker.settings import load_settings
+from ws_counter.worker.store import RedisStore, Subscription
+from ws_counter.worker.store.keys import channel_name
+from ws_counter.worker.store.pubsub import UNSUBSCRIBE_GRACE
 
 from .conftest import RedisServer, seconds
 

@@ -12,16 +12,16 @@ from typing import Any
 
 import pytest
 
-from tools.rediscluster import RedisClusterProcesses
-from worker import tasks
-from worker.batcher import Batcher
-from worker.core.protocol import Increment
-from worker.core.state import Applied
-from worker.errors import OutcomeUnknown
-from worker.settings import load_settings
-from worker.store import RedisStore, ShardedSubscription, Subscription
-from worker.store.sharded import Shard
-from worker.tasks import FAILURES, TaskSet
+from ws_counter.tools.rediscluster import RedisClusterProcesses
+from ws_counter.worker import tasks
+from ws_counter.worker.batcher import Batcher
+from ws_counter.worker.core.protocol import Increment
+from ws_counter.worker.core.state import Applied
+from ws_counter.worker.errors import OutcomeUnknown
+from ws_counter.worker.settings import load_settings
+from ws_counter.worker.store import RedisStore, ShardedSubscription, Subscription
+from ws_counter.worker.store.sharded import Shard
+from ws_counter.worker.tasks import FAILURES, TaskSet
 
 from .conftest import RedisServer, seconds
 from .sentinel import SentinelSet

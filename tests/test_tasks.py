@@ -8,8 +8,8 @@ import logging
 
 import pytest
 
-from worker import tasks
-from worker.tasks import FAILURES, TaskSet
+from ws_counter.worker import tasks
+from ws_counter.worker.tasks import FAILURES, TaskSet
 
 pytestmark = pytest.mark.unit
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, expect
 
-from tools.cluster import ClusterOptions, LocalCluster
-from tools.processes import free_port
+from ws_counter.tools.cluster import ClusterOptions, LocalCluster
+from ws_counter.tools.processes import free_port
 from ws_counter_client import CertificateRejected, connect, tls_context
 
 from .conftest import seconds
@@ -99,7 +99,7 @@ def test_the_library_connects_with_the_ca_and_stops_without_it(tls_cluster: Loca
 
 def run_tool(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "tools", *args],
+        [sys.executable, "-m", "ws_counter.tools", *args],
         input=stdin,
         capture_output=True,
         text=True,
@@ -165,7 +165,7 @@ def test_a_plain_client_of_the_tls_port_is_asked_whether_it_meant_wss(
     "did not receive a valid HTTP response"."""
     plain = tls_cluster.url.replace("wss://", "ws://")
     client = subprocess.Popen(
-        [sys.executable, "-m", "tools", "client", plain],
+        [sys.executable, "-m", "ws_counter.tools", "client", plain],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:

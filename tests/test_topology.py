@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from tools.cluster import ClusterOptions, LocalCluster
-from tools.makesecrets import make_secrets
-from tools.processes import free_port
-from tools.redissecurity import config_as_flags
+from ws_counter.tools.cluster import ClusterOptions, LocalCluster
+from ws_counter.tools.makesecrets import make_secrets
+from ws_counter.tools.processes import free_port
+from ws_counter.tools.redissecurity import config_as_flags
 
 from .conftest import http_call
 from .deploy import ROOT, compose

@@ -1,6 +1,6 @@
 """The websockets and loop internals the worker relies on, pinned against the installed versions.
 
-``worker.server.wire`` is the one module that reaches past websockets'
+``ws_counter.worker.server.wire`` is the one module that reaches past websockets'
 documented API. Each test here drives one of its uses on a real websockets
 server on loopback, under the stdlib loop and under uvloop (the worker's), so
 an upgrade that moves one of them fails here. The last test holds the rule
@@ -22,7 +22,7 @@ from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosedError
 
-from worker.server import wire
+from ws_counter.worker.server import wire
 
 ROOT = Path(__file__).resolve().parent.parent
 LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}

@@ -13,7 +13,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from worker.core.protocol import INT64_MAX, INT64_MIN
+from ws_counter.worker.core.protocol import INT64_MAX, INT64_MIN
 
 from .clients import Follower, counter_url, receive, receive_until
 from .conftest import RedisServer, StartWorker, WorkerProcess, http_get, seconds

@@ -2,6 +2,6 @@
 the interactive client and the load test.
 
 They drive the worker from outside, through its public protocol
-(``worker.core.protocol``), its settings and its entry point; the worker never
+(``ws_counter.worker.core.protocol``), its settings and its entry point; the worker never
 imports them (an import-linter contract in pyproject.toml holds it to that).
 """

@@ -1,4 +1,4 @@
-from tools.cli import main
+from ws_counter.tools.cli import main
 
 # Guarded: load-generator processes are spawned and import this module again.
 if __name__ == "__main__":

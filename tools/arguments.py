@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from worker.settings import whole_at_least
+from ws_counter.worker.settings import whole_at_least
 
 
 def argument_type(parse: Callable[[str], int]) -> Callable[[str], int]:

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TypeAlias
 
-from worker import runtime
-from worker.main import add_serve_parser, serve_command
+from ws_counter.worker import runtime
+from ws_counter.worker.main import add_serve_parser, serve_command
 
 from .arguments import at_least, port_number
 from .client import run_client

@@ -65,7 +65,7 @@ class ClusterOptions:
 
 def worker_argv() -> list[str]:
     """How to start a worker process: the worker's own entry point, no tools."""
-    return [sys.executable, "-m", "worker", "serve"]
+    return [sys.executable, "-m", "ws_counter.worker", "serve"]
 
 
 def worker_env(port: int, redis_url: str | None, **extra: str) -> dict[str, str]:

@@ -181,7 +181,7 @@ def client_command(cluster: LocalCluster, counter: str) -> str:
     elif installed.exists():
         program = [str(installed.absolute())]
     else:
-        program = [sys.executable, "-m", "tools"]
+        program = [sys.executable, "-m", "ws_counter.tools"]
     words = [*program, "client", f"{cluster.url}counters/{counter}"]
     if cluster.ca_file is not None:
         words += ["--ca", str(cluster.ca_file.absolute())]

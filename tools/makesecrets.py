@@ -11,7 +11,7 @@ nothing):
 * ``worker-password`` and ``admin-password``;
 * ``users.acl``: Redis' ACL file. The default user may only PING (health
   checks, INFO for probes); ``admin`` may do anything; the worker's user gets exactly
-  ``worker.store.acl.WORKER_ACL_RULES``. Passwords are stored hashed.
+  ``ws_counter.worker.store.acl.WORKER_ACL_RULES``. Passwords are stored hashed.
 * ``redis.conf``: what every Redis node adds to its options (``redis-server
   /secrets/redis.conf ...``): TLS only, on 6379, for clients, replication and
   the cluster bus; the ACL file; how a replica logs in to its primary.
@@ -34,7 +34,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from worker.store.acl import WORKER_ACL_RULES
+from ws_counter.worker.store.acl import WORKER_ACL_RULES
 
 from .arguments import at_least
 from .certs import CA_DAYS, LEAF_DAYS, Authority, not_after

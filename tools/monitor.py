@@ -102,7 +102,7 @@ class Prometheus:
 
 
 PROMETHEUS_RULE_HEAD = """\
-# Generated from tools/monitoring/rules.yml by `python -m tools.monitor > this file`;
+# Generated from tools/monitoring/rules.yml by `python -m ws_counter.tools.monitor > this file`;
 # tests/test_monitoring.py keeps the two equal. For the Prometheus Operator: its
 # ruleSelector must match these labels (kube-prometheus-stack: release=<its release>).
 apiVersion: monitoring.coreos.com/v1
@@ -128,7 +128,7 @@ def prometheus_rule(rules: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tools.monitor",
+        prog="python -m ws_counter.tools.monitor",
         description="Print the PrometheusRule of k8s/components/monitoring, generated from"
         " tools/monitoring/rules.yml (redirect it into prometheusrule.yaml).",
     )

@@ -6,7 +6,7 @@ for clients, replication and the cluster bus alike, and knows two users:
 
 * ``admin``, with every right, for the tools' redis-cli, replication and
   the Sentinels;
-* the worker's user, with exactly ``worker.store.acl.WORKER_ACL_RULES``.
+* the worker's user, with exactly ``ws_counter.worker.store.acl.WORKER_ACL_RULES``.
 
 The default user is off, so nothing reaches Redis without a password.
 Sentinels (``sentinel_config``) take TLS only too, and a password of their own.
@@ -17,7 +17,7 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
-from worker.store.acl import acl_line
+from ws_counter.worker.store.acl import acl_line
 
 from .certs import Authority
 

@@ -1,3 +1,1 @@
-"""ws-counter: stateless WebSocket workers sharing exact counters in Redis."""
-
-__version__ = "0.1.0"
+"""The service: what a worker process runs, and nothing else (installed as ws_counter.worker)."""

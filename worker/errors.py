@@ -17,8 +17,8 @@
         └── OutcomeUnknown        the request may have reached Redis: retry it unchanged
 
 Redis' own exceptions are mapped onto StoreError in exactly one place,
-``worker.store.errors.map_redis_errors``. Every other kind is raised by a pure
-module of ``worker.core`` or by settings loading, and answered at the edge:
+``ws_counter.worker.store.errors.map_redis_errors``. Every other kind is raised by a pure
+module of ``ws_counter.worker.core`` or by settings loading, and answered at the edge:
 a status for an HTTP request, an error message with ``code`` for a client.
 This module imports nothing of the worker, so that every layer may use it.
 """

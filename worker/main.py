@@ -63,8 +63,8 @@ async def serve(settings: Settings) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m worker [serve] [flags]``: the worker alone, without the tools."""
-    parser = argparse.ArgumentParser(prog="python -m worker", description=DESCRIPTION)
+    """``python -m ws_counter.worker [serve] [flags]``: the worker alone, without the tools."""
+    parser = argparse.ArgumentParser(prog="python -m ws_counter.worker", description=DESCRIPTION)
     add_arguments(parser)
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments[:1] == ["serve"]:

@@ -151,7 +151,7 @@ class Metrics:
         self.registry.register(_MappingCollector(_task_failures, failures))
 
     def export_certificate_expiry(self, expiry: Callable[[], Mapping[str, float]]) -> None:
-        """Export ``expiry()`` (worker.store.certificates.EXPIRY) as
+        """Export ``expiry()`` (ws_counter.worker.store.certificates.EXPIRY) as
         ws_counter_redis_certificate_expiry_timestamp_seconds."""
         self.registry.register(_MappingCollector(_certificate_expiry, expiry))
 
@@ -162,7 +162,7 @@ class Metrics:
 class _MappingCollector(Collector):
     """One labelled family read from a mapping (label value -> number) when scraped, so
     that any code may report into a module-level mapping without holding the metrics
-    (worker.tasks.FAILURES, worker.store.certificates.EXPIRY)."""
+    (worker.tasks.FAILURES, ws_counter.worker.store.certificates.EXPIRY)."""
 
     def __init__(
         self,

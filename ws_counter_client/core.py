@@ -56,8 +56,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
-from worker.core.backoff import backoff_ceiling
-from worker.core.protocol import is_integer
+from ws_counter.worker.core.backoff import backoff_ceiling
+from ws_counter.worker.core.protocol import is_integer
 
 from .results import (
     Ack,
@@ -409,7 +409,7 @@ class ClientCore(Generic[T]):
         return [*rejects, Stop(error)]
 
     def _delay(self, attempt: int) -> float:
-        """Capped exponential backoff with equal jitter (``worker.core.backoff``)."""
+        """Capped exponential backoff with equal jitter (``ws_counter.worker.core.backoff``)."""
         ceiling = backoff_ceiling(*self.policy.backoff, attempt)
         return self._uniform(ceiling / 2, ceiling)
 

@@ -40,7 +40,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from worker.core.protocol import ErrorCode, check_by, incr_message
+from ws_counter.worker.core.protocol import ErrorCode, check_by, incr_message
 
 __all__ = ["check_by"]
 

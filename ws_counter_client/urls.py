@@ -6,7 +6,7 @@ import ssl
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from worker.core.protocol import COUNTERS_PREFIX, DEFAULT_COUNTER
+from ws_counter.worker.core.protocol import COUNTERS_PREFIX, DEFAULT_COUNTER
 
 # The page's http(s):// address is what people copy: it names the same service.
 WEBSOCKET_SCHEMES = {"ws": "ws", "wss": "wss", "http": "ws", "https": "wss"}

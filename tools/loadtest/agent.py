@@ -26,8 +26,8 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from worker import runtime
-from worker.limits import raise_open_file_limit
+from ws_counter.worker import runtime
+from ws_counter.worker.limits import raise_open_file_limit
 from ws_counter_client.urls import counter_url, tls_context, tls_options
 
 from .loadclient import LoadClient, send_at_rate

@@ -18,8 +18,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from worker import runtime
-from worker.core.protocol import is_valid_counter_name
+from ws_counter.worker import runtime
+from ws_counter.worker.core.protocol import is_valid_counter_name
 from ws_counter_client import CounterClientError
 
 from .agent import agent_main

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from worker.core.protocol import COUNTERS_PREFIX, DEFAULT_COUNTER, is_valid_counter_name
+from ws_counter.worker.core.protocol import COUNTERS_PREFIX, DEFAULT_COUNTER, is_valid_counter_name
 from ws_counter_client.urls import WEBSOCKET_SCHEMES, tls_context
 
 # How each load client makes its increments exactly-once: numbers in a session

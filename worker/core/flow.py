@@ -1,6 +1,6 @@
 """Flow control of one client connection, as a state machine without I/O.
 
-The websockets adapter (``worker.server.connection``) feeds it what happened
+The websockets adapter (``ws_counter.worker.server.connection``) feeds it what happened
 and does what it answers. Rules:
 
 * **The first total is the snapshot.** Until a connection has been offered

@@ -20,7 +20,7 @@ Rules (the contract is written out for users in docs/protocol.md):
 * The server sends ``total``, ``ack`` and ``error`` objects. Totals and seqs
   are exact integers: they come from Redis as decimal strings and are never
   routed through a float.
-* A counter's state on its Redis channel is ``worker.core.state``'s concern.
+* A counter's state on its Redis channel is ``ws_counter.worker.core.state``'s concern.
 """
 
 from __future__ import annotations

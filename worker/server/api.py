@@ -1,7 +1,7 @@
 """What every plain HTTP request gets: probes, metrics, the page, the client module and the API.
 
 The API's rules (routes, negotiation, bodies, statuses) are in
-``worker.core.httpapi``; this module carries them out against the worker.
+``ws_counter.worker.core.httpapi``; this module carries them out against the worker.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """One client connection: its flow control carried out on a websockets connection.
 
-Every decision about what to write is ``worker.core.flow``'s; this module does
-what it answers, through ``worker.server.wire`` for everything that reaches
+Every decision about what to write is ``ws_counter.worker.core.flow``'s; this module does
+what it answers, through ``ws_counter.worker.server.wire`` for everything that reaches
 past websockets' documented API. What the worker writes to a connection in one
 turn of the event loop (its acks, an error, its own total) goes out in one
 write: ``send_text`` queues a frame and the first one queued schedules the

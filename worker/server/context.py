@@ -1,7 +1,7 @@
 """What the parts of the websockets adapter may ask of the worker that holds them.
 
 A Protocol, so that the parts depend on this description and not on
-``worker.server.worker``, which imports them.
+``ws_counter.worker.server.worker``, which imports them.
 """
 
 from __future__ import annotations

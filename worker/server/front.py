@@ -1,9 +1,9 @@
 """The first bytes of every connection decide who serves it: websockets or plain HTTP.
 
-The connection class that reads them is ``worker.server.wire.FrontConnection``
+The connection class that reads them is ``ws_counter.worker.server.wire.FrontConnection``
 (it subclasses websockets' internals, which live in that module); this module
 holds what it decides with: a WebSocket upgrade goes to websockets, anything
-else to ``worker.server.http``, which answers probes, the page, the client
+else to ``ws_counter.worker.server.http``, which answers probes, the page, the client
 module and the HTTP API.
 """
 

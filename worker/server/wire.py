@@ -97,7 +97,7 @@ class FrontConnection(ServerConnection):
     request bodies, so a POST cannot reach ``process_request``). This class,
     which websockets creates for each TCP connection, therefore reads the
     request head first: a WebSocket upgrade then goes to websockets exactly as
-    if nothing had looked at it, anything else to ``worker.server.http``.
+    if nothing had looked at it, anything else to ``ws_counter.worker.server.http``.
     """
 
     door: ClassVar[FrontDoor]

@@ -2,7 +2,7 @@
 
 The topology comes from CLUSTER SLOTS, read from every known node at once,
 with CLUSTER INFO: the map of a node that reaches a majority and has seen the
-latest failover wins (``worker.core.slots.newest_view``), so a primary cut off
+latest failover wins (``ws_counter.worker.core.slots.newest_view``), so a primary cut off
 from the rest, which still serves its old map, is not followed back to itself.
 Nothing follows a MOVED or ASK reply on its own: the increment that got it is
 answered ``unavailable`` (Redis ran nothing) and ``changed`` is set, so that

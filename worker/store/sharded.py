@@ -7,7 +7,7 @@ and a busy core with none; docs/performance.md). Here every primary has its
 own connection and reader task, and a state is handled the moment its shard
 delivers it: a p50 of 0.5 ms at no CPU while quiet.
 
-Rules, on top of the ordering rules in ``worker.core.hub``:
+Rules, on top of the ordering rules in ``ws_counter.worker.core.hub``:
 
 * Each primary's connection also subscribes a control channel of its own
   (a name that hashes into the primary's slots): its confirmation says the
