@@ -16,6 +16,7 @@ from ws_counter.tools.loadtest.plan import (
     validate,
 )
 from ws_counter.tools.loadtest.tally import AgentResult, decode_result, encode_result
+from ws_counter.worker.core.state import CounterState as S
 
 pytestmark = pytest.mark.unit
 
@@ -94,8 +95,8 @@ def test_a_result_survives_its_json_form() -> None:
         index=0, connect_us=b"HISTFAAAA", ack_us=b"HISTFBBBB", failed_connects={"timeout": 1},
         close_codes={1000: 3, 1012: 1}, error_codes={"unavailable": 2}, errors=["e"],
         acks={"c": {1: (5, 1.5), 2: (-3, 1.75)}}, earlier={"c": [4]},
-        reached={"c": {1: 2.0, 2: 2.5}}, initial_states=[("c", "ep", 0, 0)],
-        final=[("c", "ep", 2, 2), ("d", None, None, None)], verified={"c": ("ep", 2, 2)},
+        reached={"c": {1: 2.0, 2: 2.5}}, initial_states=[("c", S("ep", 0, 0))],
+        final=[("c", S("ep", 2, 2)), ("d", S("ep", 1, 1))], verified={"c": S("ep", 2, 2)},
         regressions=0, epoch_changes=1, duplicates=0, reconnects=2, connected_at=[1.0],
         reconnected_at=[3.0], frames=9, sent=3, acked=2, connected=3, first_send=1.25,
         last_ack=2.5, cpu_busy=0.4,

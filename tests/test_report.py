@@ -5,17 +5,20 @@ from __future__ import annotations
 import pytest
 
 from ws_counter.tools.loadtest.report import fanout_latencies, judge_counter
+from ws_counter.worker.core.state import CounterState
 
 pytestmark = pytest.mark.unit
 
-START = ("e", 10, 100)
+S = CounterState
+
+START = S("e", 10, 100)
 
 
 def judge(
     acks: dict[int, int],
-    verified: tuple[str, int, int] | None,
-    finals: list[tuple[str | None, int | None, int | None]] | None = None,
-    initial: list[tuple[str, int, int]] | None = None,
+    verified: CounterState | None,
+    finals: list[CounterState] | None = None,
+    initial: list[CounterState] | None = None,
 ) -> list[str]:
     verdict = judge_counter(
         "c",
@@ -28,11 +31,11 @@ def judge(
 
 
 def test_exact_totals_pass() -> None:
-    assert judge({11: 5, 12: -2}, ("e", 12, 103)) == []
+    assert judge({11: 5, 12: -2}, S("e", 12, 103)) == []
 
 
 def test_a_new_epoch_with_exact_totals_is_noted_not_failed() -> None:
-    verdict = judge_counter("c", [START], {11: 5}, ("f", 11, 105), [("f", 11, 105)])
+    verdict = judge_counter("c", [START], {11: 5}, S("f", 11, 105), [S("f", 11, 105)])
     assert verdict.errors == []
     assert "epoch changed" in verdict.notes[0]
 
@@ -40,18 +43,18 @@ def test_a_new_epoch_with_exact_totals_is_noted_not_failed() -> None:
 @pytest.mark.parametrize(
     ("acks", "verified", "finals", "message"),
     [
-        ({11: 5}, ("e", 11, 104), None, "off by -1"),
-        ({11: 5}, ("f", 1, 5), None, "history was lost"),
-        ({11: 5, 13: 1}, ("e", 13, 106), None, "not gap-free"),
-        ({11: 5}, ("e", 12, 105), None, "final seq 12"),
+        ({11: 5}, S("e", 11, 104), None, "off by -1"),
+        ({11: 5}, S("f", 1, 5), None, "history was lost"),
+        ({11: 5, 13: 1}, S("e", 13, 106), None, "not gap-free"),
+        ({11: 5}, S("e", 12, 105), None, "final seq 12"),
         ({11: 5}, None, [], "could not be read"),
-        ({11: 5}, ("e", 11, 105), [("e", 11, 105), ("e", 10, 100)], "did not end"),
+        ({11: 5}, S("e", 11, 105), [S("e", 11, 105), S("e", 10, 100)], "did not end"),
     ],
 )
 def test_each_kind_of_wrong_result_is_reported(
     acks: dict[int, int],
-    verified: tuple[str, int, int] | None,
-    finals: list[tuple[str | None, int | None, int | None]] | None,
+    verified: CounterState | None,
+    finals: list[CounterState] | None,
     message: str,
 ) -> None:
     errors = judge(acks, verified, finals)
@@ -59,7 +62,7 @@ def test_each_kind_of_wrong_result_is_reported(
 
 
 def test_clients_starting_from_different_states_are_reported() -> None:
-    errors = judge({}, ("e", 10, 100), initial=[START, ("e", 11, 101)])
+    errors = judge({}, S("e", 10, 100), initial=[START, S("e", 11, 101)])
     assert any("different states" in error for error in errors)
 
 
@@ -75,11 +78,11 @@ def test_acks_without_a_seq_count_in_the_total_and_leave_that_many_seqs_unaccoun
     """An increment acknowledged as applied earlier (no seq) adds to the expected total, and
     exactly one seq after the start is then not in the acks."""
     verdict = judge_counter(
-        "c", [START], {11: 5, 13: 1}, ("e", 13, 108), [("e", 13, 108)], earlier=[2]
+        "c", [START], {11: 5, 13: 1}, S("e", 13, 108), [S("e", 13, 108)], earlier=[2]
     )
     assert verdict.errors == []
     assert verdict.expected_total == 108 and verdict.acked == 3
     wrong = judge_counter(
-        "c", [START], {11: 5, 14: 1}, ("e", 13, 108), [("e", 13, 108)], earlier=[2]
+        "c", [START], {11: 5, 14: 1}, S("e", 13, 108), [S("e", 13, 108)], earlier=[2]
     )
     assert any("not gap-free" in error for error in wrong.errors)

@@ -58,6 +58,7 @@ from typing import Any, Generic, TypeVar
 
 from ws_counter.worker.core.backoff import backoff_ceiling
 from ws_counter.worker.core.protocol import is_integer
+from ws_counter.worker.core.state import CounterState
 
 from .results import (
     Ack,
@@ -377,7 +378,7 @@ class ClientCore(Generic[T]):
             return None
         counter = message.get("counter")
         name = counter if isinstance(counter, str) else self.counter
-        return Total(name, total, seq, epoch, message.get("missed") is True)
+        return Total(name, CounterState(epoch, seq, total), message.get("missed") is True)
 
     def _see(self, total: Total) -> list[Action]:
         return [Show(total)] if self.freshness.take_if_news(total.epoch, total.seq) else []

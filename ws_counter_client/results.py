@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ws_counter.worker.core.state import CounterState
+
 
 class CounterClientError(Exception):
     """Base class of the client's errors."""
@@ -53,16 +55,28 @@ class ClientClosed(CounterClientError):
 
 @dataclass(frozen=True, slots=True)
 class Total:
-    """A counter's state: ``seq`` counts increments within ``epoch``.
+    """A counter's state as a client sees it: the worker's own ``CounterState``.
 
     ``missed`` is true on the first total after a resume that skipped updates.
+    ``total``, ``seq`` and ``epoch`` read the state's fields.
     """
 
     counter: str
-    total: int
-    seq: int
-    epoch: str
+    state: CounterState
     missed: bool = False
+
+    @property
+    def total(self) -> int:
+        return self.state.total
+
+    @property
+    def seq(self) -> int:
+        """How many increments ``epoch`` has applied."""
+        return self.state.seq
+
+    @property
+    def epoch(self) -> str:
+        return self.state.epoch
 
 
 @dataclass(frozen=True, slots=True)

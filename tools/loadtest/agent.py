@@ -27,12 +27,13 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from ws_counter.worker import runtime
+from ws_counter.worker.core.state import CounterState
 from ws_counter.worker.limits import raise_open_file_limit
 from ws_counter_client.urls import counter_url, tls_context, tls_options
 
 from .loadclient import LoadClient, send_at_rate
 from .plan import Share
-from .tally import AgentResult, State, Tally
+from .tally import AgentResult, Tally
 
 PROGRESS_SECONDS = 0.5
 # Handshakes under way at once while the clients connect.
@@ -170,7 +171,7 @@ class Agent:
                 "after the last ack"
             )
 
-    async def _verify(self, targets: dict[str, int]) -> dict[str, State]:
+    async def _verify(self, targets: dict[str, int]) -> dict[str, CounterState]:
         """Read each counter's state on a fresh connection: its snapshot, then what follows
         until it holds the newest acknowledged seq. A state may reach the workers up to
         1/WS_PUBLISH_RATE s after its ack, so a snapshot taken at once can be that much
@@ -190,7 +191,7 @@ class Agent:
                 self.tally.errors.append(f"could not read the final total of {counter}: {exc}")
         return verified
 
-    def _result(self, verified: dict[str, State]) -> AgentResult:
+    def _result(self, verified: dict[str, CounterState]) -> AgentResult:
         tally = self.tally
         seen = [(c.counter, c.initial, c.seen) for c in self.clients if c.initial and c.seen]
         return AgentResult(
@@ -204,8 +205,10 @@ class Agent:
             acks={counter: dict(acks) for counter, acks in tally.acks.items()},
             earlier=dict(tally.earlier),
             reached={counter: cov.reached for counter, cov in tally.coverage.items()},
-            initial_states=sorted({(c, i.epoch, i.seq, i.total) for c, i, _ in seen}),
-            final=[(c, s.epoch, s.seq, s.total) for c, _, s in seen],
+            initial_states=sorted(
+                {(c, i.state) for c, i, _ in seen}, key=lambda item: (item[0], item[1].seq)
+            ),
+            final=[(c, s.state) for c, _, s in seen],
             verified=verified,
             regressions=tally.regressions,
             epoch_changes=tally.epoch_changes,
@@ -247,16 +250,18 @@ def agent_main(share: Share, run_id: str, inbox: Connection, outbox: Connection)
     runtime.run(main())
 
 
-async def _newest_state(connection: ClientConnection, target: int, seconds: float = 15) -> State:
+async def _newest_state(
+    connection: ClientConnection, target: int, seconds: float = 15
+) -> CounterState:
     """The first total on ``connection`` and those after it, until one has seq ``target``
     (or more) or ``seconds`` pass: the last one read."""
-    state: State | None = None
+    state: CounterState | None = None
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(seconds):
-            while state is None or state[1] < target:
+            while state is None or state.seq < target:
                 message = json.loads(await connection.recv())
                 if message.get("type") == "total":
-                    state = (message["epoch"], message["seq"], message["total"])
+                    state = CounterState(message["epoch"], message["seq"], message["total"])
     if state is None:
         raise TimeoutError(f"no total within {seconds:g} s")
     return state

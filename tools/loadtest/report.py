@@ -15,6 +15,8 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
+from ws_counter.worker.core.state import CounterState
+
 from .histograms import new_histogram
 from .plan import LoadOptions
 from .tally import AgentResult, encode_result
@@ -38,16 +40,16 @@ class CounterVerdict:
 
 def judge_counter(
     counter: str,
-    initial_states: list[tuple[str, int, int]],
+    initial_states: list[CounterState],
     acks: dict[int, int],
-    verified: tuple[str, int, int] | None,
-    finals: list[tuple[str | None, int | None, int | None]],
+    verified: CounterState | None,
+    finals: list[CounterState],
     *,
     earlier: list[int] | None = None,
 ) -> CounterVerdict:
     """Check one counter: the final total is the start plus every acknowledged increment.
 
-    ``initial_states`` are the (epoch, seq, total) snapshots clients got before
+    ``initial_states`` are the snapshots clients got before
     the first increment; ``acks`` maps each acknowledged seq to its ``by``;
     ``verified`` is the state read on a fresh connection at the end; ``finals``
     are the states each client last saw. ``earlier`` holds the ``by`` of
@@ -57,7 +59,7 @@ def judge_counter(
     """
     earlier = earlier or []
     errors: list[str] = []
-    distinct = sorted(set(initial_states), key=lambda state: state[1])
+    distinct = sorted(set(initial_states), key=lambda state: state.seq)
     if not distinct:
         return CounterVerdict(counter, 0, None, len(acks), [f"{counter}: no client connected"])
     if len(distinct) > 1:
@@ -66,13 +68,13 @@ def judge_counter(
             "was something else writing to the counter?"
         )
     start = distinct[0]
-    expected = start[2] + sum(acks.values()) + sum(earlier)
+    expected = start.total + sum(acks.values()) + sum(earlier)
     applied = len(acks) + len(earlier)
-    expected_seqs = range(start[1] + 1, start[1] + applied + 1)
+    expected_seqs = range(start.seq + 1, start.seq + applied + 1)
     missing = len(set(expected_seqs) - set(acks))
     if not set(acks) <= set(expected_seqs) or missing != len(earlier):
         errors.append(
-            f"{counter}: acknowledged seqs are not gap-free from {start[1] + 1}: "
+            f"{counter}: acknowledged seqs are not gap-free from {start.seq + 1}: "
             f"{missing} missing of {len(acks)}, {len(earlier)} acknowledged without a seq"
         )
     verdict = CounterVerdict(counter, expected, None, applied, errors)
@@ -85,14 +87,14 @@ def judge_counter(
 
 def _judge_final(
     verdict: CounterVerdict,
-    start: tuple[str, int, int],
-    verified: tuple[str, int, int],
-    finals: list[tuple[str | None, int | None, int | None]],
+    start: CounterState,
+    verified: CounterState,
+    finals: list[CounterState],
 ) -> None:
     """Check the state read at the end against the start and what was acknowledged."""
     counter, expected, applied = verdict.counter, verdict.expected_total, verdict.acked
-    epoch, seq0, total0 = start
-    final_epoch, final_seq, observed = verified
+    epoch, seq0, total0 = start.epoch, start.seq, start.total
+    final_epoch, final_seq, observed = verified.epoch, verified.seq, verified.total
     verdict.observed_total = observed
     # A new epoch alone is no error: a failover that loses only states nobody
     # had acknowledged gets one, and the totals still add up. With totals off,
@@ -111,7 +113,7 @@ def _judge_final(
             f"{counter}: final seq {final_seq} but {applied} increments were "
             f"acknowledged after seq {seq0}"
         )
-    behind = sum(1 for state in finals if tuple(state) != tuple(verified))
+    behind = sum(1 for state in finals if state != verified)
     if behind:
         verdict.errors.append(f"{counter}: {behind} clients did not end at the final state")
 
@@ -170,10 +172,10 @@ def _judge_merged(
     verified = [r.verified[counter] for r in results if counter in r.verified]
     verdict = judge_counter(
         counter,
-        [(e, s, t) for r in results for c, e, s, t in r.initial_states if c == counter],
+        [state for r in results for c, state in r.initial_states if c == counter],
         {seq: by for seq, (by, _) in acks.items()},
-        max(verified, key=lambda state: state[1]) if verified else None,
-        [(e, s, t) for r in results for c, e, s, t in r.final if c == counter],
+        max(verified, key=lambda state: state.seq) if verified else None,
+        [state for r in results for c, state in r.final if c == counter],
         earlier=[by for r in results for by in r.earlier.get(counter, [])],
     )
     latencies, unreached = fanout_latencies(

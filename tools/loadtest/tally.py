@@ -14,13 +14,14 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
+from ws_counter.worker.core.state import CounterState
 from ws_counter_client.results import Ack
 
 from .coverage import Coverage
 from .histograms import new_histogram
 
-# A counter's state as (epoch, seq, total).
-State = tuple[str, int, int]
+# A counter's name and a state of it that a client saw.
+Seen = tuple[str, CounterState]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,10 +41,10 @@ class AgentResult:
     earlier: dict[str, list[int]]
     # Per counter: when this process's clients had all passed each seq.
     reached: dict[str, dict[int, float]]
-    # (counter, epoch, seq, total): what clients saw first, and last.
-    initial_states: list[tuple[str, str, int, int]]
-    final: list[tuple[str, str | None, int | None, int | None]]
-    verified: dict[str, State]
+    # What clients saw first (each distinct state once), and last (one per client).
+    initial_states: list[Seen]
+    final: list[Seen]
+    verified: dict[str, CounterState]
     regressions: int
     epoch_changes: int
     duplicates: int
@@ -147,8 +148,12 @@ def decode_result(document: dict[str, Any]) -> AgentResult:
         counter: {int(seq): at for seq, at in reached.items()}
         for counter, reached in values["reached"].items()
     }
-    values["initial_states"] = [tuple(state) for state in values["initial_states"]]
-    values["final"] = [tuple(state) for state in values["final"]]
-    values["verified"] = {counter: tuple(state) for counter, state in values["verified"].items()}
+    for name in ("initial_states", "final"):
+        values[name] = [(counter, _state(state)) for counter, state in values[name]]
+    values["verified"] = {counter: _state(state) for counter, state in values["verified"].items()}
     known = {field.name for field in fields(AgentResult)}
     return AgentResult(**{name: value for name, value in values.items() if name in known})
+
+
+def _state(document: dict[str, Any]) -> CounterState:
+    return CounterState(document["epoch"], document["seq"], document["total"])
