@@ -52,7 +52,7 @@ RUN_BY_BARE_NAME = re.compile(r"""-m["',\s]+(worker|tools)\b(?![/-])""")
 
 
 def test_nothing_runs_worker_or_tools_as_a_bare_module() -> None:
-    """``python -m worker`` works only in the checkout; the wheel runs ``-m ws_counter.worker``."""
+    """Run as a bare module, worker and tools exist only in a checkout: -m ws_counter.worker."""
     found = [
         f"{path.relative_to(ROOT)}: {match.group(0)}"
         for path in tracked("*")

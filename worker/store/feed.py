@@ -4,15 +4,17 @@
 Written once for both kinds: a session on a new connection (subscribe the
 control channel and every counter, dispatch what Redis sends until the
 connection fails, report why, close it), what its coming up means (trouble
-cleared, access checked), and a counter's confirmation (the listener told, the
-counter announced so that its snapshot follows through the same connection).
+cleared, access checked), a counter's confirmation (the listener told, the
+counter announced so that its snapshot follows through the same connection),
+and ``Following``: which counters the worker follows, each on the feed that
+carries it, let go a grace period after their last client leaves.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 from redis import exceptions as redis_errors
@@ -22,7 +24,7 @@ from ..core.backoff import backoff_delays
 from ..core.hub import StateListener
 from ..core.state import CounterState
 from ..errors import StoreError
-from .pubsub import PubSubConnection, Trouble, close_quietly
+from .pubsub import Leaving, PubSubConnection, Trouble, close_quietly
 from .redis_store import RedisStore
 
 log = logging.getLogger("ws_counter.store")
@@ -80,6 +82,17 @@ class StateFeed(PubSubConnection):
             await close_quietly(pubsub)
         return was_up
 
+    def follow(self, counter: str) -> None:
+        """Carry ``counter``: subscribed now if connected, else by the next session."""
+        self.counters.add(counter)
+        if self.pubsub is not None:
+            self.want(counter, True)
+
+    def unfollow(self, counter: str) -> None:
+        self.counters.discard(counter)
+        if self.pubsub is not None:
+            self.want(counter, False)
+
     def on_up(self) -> None:
         super().on_up()
         self.trouble.cleared()
@@ -98,3 +111,45 @@ class StateFeed(PubSubConnection):
                 self.store, counter, lambda: pubsub is self.pubsub and counter in self.counters
             )
         )
+
+
+class Following:
+    """The counters with clients on this worker, each carried by the feed ``feed_of``
+    names. A counter whose last client leaves is let go after UNSUBSCRIBE_GRACE
+    seconds, unless a client comes back first."""
+
+    def __init__(self) -> None:
+        self.followed: set[str] = set()
+        self._leaving = Leaving(self._let_go)
+
+    def feed_of(self, counter: str) -> StateFeed | None:
+        """The feed that carries ``counter`` (None while none is known)."""
+        raise NotImplementedError
+
+    def feeds(self) -> Iterable[StateFeed]:
+        raise NotImplementedError
+
+    def add(self, counter: str) -> None:
+        feed = self.feed_of(counter)
+        if self._leaving.back(counter):
+            # Still subscribed: the new clients get what a confirmation would give them.
+            if feed is not None and feed.up and counter in feed.counters:
+                feed.on_confirmed(counter)
+            return
+        self.followed.add(counter)
+        if feed is not None and counter not in feed.counters:
+            feed.follow(counter)
+
+    def discard(self, counter: str) -> None:
+        if counter in self.followed:
+            self._leaving.start(counter)
+
+    def _let_go(self, counter: str) -> None:
+        self.followed.discard(counter)
+        for feed in self.feeds():
+            if counter in feed.counters:
+                feed.unfollow(counter)
+
+    def stop_following(self) -> None:
+        """No counter is let go any more: the subscription is closing."""
+        self._leaving.clear()

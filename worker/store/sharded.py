@@ -35,9 +35,9 @@ from ..core.hub import StateListener
 from ..core.slots import Address, channel_in_slots
 from ..errors import StoreError
 from ..tasks import TaskSet
-from .feed import BACKOFF_CAP, BACKOFF_FIRST, StateFeed
+from .feed import BACKOFF_CAP, BACKOFF_FIRST, Following, StateFeed
 from .keys import CONTROL_CHANNEL
-from .pubsub import Leaving, Trouble
+from .pubsub import Trouble
 from .redis_store import RedisStore
 from .router import ClusterRouter
 
@@ -84,48 +84,26 @@ class Shard(StateFeed):
         self.owner.router.changed.set()
 
 
-class ShardedSubscription:
+class ShardedSubscription(Following):
     """The sharded counterpart of ``Subscription``, with the same interface."""
 
     def __init__(self, store: RedisStore, listener: StateListener) -> None:
         assert store.router is not None
+        super().__init__()
         self.store = store
         self.router: ClusterRouter = store.router
         self.listener = listener
-        self._counters: set[str] = set()
         self._shards: dict[Address, Shard] = {}
         self.tasks = TaskSet()
         self._up = False
-        self._leaving = Leaving(self._let_go)
         self.trouble = Trouble(plain=not store.nodes.tls)
 
-    def add(self, counter: str) -> None:
-        shard = self._shard_of(counter)
-        if self._leaving.back(counter):
-            # Still subscribed: the new clients get what a confirmation would give them.
-            if shard is not None and shard.up and counter in shard.counters:
-                shard.on_confirmed(counter)
-            return
-        self._counters.add(counter)
-        if shard is not None and counter not in shard.counters:
-            shard.counters.add(counter)
-            if shard.pubsub is not None:
-                shard.want(counter, True)
-
-    def discard(self, counter: str) -> None:
-        if counter in self._counters:
-            self._leaving.start(counter)
-
-    def _let_go(self, counter: str) -> None:
-        self._counters.discard(counter)
-        for shard in self._shards.values():
-            if counter in shard.counters:
-                shard.counters.discard(counter)
-                shard.want(counter, False)
-
-    def _shard_of(self, counter: str) -> Shard | None:
+    def feed_of(self, counter: str) -> Shard | None:
         owner = self.router.owner(counter)
         return None if owner is None else self._shards.get(owner)
+
+    def feeds(self) -> list[Shard]:
+        return list(self._shards.values())
 
     async def run(self) -> None:
         """Read the slot map, keep a shard per primary, and rebuild on every change."""
@@ -158,16 +136,14 @@ class ShardedSubscription:
             if address not in self._shards:
                 control = channel_in_slots(CONTROL_CHANNEL, topology.slots_of(address))
                 self._shards[address] = Shard(self, address, control)
-        for counter in self._counters:
-            wanted = self._shard_of(counter)
+        for counter in self.followed:
+            wanted = self.feed_of(counter)
             for shard in self._shards.values():
                 if shard is not wanted and counter in shard.counters:
-                    shard.counters.discard(counter)
+                    shard.unfollow(counter)
                     self.listener.on_lost(counter)
-                    shard.want(counter, False)
             if wanted is not None and counter not in wanted.counters:
-                wanted.counters.add(counter)
-                wanted.want(counter, True)
+                wanted.follow(counter)
         for shard in self._shards.values():
             if shard.task is None:
                 shard.start()
@@ -199,7 +175,7 @@ class ShardedSubscription:
             self.listener.on_connection(up)
 
     async def close(self) -> None:
-        self._leaving.clear()
+        self.stop_following()
         await self.tasks.cancel_all()
         if self._up:
             self._up = False

@@ -7,13 +7,13 @@ import asyncio
 from ..core.backoff import backoff_delays
 from ..core.hub import StateListener
 from ..tasks import TaskSet
-from .feed import BACKOFF_CAP, BACKOFF_FIRST, StateFeed
+from .feed import BACKOFF_CAP, BACKOFF_FIRST, Following, StateFeed
 from .keys import CONTROL_CHANNEL
-from .pubsub import Leaving, Trouble, close_quietly
+from .pubsub import Trouble, close_quietly
 from .redis_store import RedisStore
 
 
-class Subscription(StateFeed):
+class Subscription(StateFeed, Following):
     """One pub/sub connection, subscribed to the channels of counters that have clients.
 
     The listener hears ``on_subscribed(counter)`` when Redis confirms a
@@ -27,27 +27,14 @@ class Subscription(StateFeed):
     def __init__(self, store: RedisStore, listener: StateListener) -> None:
         self._background = TaskSet()
         trouble = Trouble(plain=not store.nodes.tls)
-        super().__init__(CONTROL_CHANNEL, store, listener, trouble, self._background.spawn)
-        self._leaving = Leaving(self._let_go)
+        StateFeed.__init__(self, CONTROL_CHANNEL, store, listener, trouble, self._background.spawn)
+        Following.__init__(self)
 
-    def add(self, counter: str) -> None:
-        if self._leaving.back(counter):
-            # Still subscribed: the new clients get what a confirmation would give them.
-            if self.up:
-                self.on_confirmed(counter)
-            return
-        self.counters.add(counter)
-        if self.pubsub is not None:
-            self.want(counter, True)
+    def feed_of(self, counter: str) -> StateFeed:
+        return self
 
-    def discard(self, counter: str) -> None:
-        if counter in self.counters:
-            self._leaving.start(counter)
-
-    def _let_go(self, counter: str) -> None:
-        self.counters.discard(counter)
-        if self.pubsub is not None:
-            self.want(counter, False)
+    def feeds(self) -> tuple[StateFeed]:
+        return (self,)
 
     async def run(self) -> None:
         """Keep the subscription alive until cancelled."""
@@ -69,7 +56,7 @@ class Subscription(StateFeed):
         self.listener.on_connection(True)
 
     async def close(self) -> None:
-        self._leaving.clear()
+        self.stop_following()
         await self._background.cancel_all()
         pubsub = self.detach()
         self.listener.on_connection(False)
