@@ -23,8 +23,16 @@ pytestmark = pytest.mark.install
 
 
 def run(argv: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:
+    # Without PYTHONPATH: nothing may reach into a checkout.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     result = subprocess.run(
-        argv, cwd=cwd, capture_output=True, text=True, timeout=seconds(timeout), check=False
+        argv,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=seconds(timeout),
+        check=False,
     )
     assert result.returncode == 0, (
         f"{argv} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
