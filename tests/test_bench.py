@@ -86,3 +86,20 @@ def test_the_scale_benchmark_smoke_run_is_exact(tmp_path: Path) -> None:
     assert all(row["generator_busy"] > 0 for row in rows)
     assert "one counter: x2 / x1" in document["ratios"]
     assert (tmp_path / "scale.png").stat().st_size > 10_000
+
+
+def test_the_write_path_benchmark_prints_both_loops() -> None:
+    """python -m bench.writepath at small sizes: a row per loop, each with both costs."""
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.writepath", "--connections", "20", "--rounds", "3"],
+        capture_output=True,
+        text=True,
+        timeout=seconds(60),
+        check=False,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    rows = [line.split("|")[1:-1] for line in result.stdout.splitlines() if line.startswith("| ")]
+    costs = {cells[0].strip(): [float(cells[1]), float(cells[2])] for cells in rows[1:]}
+    assert set(costs) == {"uvloop", "asyncio"}
+    assert all(cost > 0 for pair in costs.values() for cost in pair), costs
