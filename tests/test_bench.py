@@ -88,10 +88,13 @@ def test_the_scale_benchmark_smoke_run_is_exact(tmp_path: Path) -> None:
     assert (tmp_path / "scale.png").stat().st_size > 10_000
 
 
-def test_the_write_path_benchmark_prints_both_loops() -> None:
-    """python -m bench.writepath at small sizes: a row per loop, each with both costs."""
+@pytest.mark.parametrize("receiver", ["here", "process"])
+def test_the_write_path_benchmark_prints_both_loops(receiver: str) -> None:
+    """python -m bench.writepath at small sizes: a row per loop, each with both costs,
+    with the receivers in the sender's process and in a reader process of their own."""
+    sizes = ["--connections", "20", "--rounds", "3", "--send-buffer", "4096"]
     result = subprocess.run(
-        [sys.executable, "-m", "bench.writepath", "--connections", "20", "--rounds", "3"],
+        [sys.executable, "-m", "bench.writepath", *sizes, "--receiver", receiver],
         capture_output=True,
         text=True,
         timeout=seconds(60),

@@ -29,7 +29,7 @@ import json
 import re
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, TypeGuard
+from typing import Any, Final, TypeGuard
 from urllib.parse import parse_qs
 
 import orjson
@@ -64,10 +64,10 @@ _MAX_INT64_DIGITS = 19
 class CloseCode:
     """WebSocket close codes the server uses (RFC 6455, section 7.4.1)."""
 
-    POLICY_VIOLATION = 1008
-    MESSAGE_TOO_BIG = 1009
-    SERVICE_RESTART = 1012
-    TRY_AGAIN_LATER = 1013
+    POLICY_VIOLATION: Final = 1008
+    MESSAGE_TOO_BIG: Final = 1009
+    SERVICE_RESTART: Final = 1012
+    TRY_AGAIN_LATER: Final = 1013
 
 
 class ErrorCode(StrEnum):
@@ -105,9 +105,9 @@ class ErrorCode(StrEnum):
 class Unavailable:
     """Why the worker cannot take a request now: the one wording of each reason."""
 
-    REDIS = "Redis is unavailable"
-    DRAINING = "worker is shutting down"
-    AT_CONNECTION_LIMIT = "worker is at its connection limit"
+    REDIS: Final = "Redis is unavailable"
+    DRAINING: Final = "worker is shutting down"
+    AT_CONNECTION_LIMIT: Final = "worker is at its connection limit"
 
 
 def unavailable_reason(
