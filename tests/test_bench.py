@@ -19,16 +19,25 @@ from .conftest import seconds
 pytestmark = pytest.mark.bench
 
 
-def test_benchmark_smoke_run_completes_with_exact_totals(tmp_path: Path) -> None:
+def run_from_the_checkout(
+    argv: list[str], timeout: float, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a benchmark command from the repository root; fail with its output's tail."""
     result = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path)],
+        argv,
         capture_output=True,
         text=True,
-        timeout=seconds(600),
+        timeout=seconds(timeout),
         check=False,
         cwd=Path(__file__).parent.parent,
+        env=env,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def test_benchmark_smoke_run_completes_with_exact_totals(tmp_path: Path) -> None:
+    run_from_the_checkout([sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path)], 600)
     results = json.loads((tmp_path / "latest.json").read_text())
     servers = {row["server"] for row in results["fanout"]}
     assert servers == {
@@ -62,16 +71,11 @@ def test_benchmark_smoke_run_completes_with_exact_totals(tmp_path: Path) -> None
 def test_the_scale_benchmark_smoke_run_is_exact(tmp_path: Path) -> None:
     """python -m bench.scale at small sizes, through the big-machine script as the 16-core
     run used it: every row exact, every measure present, each with its load's busyness."""
-    result = subprocess.run(
+    run_from_the_checkout(
         ["bash", "bench/big-machine.sh", "--quick", "--workers", "1,2", "--seconds", "2"],
-        capture_output=True,
-        text=True,
-        timeout=seconds(600),
-        check=False,
-        cwd=Path(__file__).parent.parent,
+        600,
         env={**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable},
     )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     document = json.loads((tmp_path / "scale.json").read_text())
     rows = document["rows"]
     assert {(row["measure"], row["redis"]) for row in rows} == {
@@ -93,15 +97,9 @@ def test_the_write_path_benchmark_prints_both_loops(receiver: str) -> None:
     """python -m bench.writepath at small sizes: a row per loop, each with both costs,
     with the receivers in the sender's process and in a reader process of their own."""
     sizes = ["--connections", "20", "--rounds", "3", "--send-buffer", "4096"]
-    result = subprocess.run(
-        [sys.executable, "-m", "bench.writepath", *sizes, "--receiver", receiver],
-        capture_output=True,
-        text=True,
-        timeout=seconds(60),
-        check=False,
-        cwd=Path(__file__).parent.parent,
+    result = run_from_the_checkout(
+        [sys.executable, "-m", "bench.writepath", *sizes, "--receiver", receiver], 60
     )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     rows = [line.split("|")[1:-1] for line in result.stdout.splitlines() if line.startswith("| ")]
     costs = {cells[0].strip(): [float(cells[1]), float(cells[2])] for cells in rows[1:]}
     assert set(costs) == {"uvloop", "asyncio"}
