@@ -235,6 +235,18 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
         yield running
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Children hear Ctrl-C as from a terminal, however the suite was started.
+
+    A non-interactive shell starts a background job with SIGINT ignored, and an
+    ignored signal stays ignored across fork and exec: every tool the Ctrl-C
+    tests start would then ignore the SIGINT they send. A handler, unlike an
+    ignored disposition, is reset to the default by exec.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 # Every test belongs to one tier; a test marked with none of these is an integration test.
 TIERS = frozenset(
     {"unit", "cluster", "redis_cluster", "partition", "containers", "browser", "bench", "install"}

@@ -22,8 +22,9 @@ def test_the_phases_give_the_first_idle_at_least_30_seconds() -> None:
 
 def test_every_mode_stays_ready_exact_and_flat_through_idle_and_load(tmp_path: Path) -> None:
     """Per mode: no readiness answer but 200, no error logged, every load exact; worker
-    RSS and open files, and Redis' keys, their bytes, channels and scripts flat (under 5%)
-    from the first idle to the last; connections to Redis within the pools' bound."""
+    RSS and open files, and Redis' keys, their bytes and channels flat (under 5%) from the
+    first idle to the last; connections to Redis within the pools' bound, and the scripts
+    Redis caches within the worker's and the soak's on each node."""
     results = soak(3.0, tmp_path, list(MODES))
     for result in results:
         assert sum(result.readiness.values()) > 500, result
@@ -36,4 +37,5 @@ def test_every_mode_stays_ready_exact_and_flat_through_idle_and_load(tmp_path: P
             result.idles,
         )
         assert result.connections_bounded, (result.mode, result.idles)
+        assert result.scripts_bounded, (result.mode, result.script_bound, result.idles)
         assert result.passed

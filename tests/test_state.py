@@ -8,7 +8,7 @@ import pytest
 
 from ws_counter.worker.core.protocol import INT64_MAX, INT64_MIN
 from ws_counter.worker.core.state import CounterState, decode_state
-from ws_counter.worker.store.scripts import prelude
+from ws_counter.worker.store.scripts import prelude, script, script_names
 
 from .conftest import RedisServer
 
@@ -53,3 +53,11 @@ def test_malformed_payloads_are_refused(payload: str) -> None:
     """A payload of the wrong shape raises ValueError instead of yielding a wrong state."""
     with pytest.raises(ValueError):
         decode_state(payload)
+
+
+@pytest.mark.unit
+def test_every_script_a_worker_may_run_is_named_and_builds() -> None:
+    """The soak bounds Redis' script cache by these; each is the prelude and its own file."""
+    assert script_names() == ["announce", "fleet", "flush", "increment", "rebase"]
+    for name in script_names():
+        assert script(name).source.count(prelude()) == 1, name

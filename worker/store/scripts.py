@@ -31,6 +31,14 @@ def script(name: str) -> Script:
     return Script(name, source, hashlib.sha1(source.encode()).hexdigest())
 
 
+def script_names() -> list[str]:
+    """Every script a worker may run: each file in ``lua/`` but the shared prelude. However
+    long a worker runs, Redis caches at most these from it on each node."""
+    files = (entry.name for entry in _LUA.iterdir())
+    return sorted(name.removesuffix(".lua") for name in files if name.endswith(".lua")
+                  and name != "state.lua")  # fmt: skip
+
+
 def prelude() -> str:
     """The shared part alone, for the test that holds it to the Python codec."""
     return _LUA.joinpath("state.lua").read_text()
