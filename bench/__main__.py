@@ -196,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="a worker setting for ws-counter's workers, e.g. WS_SEND_BUFFER_BYTES=4096",
+        help="a variable for every ws-counter worker the run starts,"
+        " e.g. WS_SEND_BUFFER_BYTES=4096",
     )
     args = parser.parse_args(argv)
     plan = dict(QUICK if args.quick else FULL)
@@ -204,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     plan["rates"] = args.rates or plan["rates"]
     plan["only"] = [name.strip() for name in args.only.split(",") if name.strip()]
     plan["worker_env"] = dict(item.split("=", 1) for item in args.worker_env)
+    contestants.set_run_worker_env(plan["worker_env"])
     plan["measure"] = [part.strip() for part in args.measure.split(",") if part.strip()]
     warning = raise_open_file_limit(max(plan["clients"]) * 2 + 1000)
     if warning:
@@ -430,8 +432,8 @@ def measure_scale(plan: Plan, scratch: Path, results: dict[str, Any]) -> None:
 
 def run_all(plan: dict[str, Any], scratch: Path, results: dict[str, Any]) -> None:  # noqa: PLR0912 (one branch per measurement the run may include)
     servers: list[tuple[str, Start]] = [
-        ("ws-counter x1", lambda port: contestants.ws_counter(port, 1, **plan["worker_env"])),
-        ("ws-counter x2", lambda port: contestants.ws_counter(port, 2, **plan["worker_env"])),
+        ("ws-counter x1", lambda port: contestants.ws_counter(port, 1)),
+        ("ws-counter x2", lambda port: contestants.ws_counter(port, 2)),
         ("naive (await each)", lambda port: contestants.naive(port, "await")),
         ("naive + broadcast()", lambda port: contestants.naive(port, "broadcast")),
         ("broadcaster+starlette", contestants.peer),

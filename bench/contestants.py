@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,9 +68,25 @@ def start_redis_cluster(directory: Path, primaries: int = 3) -> RedisClusterProc
     return RedisClusterProcesses(primaries, directory, NO_PERSISTENCE).start()
 
 
+# Variables every ws-counter worker of this run gets (python -m bench --worker-env), beneath
+# the settings a measurement gives its own workers.
+_run_worker_env: dict[str, str] = {}
+
+
+def set_run_worker_env(env: Mapping[str, str]) -> None:
+    """``--worker-env``: variables for every ws-counter worker the run starts."""
+    _run_worker_env.clear()
+    _run_worker_env.update(env)
+
+
+def run_worker_env() -> dict[str, str]:
+    """The variables ``--worker-env`` gave every worker of this run."""
+    return dict(_run_worker_env)
+
+
 def ws_counter(redis_port: int | None, workers: int, **settings: str) -> Contestant:
     """``workers`` workers sharing one port; ``settings`` are more worker variables
-    (REDIS_CLUSTER_NODES in place of ``redis_port`` for a Redis Cluster)."""
+    (REDIS_CLUSTER_NODES in place of ``redis_port`` for a Redis Cluster), over the run's."""
     port = free_port()
     redis_url = None if redis_port is None else f"redis://127.0.0.1:{redis_port}/0"
     # The benchmark sends far faster than a person types: no per-connection rate limit.
@@ -82,7 +98,7 @@ def ws_counter(redis_port: int | None, workers: int, **settings: str) -> Contest
         WS_REUSE_PORT="true",
         WS_RATE_LIMIT="0",
         WS_REBALANCE_RATE="0",
-        **settings,
+        **(_run_worker_env | settings),
     )
     contestant = Contestant(f"ws-counter x{workers}", f"ws://127.0.0.1:{port}/")
     try:

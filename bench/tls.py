@@ -29,7 +29,7 @@ from ws_counter.tools.processes import free_port
 from ws_counter.tools.redissecurity import RedisSecurity
 from ws_counter.tools.redisserver import start_redis_server
 
-from .contestants import NO_PERSISTENCE, Contestant, one_redis, ws_counter
+from .contestants import NO_PERSISTENCE, Contestant, one_redis, run_worker_env, ws_counter
 from .measure import Throughput, throughput
 
 NO_RATE_LIMIT = {"WS_RATE_LIMIT": "0"}
@@ -87,7 +87,8 @@ def _compare(hop: str, run: Run, rounds: int) -> TlsCost:
 def _behind_haproxy(tls: bool, scratch: Path) -> Iterator[Contestant]:
     options = ClusterOptions(
         workers=1, port=free_port(), haproxy=True, tls=tls, redis_tls=False,
-        worker_env=NO_RATE_LIMIT, log_dir=scratch / f"haproxy-{'tls' if tls else 'plain'}",
+        worker_env=run_worker_env() | NO_RATE_LIMIT,
+        log_dir=scratch / f"haproxy-{'tls' if tls else 'plain'}",
     )  # fmt: skip
     with LocalCluster(options) as cluster, _trusting(cluster.ca_file):
         children = [*cluster.workers, *([cluster.haproxy] if cluster.haproxy else [])]
