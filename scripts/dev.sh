@@ -10,6 +10,9 @@
 #                                                      after a change to pyproject.toml
 #   bash scripts/dev.sh upgrade                        newest allowed versions; the full
 #                                                      suite on them; commit when green
+#   bash scripts/dev.sh compile                        build the compiled modules in place
+#                                                      (mypyc; needs a C compiler)
+#   bash scripts/dev.sh pure                           remove them: pure Python again
 #
 # Every install takes the exact versions and hashes in requirements/*.txt (the
 # lock), so that CI, the demo, the image and the wheel test run what was tested.
@@ -239,9 +242,9 @@ prepare_containers() {
 
 static_checks() {
     say "ruff (lint and format)"
-    "$VENV/bin/ruff" check worker ws_counter_client tools tests bench faults
-    "$VENV/bin/ruff" format --check worker ws_counter_client tools tests bench faults
-    say "mypy --strict (worker, ws_counter_client, tools, bench, faults, tests)"
+    "$VENV/bin/ruff" check worker ws_counter_client tools tests bench faults setup.py
+    "$VENV/bin/ruff" format --check worker ws_counter_client tools tests bench faults setup.py
+    say "mypy --strict (worker, ws_counter_client, tools, bench, faults, tests, setup.py)"
     "$VENV/bin/mypy"
     say "import contracts (lint-imports)"
     "$VENV/bin/lint-imports"
@@ -261,10 +264,16 @@ run_tests() {
     "$VENV/bin/pytest" --durations=15 "${PYTEST_EXTRA[@]}" "$@"
 }
 
+# The compiled build's extensions, built in place beside their Python source.
+remove_compiled() {
+    find worker ws_counter -name '*.so' -delete
+    rm -rf build
+}
+
 usage() {
     echo "usage:" >&2
-    sed -n '5,12p' "$0" | sed 's/^# \{0,1\}/  /' >&2
-    sed -n '17p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '5,15p' "$0" | sed 's/^# \{0,1\}/  /' >&2
+    sed -n '20p' "$0" | sed 's/^# \{0,1\}//' >&2
 }
 
 main() {
@@ -286,6 +295,13 @@ main() {
         ;;
     lock) lock ;;
     upgrade) upgrade ;;
+    compile)
+        ensure_venv test
+        remove_compiled
+        say "compiling the modules pyproject.toml lists under [tool.ws_counter] (mypyc)"
+        WS_COUNTER_COMPILE=1 "$VENV/bin/python" setup.py -q build_ext --inplace
+        ;;
+    pure) remove_compiled ;;
     check)
         ensure_venv test
         static_checks

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import seconds
+from .checkout import run_checked
+from .deploy import ROOT
 
 pytestmark = pytest.mark.bench
 
@@ -22,18 +23,8 @@ pytestmark = pytest.mark.bench
 def run_from_the_checkout(
     argv: list[str], timeout: float, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run a benchmark command from the repository root; fail with its output's tail."""
-    result = subprocess.run(
-        argv,
-        capture_output=True,
-        text=True,
-        timeout=seconds(timeout),
-        check=False,
-        cwd=Path(__file__).parent.parent,
-        env=env,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
+    """Run a benchmark command from the repository root."""
+    return run_checked(argv, ROOT, timeout, env)
 
 
 def test_benchmark_smoke_run_completes_with_exact_totals(tmp_path: Path) -> None:
@@ -104,3 +95,21 @@ def test_the_write_path_benchmark_prints_both_loops(receiver: str) -> None:
     costs = {cells[0].strip(): [float(cells[1]), float(cells[2])] for cells in rows[1:]}
     assert set(costs) == {"uvloop", "asyncio"}
     assert all(cost > 0 for pair in costs.values() for cost in pair), costs
+
+
+def test_the_builds_benchmark_runs_pure_and_compiled_side_by_side() -> None:
+    """python -m bench.builds at the smallest size: one round of each build, every row
+    measured on both, the compiled one checked to run compiled."""
+    quick = ["--quick", "--only", "ws-counter x1", "--measure", "throughput"]
+    result = run_from_the_checkout(
+        [sys.executable, "-m", "bench.builds", "--rounds", "1", "--", *quick], 900
+    )
+    lines = result.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("| row |"))
+    assert header.split("|")[2:4] == [" pure 1 ", " compiled 1 "]
+    rows = [line.split("|")[1:-1] for line in lines if line.startswith("| acked/s")]
+    assert {row[0].strip() for row in rows} == {
+        "acked/s, ws-counter x1 (id)",
+        "acked/s, ws-counter x1 (session)",
+    }
+    assert all(float(cell.replace(",", "")) > 0 for row in rows for cell in row[1:]), rows

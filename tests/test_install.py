@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import venv
-import zipfile
 from pathlib import Path
 
 import pytest
 
 from ws_counter.tools.processes import Child, free_port
 
+from .checkout import copy_of_checkout, only_our_names, run_checked
 from .conftest import http_get, seconds
 from .deploy import ROOT
 
@@ -25,19 +24,7 @@ pytestmark = pytest.mark.install
 def run(argv: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:
     # Without PYTHONPATH: nothing may reach into a checkout.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    result = subprocess.run(
-        argv,
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=seconds(timeout),
-        check=False,
-    )
-    assert result.returncode == 0, (
-        f"{argv} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
-    )
-    return result
+    return run_checked(argv, cwd, timeout, env)
 
 
 def outside_env(venv_dir: Path) -> dict[str, str]:
@@ -45,36 +32,6 @@ def outside_env(venv_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "VIRTUAL_ENV"}}
     env["PATH"] = f"{venv_dir / 'bin'}:{env.get('PATH', '')}"
     return env
-
-
-def copy_of_checkout(target: Path) -> Path:
-    """The files git would commit (tracked, or new and not ignored), copied to ``target``."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        capture_output=True,
-        check=True,
-    ).stdout.decode()
-    for name in filter(None, listed.split("\0")):
-        if (ROOT / name).is_symlink():  # ws_counter/worker and ws_counter/tools
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            (target / name).symlink_to((ROOT / name).readlink())
-        elif (ROOT / name).is_file():
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, target / name)
-    return target
-
-
-def only_our_names(dist: Path) -> Path:
-    """The wheel built into ``dist``, which installs ws_counter and ws_counter_client only."""
-    (wheel,) = dist.glob("ws_counter-*.whl")
-    with zipfile.ZipFile(wheel) as archive:
-        top = {name.split("/")[0] for name in archive.namelist()}
-    assert {name for name in top if not name.endswith(".dist-info")} == {
-        "ws_counter",
-        "ws_counter_client",
-    }
-    return wheel
 
 
 def install_others_named_tools_and_worker(venv_dir: Path) -> None:

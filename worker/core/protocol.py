@@ -29,7 +29,7 @@ import json
 import re
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Final, TypeGuard
+from typing import Any, Final, TypeGuard, cast
 from urllib.parse import parse_qs
 
 import orjson
@@ -155,12 +155,16 @@ def by_problem(by: object) -> tuple[ErrorCode, str] | None:
     return None
 
 
-def check_by(by: int) -> int:
-    """``by`` as the protocol takes it; ValueError before anything is numbered or sent."""
+def check_by(by: object) -> int:
+    """``by`` as the protocol takes it; ValueError before anything is numbered or sent.
+
+    It takes any object: a client's ``by`` comes from its caller, and the
+    compiled build checks a parameter's declared type before its body runs.
+    """
     problem = by_problem(by)
     if problem is not None:
         raise ValueError(problem[1])
-    return by
+    return cast(int, by)  # by_problem found an integer in range
 
 
 @dataclass(frozen=True, slots=True)
@@ -443,7 +447,14 @@ NOT_APPLIED_TEXT: dict[type[BaseException], str] = {
 
 
 def incr_message(
-    by: int, increment_id: str | None = None, *, session: str | None = None, n: int | None = None
+    by: object,
+    increment_id: str | None = None,
+    *,
+    session: str | None = None,
+    n: int | None = None,
 ) -> str:
-    """The client's side: an increment as a client sends it."""
-    return _dumps({"op": "incr", "by": by, **Increment(by, increment_id, session, n).echo})
+    """The client's side: an increment as a client sends it (ValueError for a bad ``by``)."""
+    checked = check_by(by)
+    return _dumps(
+        {"op": "incr", "by": checked, **Increment(checked, increment_id, session, n).echo}
+    )
