@@ -3,6 +3,7 @@
     python -m bench.profile throughput        writers as fast as acks allow
     python -m bench.profile fanout 1000 1000  1,000 clients, 1,000 increments per second
     python -m bench.profile http --writers 200  increments by the HTTP API, as fast as answered
+    python -m bench.profile counters 2000 2     2,000 counters, 2 increments in flight on each
 
 It starts Redis and one worker (rate limit off: the load sends faster than a
 person types), samples the worker with ``py-spy record`` while the load runs,
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from .contestants import start_redis, ws_counter
 from .httpwriters import run_http_writers
-from .measure import fanout, throughput
+from .measure import SpreadLoad, fanout, spread, throughput
 from .writers import run_writers
 
 TOP = 30
@@ -30,7 +31,7 @@ TOP = 30
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
-    parser.add_argument("load", choices=("throughput", "fanout", "http"))
+    parser.add_argument("load", choices=("throughput", "fanout", "http", "counters"))
     parser.add_argument("clients", type=int, nargs="?", default=1000)
     parser.add_argument("rate", type=float, nargs="?", default=1000.0)
     parser.add_argument("--seconds", type=float, default=8.0)
@@ -70,6 +71,11 @@ def main(argv: list[str] | None = None) -> int:
                     writers=run_http_writers if http else run_writers,
                 )
                 print(f"{args.load} {result.per_second:,.0f}/s exact={result.exact}")
+            elif args.load == "counters":
+                # clients = counters, one writer connection each; rate = in flight on each.
+                load = SpreadLoad(args.clients, args.clients, int(args.rate), args.seconds)
+                row = spread(server, "one Redis", load)
+                print(f"counters {row.per_second:,}/s errors {row.error_codes or 'none'}")
             else:
                 one = fanout(server, args.clients, args.rate, args.seconds)
                 frames = one.frames_per_cpu_second

@@ -4,6 +4,8 @@
 #
 #   bash scripts/dev.sh demo [ws-counter demo flags]   local cluster + load test
 #   bash scripts/dev.sh test [pytest args]             lint, types and every test
+#   bash scripts/dev.sh test-compiled [pytest args]    every test again, on a compiled
+#                                                      copy of the checkout (mypyc)
 #   bash scripts/dev.sh check [pytest args]            the fast loop: lint, types,
 #                                                      contracts and the unit tests
 #   bash scripts/dev.sh lock                           re-resolve requirements/*.txt
@@ -112,8 +114,8 @@ ensure_checkov() {
     export CHECKOV=$PWD/$venv/bin/checkov
 }
 
-# compile_locks DIR [uv flags]: resolve pyproject.toml (and checkov.in) into
-# DIR/{run,test,checkov}.txt: exact versions with hashes, for Python 3.11 and
+# compile_locks DIR [uv flags]: resolve pyproject.toml (and checkov.in, build.in) into
+# DIR/{run,test,checkov,build}.txt: exact versions with hashes, for Python 3.11 and
 # later on every platform. Without --upgrade, pins the lock already holds stay.
 compile_locks() {
     local out=$1
@@ -121,7 +123,7 @@ compile_locks() {
     local uv=$VENV/bin/uv common=(--universal --python-version 3.11 --generate-hashes --quiet)
     export UV_CUSTOM_COMPILE_COMMAND="bash scripts/dev.sh lock (or upgrade)"
     local name
-    for name in run test checkov; do
+    for name in run test checkov build; do
         [[ -f requirements/$name.txt ]] && cp "requirements/$name.txt" "$out/$name.txt"
     done
     "$uv" pip compile "${common[@]}" "$@" --extra test pyproject.toml -o "$out/test.txt"
@@ -129,11 +131,14 @@ compile_locks() {
     "$uv" pip compile "${common[@]}" "$@" -c "$out/test.txt" pyproject.toml -o "$out/run.txt"
     sed -i "s|$out/|requirements/|" "$out/run.txt"
     "$uv" pip compile "${common[@]}" "$@" requirements/checkov.in -o "$out/checkov.txt"
+    # The build tools within the test lock too: the image compiles with CI's mypy.
+    "$uv" pip compile "${common[@]}" "$@" -c "$out/test.txt" requirements/build.in -o "$out/build.txt"
+    sed -i "s|$out/|requirements/|" "$out/build.txt"
 }
 
 locks_differ() {
     local dir=$1 name
-    for name in run test checkov; do
+    for name in run test checkov build; do
         cmp -s "$dir/$name.txt" "requirements/$name.txt" || return 0
     done
     return 1
@@ -161,7 +166,7 @@ lock() {
     compile_locks "$new"
     if locks_differ "$new"; then
         lock_changes "$new"
-        cp "$new"/run.txt "$new"/test.txt "$new"/checkov.txt requirements/
+        cp "$new"/run.txt "$new"/test.txt "$new"/checkov.txt "$new"/build.txt requirements/
         say "requirements/ re-resolved: run 'bash scripts/dev.sh test', then commit it"
     else
         say "requirements/ already matches pyproject.toml"
@@ -187,7 +192,7 @@ upgrade() {
     fi
     say "new pins:"
     lock_changes "$new"
-    cp "$new"/run.txt "$new"/test.txt "$new"/checkov.txt requirements/
+    cp "$new"/run.txt "$new"/test.txt "$new"/checkov.txt "$new"/build.txt requirements/
     rm -rf "$new"
     local trial=${VENV}-upgrade
     rm -rf "$trial" "$trial-checkov"
@@ -195,7 +200,7 @@ upgrade() {
     if VENV=$trial bash "$0" test; then
         git commit -q -m "Lock: upgrade pinned dependencies" \
             -m "bash scripts/dev.sh upgrade: the whole suite passed on the new pins." \
-            -- requirements/run.txt requirements/test.txt requirements/checkov.txt
+            -- requirements/run.txt requirements/test.txt requirements/checkov.txt requirements/build.txt
         say "committed the new lock: $(git log -1 --format='%h %s')"
         rm -rf "$trial" "$trial-checkov"
     else
@@ -264,6 +269,23 @@ run_tests() {
     "$VENV/bin/pytest" --durations=15 "${PYTEST_EXTRA[@]}" "$@"
 }
 
+# The suite on the compiled build: a copy of the checkout with the listed modules
+# compiled (bench.builds.compiled_copy), first on every path, the tests' children
+# included (PYTHONPATH; PYTHONSAFEPATH keeps a child's working folder off it). The
+# static checks read the same source as in the pure run and are not repeated.
+run_tests_compiled() {
+    local copy venv=$PWD/$VENV
+    copy=$(mktemp -d)/ws-counter
+    say "a compiled copy of the checkout in $copy (mypyc)"
+    "$VENV/bin/python" -c 'import sys
+from pathlib import Path
+from bench.builds import check_compiled, compiled_copy
+check_compiled(compiled_copy(Path(sys.argv[1])))' "$copy"
+    say "pytest on the compiled build"
+    cd "$copy"
+    PYTHONPATH=$copy PYTHONSAFEPATH=1 "$venv/bin/pytest" --durations=15 "${PYTEST_EXTRA[@]}" "$@"
+}
+
 # The compiled build's extensions, built in place beside their Python source.
 remove_compiled() {
     find worker ws_counter -name '*.so' -delete
@@ -272,8 +294,8 @@ remove_compiled() {
 
 usage() {
     echo "usage:" >&2
-    sed -n '5,15p' "$0" | sed 's/^# \{0,1\}/  /' >&2
-    sed -n '20p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '5,17p' "$0" | sed 's/^# \{0,1\}/  /' >&2
+    sed -n '22p' "$0" | sed 's/^# \{0,1\}//' >&2
 }
 
 main() {
@@ -292,6 +314,14 @@ main() {
         ensure_checkov
         prepare_containers
         run_tests "$@"
+        ;;
+    test-compiled)
+        ensure_system
+        ensure_test_system
+        ensure_venv test
+        ensure_checkov
+        prepare_containers
+        run_tests_compiled "$@"
         ;;
     lock) lock ;;
     upgrade) upgrade ;;

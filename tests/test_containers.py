@@ -10,6 +10,8 @@ What differs from Docker, and how this test deals with it:
   because they wait for Redis themselves.
 * Health checks do not run without systemd, so readiness is read from the
   load balancer's own health checks (its log), not from `podman ps`.
+* podman-compose 1.0.3 exits 0 when a build fails, so the test removes the
+  worker image first and checks that the build made one.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from ws_counter.tools.processes import Child, free_port
 
@@ -34,6 +37,7 @@ pytestmark = pytest.mark.containers
 
 NGINX_IMAGE = "nginx:1.26-bookworm"
 SERVICES = ("redis", "worker", "lb")
+WORKER_IMAGE: str = yaml.safe_load(COMPOSE_FILE.read_text())["services"]["worker"]["image"]
 
 
 def require(command: str) -> str:
@@ -122,8 +126,12 @@ def start(project: ComposeProject, services: tuple[str, ...] = SERVICES) -> list
     """Build, make the secrets, start Redis, the workers and HAProxy; the workers' names
     once HAProxy has them all up. podman-compose ignores depends_on conditions, so the
     one-shot secrets service runs to its end first, as the compose file's header says."""
+    # podman-compose 1.0.3 exits 0 when the build fails, and `up` would then run the
+    # image an earlier build left: so no image is left to run, and one must come out.
+    podman_quietly(project.podman, "image", "rm", "-f", WORKER_IMAGE)
     built = project.run("build", "worker")
-    assert built.returncode == 0, built.stdout + built.stderr
+    exists = podman_quietly(project.podman, "image", "exists", WORKER_IMAGE)
+    assert built.returncode == 0 and exists.returncode == 0, built.stdout + built.stderr
     made = project.run("run", "--rm", "secrets")
     assert made.returncode == 0, made.stdout + made.stderr
     started = project.run("up", "-d", *services)
@@ -131,10 +139,18 @@ def start(project: ComposeProject, services: tuple[str, ...] = SERVICES) -> list
     workers = project.containers("worker")
     assert len(workers) == 3, workers
     for worker in workers:
+        # The image holds the compiled build (the Dockerfile's default), and runs it.
+        wait_for_log_line(project, worker, r'"event": "listening".*"build": "compiled"')
         wait_for_log_line(project, worker, r'"event": "ready"')
     for front in (s for s in services if s.startswith("lb")):
         wait_for_balanced_workers(project, front, workers)
     return workers
+
+
+def podman_quietly(podman: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [podman, *args], capture_output=True, text=True, timeout=seconds(60), check=False
+    )
 
 
 def wait_for_log_line(project: ComposeProject, container: str, pattern: str) -> None:

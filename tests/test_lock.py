@@ -63,7 +63,7 @@ def test_the_lock_pins_every_requirement_within_its_range(lock: str, extras: tup
             )
 
 
-@pytest.mark.parametrize("lock", ["run.txt", "test.txt", "checkov.txt"])
+@pytest.mark.parametrize("lock", ["run.txt", "test.txt", "checkov.txt", "build.txt"])
 def test_every_pin_carries_hashes(lock: str) -> None:
     """pip's hash-checking mode needs a hash on every pin."""
     text = (LOCKS / lock).read_text()
@@ -74,10 +74,12 @@ def test_every_pin_carries_hashes(lock: str) -> None:
             assert "--hash=sha256:" in block, block.splitlines()[0]
 
 
-def test_the_run_lock_is_the_test_locks_versions() -> None:
-    """The demo and the image run the very versions the suite tested."""
+@pytest.mark.parametrize("lock", ["run.txt", "build.txt"])
+def test_the_run_and_build_locks_are_the_test_locks_versions(lock: str) -> None:
+    """The demo and the image run the very versions the suite tested, and the image
+    compiles with the mypy that CI type-checks and compiles with."""
     tested = pins("test.txt")
-    for name, versions in pins("run.txt").items():
+    for name, versions in pins(lock).items():
         assert {v for v, _ in versions} <= {v for v, _ in tested[name]}, name
 
 
@@ -85,6 +87,7 @@ def test_the_run_lock_is_the_test_locks_versions() -> None:
     ("path", "needle"),
     [
         ("Dockerfile", "--require-hashes --no-deps -r requirements/run.txt"),
+        ("Dockerfile", "-r requirements/run.txt -r requirements/build.txt"),
         ("scripts/dev.sh", '--require-hashes --no-deps "${args[@]}"'),
         ("scripts/dev.sh", 'install_locked "$VENV" "requirements/$what.txt"'),
         ("scripts/dev.sh", 'install_locked "$venv" requirements/checkov.txt'),

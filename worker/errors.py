@@ -112,6 +112,10 @@ class StoreRejected(NotApplied):
         self.message = message
         self.expected = expected
 
+    def __reduce__(self) -> tuple[type[StoreRejected], tuple[str, str, int | None]]:
+        # Pickled (between a load test's processes) with every argument, not just the message.
+        return type(self), (self.code, self.message, self.expected)
+
 
 def by_class(table: Mapping[type[BaseException], Meaning], exc: BaseException) -> Meaning | None:
     """What ``table`` says of the nearest of ``exc``'s classes (along its MRO) that it names:

@@ -39,8 +39,14 @@ class WorkerState(Protocol):
 class Metrics:
     """Every metric of the worker, by theme: connections, increments, fan-out, Redis."""
 
-    def __init__(self, worker: WorkerState, max_connections: int) -> None:
+    def __init__(self, worker: WorkerState, max_connections: int, build: str = "pure") -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        Gauge(
+            "ws_counter_build_info",
+            "1, labelled with the build this worker runs: compiled (mypyc) or pure (Python).",
+            ("build",),
+            registry=self.registry,
+        ).labels(build).set(1)
         self._connection_metrics(worker, max_connections)
         self._increment_metrics()
         self._fanout_metrics()

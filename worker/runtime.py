@@ -1,4 +1,5 @@
-"""The one place that picks the event loop and turns signals into a shutdown.
+"""The one place that picks the event loop and turns signals into a shutdown, and that
+says which build of the worker runs.
 
 uvloop where it is installed (CPython on Linux and macOS), plain asyncio
 elsewhere, as uvicorn's ``loops/auto.py`` does.
@@ -24,6 +25,16 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
         return None
     factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
     return factory
+
+
+def build() -> str:
+    """Which build runs: "compiled" when the hot modules run as mypyc's extensions (setup.py,
+    ``WS_COUNTER_COMPILE=1``), "pure" when they run as Python: the worker logs it and
+    exports it, so that an operator can see which build an image holds."""
+    # One of the compiled modules stands for them all: the build makes all or none.
+    from .core import state  # noqa: PLC0415
+
+    return "pure" if state.__file__.endswith(".py") else "compiled"
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:

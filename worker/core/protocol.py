@@ -43,7 +43,7 @@ from ..errors import (
     StoreRejected,
     by_class,
 )
-from .state import Applied, CounterState
+from .state import Applied, CounterState, rebuilt_from_fields
 
 DEFAULT_COUNTER = "default"
 COUNTERS_PREFIX = "/counters/"
@@ -176,6 +176,9 @@ class Increment:
     session: str | None = None
     n: int | None = None
 
+    def __reduce__(self) -> tuple[type, tuple[object, ...]]:
+        return rebuilt_from_fields(self)
+
     def __post_init__(self) -> None:
         check_by(self.by)
         if self.id is not None and not is_valid_id(self.id):
@@ -206,6 +209,9 @@ class CounterRoute:
     counter: str
     since: int | None = None
     token: str | None = None
+
+    def __reduce__(self) -> tuple[type, tuple[object, ...]]:
+        return rebuilt_from_fields(self)
 
 
 def is_valid_counter_name(name: str) -> bool:

@@ -8,9 +8,20 @@ and Python reads it here; tests/test_state.py holds both to the same examples.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 from ..errors import StoreRejected
+
+
+def rebuilt_from_fields(value: Any) -> tuple[type, tuple[object, ...]]:
+    """``__reduce__`` for a frozen dataclass: rebuilt by calling the class with its fields.
+
+    Pickle's default sets each field on a bare instance, which mypyc's compiled
+    classes do through the frozen class's ``__setattr__``, which refuses; the load
+    test's processes send states to each other by pickle (tests/test_values.py).
+    """
+    return type(value), tuple(getattr(value, f.name) for f in fields(value))
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +37,9 @@ class CounterState:
     total: int
     published_ms: int | None = field(default=None, compare=False)
 
+    def __reduce__(self) -> tuple[type, tuple[object, ...]]:
+        return rebuilt_from_fields(self)
+
 
 @dataclass(frozen=True, slots=True)
 class Applied:
@@ -37,6 +51,9 @@ class Applied:
 
     state: CounterState
     duplicate: bool = False
+
+    def __reduce__(self) -> tuple[type, tuple[object, ...]]:
+        return rebuilt_from_fields(self)
 
 
 @dataclass(frozen=True, slots=True)

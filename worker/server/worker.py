@@ -9,6 +9,7 @@ import logging
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from .. import runtime
 from ..batcher import Batcher
 from ..core.hub import Hub
 from ..core.protocol import CloseCode, ErrorCode, Unavailable, parse_counter_route
@@ -45,7 +46,7 @@ class Worker:
         self.tasks = TaskSet()
         # Plain HTTP connections (the API, probes, the page), kept for the drain.
         self.http_connections: set[HttpConnection] = set()
-        self.metrics = Metrics(self, settings.max_connections)
+        self.metrics = Metrics(self, settings.max_connections, runtime.build())
         self.metrics.count_task_failures(lambda: FAILURES)
         self.metrics.export_certificate_expiry(lambda: certificates.EXPIRY)
         self.store = RedisStore(settings)
@@ -122,10 +123,16 @@ class Worker:
         )
         self.port = self.server.sockets[0].getsockname()[1]
         log.info(
-            "listening on %s:%s",
+            "listening on %s:%s (%s build)",
             settings.host,
             self.port,
-            extra={"event": "listening", "host": settings.host, "port": self.port},
+            runtime.build(),
+            extra={
+                "event": "listening",
+                "host": settings.host,
+                "port": self.port,
+                "build": runtime.build(),
+            },
         )
 
     def _start_http(self, transport: asyncio.Transport) -> HttpConnection | None:
