@@ -31,7 +31,7 @@ from ws_counter.worker import runtime
 from ws_counter.worker.store.pubsub import UNSUBSCRIBE_GRACE
 from ws_counter_client.urls import counter_url
 
-from .contestants import one_redis, ws_counter
+from .contestants import Contestant, one_redis, ws_counter
 from .measure import busy_fraction, cpu_seconds, receive, spawn
 
 PROCESSES = 2
@@ -92,24 +92,29 @@ async def _channels(port: int) -> int:
 
 def measure(rate: float, seconds: float, scratch: Path) -> Churn:
     with one_redis(scratch / "redis-churn") as port, ws_counter(port, 1) as server:
-        before = asyncio.run(_channels(port))
-        cpu0 = cpu_seconds(server.pids)
-        started = time.monotonic()
-        runs = [
-            spawn(run_joiners, server.url, f"churn{index}-", rate / PROCESSES, seconds)
-            for index in range(PROCESSES)
-        ]
-        results = [receive(pipe, seconds + 120) for _, pipe in runs]
-        elapsed = time.monotonic() - started
-        worker_busy = (cpu_seconds(server.pids) - cpu0) / elapsed
-        # Read before joining: an exited process keeps its CPU times until it is reaped.
-        generator_busy = max(busy_fraction(process.pid, 0.0, elapsed) for process, _ in runs)
-        for process, _ in runs:
-            process.join(10)
-        at_end = asyncio.run(_channels(port))
-        # The grace is a timer in the worker; nothing to wait on from here but time.
-        time.sleep(UNSUBSCRIBE_GRACE + 1.0)
-        after = asyncio.run(_channels(port))
+        return churn_on(server, port, rate, seconds)
+
+
+def churn_on(server: Contestant, port: int, rate: float, seconds: float) -> Churn:
+    """Joins at ``rate`` for ``seconds`` on ``server``, whose Redis listens on ``port``."""
+    before = asyncio.run(_channels(port))
+    cpu0 = cpu_seconds(server.pids)
+    started = time.monotonic()
+    runs = [
+        spawn(run_joiners, server.url, f"churn{index}-", rate / PROCESSES, seconds)
+        for index in range(PROCESSES)
+    ]
+    results = [receive(pipe, seconds + 120) for _, pipe in runs]
+    elapsed = time.monotonic() - started
+    worker_busy = (cpu_seconds(server.pids) - cpu0) / elapsed
+    # Read before joining: an exited process keeps its CPU times until it is reaped.
+    generator_busy = max(busy_fraction(process.pid, 0.0, elapsed) for process, _ in runs)
+    for process, _ in runs:
+        process.join(10)
+    at_end = asyncio.run(_channels(port))
+    # The grace is a timer in the worker; nothing to wait on from here but time.
+    time.sleep(UNSUBSCRIBE_GRACE + 1.0)
+    after = asyncio.run(_channels(port))
     waits = sorted(wait for result in results for wait in result["waits"])
     wall = max(result["wall"] for result in results)
     joins = len(waits)

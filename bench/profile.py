@@ -4,6 +4,7 @@
     python -m bench.profile fanout 1000 1000  1,000 clients, 1,000 increments per second
     python -m bench.profile http --writers 200  increments by the HTTP API, as fast as answered
     python -m bench.profile counters 2000 2     2,000 counters, 2 increments in flight on each
+    python -m bench.profile churn 0 2000        2,000 joins per second, each to a new counter
 
 It starts Redis and one worker (rate limit off: the load sends faster than a
 person types), samples the worker with ``py-spy record`` while the load runs,
@@ -21,6 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from .churn import churn_on, print_churn
 from .contestants import start_redis, ws_counter
 from .httpwriters import run_http_writers
 from .measure import SpreadLoad, fanout, spread, throughput
@@ -31,7 +33,7 @@ TOP = 30
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
-    parser.add_argument("load", choices=("throughput", "fanout", "http", "counters"))
+    parser.add_argument("load", choices=("throughput", "fanout", "http", "counters", "churn"))
     parser.add_argument("clients", type=int, nargs="?", default=1000)
     parser.add_argument("rate", type=float, nargs="?", default=1000.0)
     parser.add_argument("--seconds", type=float, default=8.0)
@@ -76,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
                 load = SpreadLoad(args.clients, args.clients, int(args.rate), args.seconds)
                 row = spread(server, "one Redis", load)
                 print(f"counters {row.per_second:,}/s errors {row.error_codes or 'none'}")
+            elif args.load == "churn":
+                # rate = joins per second; clients is not used (each join is a new client).
+                print_churn(churn_on(server, port, args.rate, args.seconds))
             else:
                 one = fanout(server, args.clients, args.rate, args.seconds)
                 frames = one.frames_per_cpu_second

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Awaitable, Callable, Coroutine
 from enum import Enum
 from typing import Any, Protocol
@@ -365,34 +366,60 @@ async def _watch(
 
 class Leaving:
     """Counters that lost their last local client: each is let go (``let_go``) after
-    UNSUBSCRIBE_GRACE seconds, unless a client comes back first (``back``)."""
+    UNSUBSCRIBE_GRACE seconds, unless a client comes back first (``back``).
 
-    def __init__(self, let_go: Callable[[str], None]) -> None:
+    Counters whose grace ends within the same ``tick`` share one timer and are let
+    go in one turn of the event loop, so their UNSUBSCRIBE is one command: under
+    churn, a timer and a command per counter cost the worker more than the join.
+    A counter is let go between ``grace`` and ``grace + tick`` seconds after it
+    started leaving.
+    """
+
+    def __init__(
+        self, let_go: Callable[[str], None], grace: float = UNSUBSCRIBE_GRACE, tick: float = 0.1
+    ) -> None:
         self._let_go = let_go
-        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._grace = grace
+        self._tick = tick
+        # Counter -> the tick its grace ends in; tick -> its counters and their timer.
+        self._tick_of: dict[str, int] = {}
+        self._due: dict[int, tuple[set[str], asyncio.TimerHandle]] = {}
 
     def __len__(self) -> int:
-        return len(self._timers)
+        return len(self._tick_of)
 
     def start(self, counter: str) -> None:
-        if counter not in self._timers:
-            self._timers[counter] = asyncio.get_running_loop().call_later(
-                UNSUBSCRIBE_GRACE, self._expire, counter
-            )
+        if counter in self._tick_of:
+            return
+        loop = asyncio.get_running_loop()
+        tick = math.ceil((loop.time() + self._grace) / self._tick)
+        self._tick_of[counter] = tick
+        due = self._due.get(tick)
+        if due is None:
+            timer = loop.call_at(tick * self._tick, self._expire, tick)
+            due = self._due[tick] = (set(), timer)
+        due[0].add(counter)
 
     def back(self, counter: str) -> bool:
         """Whether ``counter`` was leaving (so it is still subscribed); it stays now."""
-        timer = self._timers.pop(counter, None)
-        if timer is None:
+        tick = self._tick_of.pop(counter, None)
+        if tick is None:
             return False
-        timer.cancel()
+        counters, timer = self._due[tick]
+        counters.discard(counter)
+        if not counters:
+            timer.cancel()
+            del self._due[tick]
         return True
 
-    def _expire(self, counter: str) -> None:
-        del self._timers[counter]
-        self._let_go(counter)
+    def _expire(self, tick: int) -> None:
+        counters, _ = self._due.pop(tick)
+        for counter in counters:
+            del self._tick_of[counter]
+            self._let_go(counter)
 
     def clear(self) -> None:
-        for timer in self._timers.values():
+        for _, timer in self._due.values():
             timer.cancel()
-        self._timers.clear()
+        self._due.clear()
+        self._tick_of.clear()
