@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import random
 import signal
@@ -14,6 +15,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from ws_counter.worker.core.protocol import INT64_MAX, INT64_MIN
+from ws_counter.worker.runtime import YOUNG_GENERATION_THRESHOLD
 
 from .clients import Follower, counter_url, receive, receive_until
 from .conftest import RedisServer, StartWorker, WorkerProcess, http_get, seconds
@@ -361,3 +363,18 @@ def test_clients_with_and_without_compression_share_a_counter_exactly(
         await asyncio.gather(*tasks)
 
     asyncio.run(scenario())
+
+
+def test_the_worker_collects_its_youngest_generation_less_often(
+    start_worker: StartWorker,
+) -> None:
+    """The worker raises the collector's youngest threshold (runtime.tune_collector) and
+    keeps the older generations' defaults; its ``listening`` line says so, and /metrics
+    counts the collector's runs per generation."""
+    worker = start_worker()
+    listening = worker.wait_for_event("listening")
+    _, middle, oldest = gc.get_threshold()
+    assert listening["gc_threshold"] == [YOUNG_GENERATION_THRESHOLD, middle, oldest]
+    status, metrics = http_get(worker.http + "/metrics")
+    assert status == 200
+    assert 'python_gc_collections_total{generation="2"}' in metrics

@@ -43,6 +43,7 @@ def serve_command(args: argparse.Namespace) -> int:
         print(f"ws-counter serve: {exc}", file=sys.stderr)
         return 2
     logs.configure(settings.log_format, settings.log_level)
+    runtime.tune_collector()
     return runtime.run(serve(settings))
 
 

@@ -9,7 +9,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sized
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
@@ -47,6 +54,8 @@ class Metrics:
             ("build",),
             registry=self.registry,
         ).labels(build).set(1)
+        # A full collection stalls every client of the worker: its rate is worth a graph.
+        GCCollector(registry=self.registry)
         self._connection_metrics(worker, max_connections)
         self._increment_metrics()
         self._fanout_metrics()

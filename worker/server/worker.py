@@ -132,6 +132,7 @@ class Worker:
                 "host": settings.host,
                 "port": self.port,
                 "build": runtime.build(),
+                "gc_threshold": runtime.collector_thresholds(),
             },
         )
 
