@@ -45,13 +45,18 @@ class LetGo:
         self._turn = None
 
 
+def watched(expected: int) -> tuple[LetGo, Leaving]:
+    """A Leaving with a short grace and tick, and what it lets go, ``expected`` counters."""
+    let_go = LetGo(expected)
+    return let_go, Leaving(let_go, GRACE, TICK)
+
+
 async def gone(let_go: LetGo) -> None:
     await asyncio.wait_for(let_go.all_gone.wait(), 5)
 
 
 async def counters_leaving_together_are_let_go_in_one_turn_after_the_grace() -> None:
-    let_go = LetGo(expected=3)
-    leaving = Leaving(let_go, GRACE, TICK)
+    let_go, leaving = watched(expected=3)
     started = asyncio.get_running_loop().time()
     for counter in ("a", "b", "c"):
         leaving.start(counter)
@@ -63,8 +68,7 @@ async def counters_leaving_together_are_let_go_in_one_turn_after_the_grace() -> 
 
 
 async def a_counter_that_comes_back_is_not_let_go() -> None:
-    let_go = LetGo(expected=1)
-    leaving = Leaving(let_go, GRACE, TICK)
+    let_go, leaving = watched(expected=1)
     leaving.start("stays")
     leaving.start("goes")
     assert leaving.back("stays") is True
@@ -75,8 +79,7 @@ async def a_counter_that_comes_back_is_not_let_go() -> None:
 
 
 async def the_last_counter_of_a_tick_coming_back_cancels_its_timer() -> None:
-    let_go = LetGo(expected=1)
-    leaving = Leaving(let_go, GRACE, TICK)
+    let_go, leaving = watched(expected=1)
     leaving.start("back")
     assert leaving.back("back") is True
     assert len(leaving) == 0
@@ -89,8 +92,7 @@ async def the_last_counter_of_a_tick_coming_back_cancels_its_timer() -> None:
 
 
 async def starting_twice_lets_go_once() -> None:
-    let_go = LetGo(expected=1)
-    leaving = Leaving(let_go, GRACE, TICK)
+    let_go, leaving = watched(expected=1)
     leaving.start("twice")
     leaving.start("twice")
     assert len(leaving) == 1
@@ -99,8 +101,7 @@ async def starting_twice_lets_go_once() -> None:
 
 
 async def counters_a_tick_apart_go_in_separate_turns() -> None:
-    let_go = LetGo(expected=2)
-    leaving = Leaving(let_go, GRACE, TICK)
+    let_go, leaving = watched(expected=2)
     leaving.start("first")
     await asyncio.sleep(TICK * 2)
     leaving.start("second")
@@ -109,8 +110,7 @@ async def counters_a_tick_apart_go_in_separate_turns() -> None:
 
 
 async def clear_lets_nothing_go() -> None:
-    let_go = LetGo(expected=1)
-    leaving = Leaving(let_go, GRACE, TICK)
+    let_go, leaving = watched(expected=1)
     leaving.start("a")
     leaving.clear()
     assert len(leaving) == 0
