@@ -414,8 +414,11 @@ class Leaving:
 
     def _expire(self, tick: int) -> None:
         counters, _ = self._due.pop(tick)
+        # Forgotten first: a let_go that raises leaves no counter filed under a tick
+        # that is gone, for a later ``back`` to trip over.
         for counter in counters:
             del self._tick_of[counter]
+        for counter in counters:
             self._let_go(counter)
 
     def clear(self) -> None:
