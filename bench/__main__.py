@@ -151,13 +151,17 @@ def redis_floor(port: int, clients: int, pipeline: int, requests: int) -> float:
             sha,
             "1",
             "wsc:{floor}",
-            "wsc:{floor}:updates",
+            # publish, fresh epoch, id and session lifetimes, W, publish interval;
+            # then one counter: its channel, one key, one bare increment of 1.
             "PUBLISH",
             "e",
             "60",
             "86400",
             "64",
             "0",
+            "wsc:{floor}:updates",
+            "1",
+            "1",
             "1",
             "",
             "",

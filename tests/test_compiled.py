@@ -17,14 +17,15 @@ from .checkout import copy_of_checkout, only_our_names, run_checked
 from .deploy import ROOT
 
 # Integration tests of what the compiled modules do: the increment path, sessions, the
-# fan-out and flow control, the client library, the HTTP API, the pipeline to Redis and
-# the publish bound. The whole suite runs on the compiled build with
+# fan-out and flow control, the client library, the HTTP API, the batcher, the pipeline
+# to Redis and the publish bound. The whole suite runs on the compiled build with
 # `bash scripts/dev.sh test-compiled`; CI runs these, to keep its time.
 WORKER_TESTS = [
     "tests/test_worker.py",
     "tests/test_sessions.py",
     "tests/test_client_library.py",
     "tests/test_http_api.py",
+    "tests/test_batcher.py",
     "tests/test_pipeline.py",
     "tests/test_publish_bound.py",
 ]

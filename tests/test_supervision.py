@@ -176,7 +176,7 @@ def test_the_batcher_answers_a_batch_it_failed_and_goes_on(
 ) -> None:
     """An unexpected error applying a batch: its callers hear `unknown` (it may have been
     sent), the failure is reported, and the next increment is applied."""
-    spy(monkeypatch, RedisStore, "increment")
+    spy(monkeypatch, RedisStore, "increment_many")
     before = FAILURES["batcher"]
 
     async def scenario() -> tuple[BaseException | None, object]:

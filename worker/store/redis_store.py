@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 from redis import exceptions as redis_errors
@@ -76,38 +76,58 @@ class RedisStore:
         """How long a Redis reply may take (REDIS_TIMEOUT)."""
         return self._settings.redis_timeout
 
+    def group_of(self, counter: str) -> Hashable:
+        """Counters of one group may share a call to ``increment_many``: on one Redis,
+        every counter; on a Redis Cluster, each counter alone (one call's keys must share
+        a slot)."""
+        return counter if self.router is not None else None
+
     async def increment(self, counter: str, increments: Sequence[Increment]) -> list[Outcome]:
         """Apply increments in order in one atomic step; one outcome per increment."""
-        keys, args = _increment_call(
-            self._settings, counter, increments, self._publish, self._interval_ms
-        )
+        (outcomes,) = await self.increment_many([(counter, increments)])
+        return outcomes
+
+    async def increment_many(
+        self, batches: Sequence[tuple[str, Sequence[Increment]]]
+    ) -> list[list[Outcome]]:
+        """Apply each counter's increments in order, every counter in one atomic step (so
+        all of ``batches`` must be one ``group_of``); one outcome per increment, by
+        counter. A failure is the whole step's, so it is raised for every counter."""
+        keys, args = _increment_call(self._settings, batches, self._publish, self._interval_ms)
+        counters = [counter for counter, _ in batches]
         try:
-            lines = await self._apply(counter, keys, args)
+            segments = await self._apply(counters, keys, args)
         except OutcomeUnknown:
-            # The step may have run and held its state back; no answer says so.
+            # The step may have run and held its states back; no answer says so.
             # A flush with nothing held sends nothing.
             if self._interval_ms:
-                self._held.hold(counter)
+                for counter in counters:
+                    self._held.hold(counter)
             raise
-        return [_outcome(line) for line in lines]
+        return [[_outcome(line) for line in lines] for lines in segments]
 
-    async def _apply(self, counter: str, keys: list[str], args: list[Any]) -> list[str]:
-        """Run the increment step (and WAIT); its lines. Arms the flush of a held state
-        before anything else is decided: a WAIT that falls short still left it held."""
+    async def _apply(
+        self, counters: list[str], keys: list[str], args: list[Any]
+    ) -> list[list[str]]:
+        """Run the increment step (and WAIT); each counter's lines. Arms the flush of a
+        held state before anything else is decided: a WAIT that falls short still left it
+        held."""
         wanted = self._settings.redis_replica_acks
         if not wanted:
-            (replies,) = await self.run_script(counter, script("increment"), keys, args)
+            (replies,) = await self.run_script(counters[0], script("increment"), keys, args)
             confirmed = 0
         else:
             # WAIT on the same connection, in the same write, counts the
             # replicas that have every write this connection made: an
             # increment they confirmed survives a failover to one of them.
             replies, confirmed = await self.run_script(
-                counter, script("increment"), keys, args, confirm=True
+                counters[0], script("increment"), keys, args, confirm=True
             )
-        *lines, published = replies
-        if published == "held":
-            self._held.hold(counter)
+        segments = []
+        for counter, (*lines, published) in zip(counters, replies, strict=True):
+            if published == "held":
+                self._held.hold(counter)
+            segments.append(lines)
         if wanted and confirmed < wanted:
             # A primary its replicas no longer hear: maybe no longer the primary.
             await self.ask_sentinels_again()
@@ -116,7 +136,7 @@ class RedisStore:
             raise OutcomeUnknown(
                 f"applied on the master but confirmed by {confirmed} of {wanted} replicas"
             )
-        return list(lines)
+        return segments
 
     async def _send_held(self, counter: str, now: bool) -> float:
         """Publish ``counter``'s held state if its interval is over (or ``now``); else the
@@ -255,17 +275,13 @@ class RedisStore:
 
 def _increment_call(
     settings: Settings,
-    counter: str,
-    increments: Sequence[Increment],
+    batches: Sequence[tuple[str, Sequence[Increment]]],
     publish: str,
     interval_ms: int,
 ) -> tuple[list[str], list[Any]]:
-    """KEYS and ARGV of increment.lua for ``increments`` (the forms are listed there)."""
-    # Each dedup key once in KEYS (a connection's increments share their
-    # session's); each increment names its key by index.
-    key_index: dict[str, int] = {state_key(counter): 1}
+    """KEYS and ARGV of increment.lua for ``batches`` (the forms are listed there)."""
+    keys: list[str] = []
     args: list[Any] = [
-        channel_name(counter),
         publish,
         new_epoch(),
         settings.dedup_ttl,
@@ -273,17 +289,25 @@ def _increment_call(
         settings.session_window,
         interval_ms,
     ]
-    for increment in increments:
-        if increment.session is not None:
-            key = session_key(counter, increment.session)
-            index = key_index.setdefault(key, len(key_index) + 1)
-            args.extend((increment.by, f"s{index}", increment.n))
-        elif increment.id is not None:
-            index = key_index.setdefault(id_key(counter, increment.id), len(key_index) + 1)
-            args.extend((increment.by, f"i{index}", ""))
-        else:
-            args.extend((increment.by, "", ""))
-    return list(key_index), args
+    for counter, increments in batches:
+        # Each dedup key once in the segment's keys (a connection's increments
+        # share their session's); each increment names its key by index.
+        key_index: dict[str, int] = {state_key(counter): 1}
+        args.extend((channel_name(counter), 0, len(increments)))
+        count_at = len(args) - 2
+        for increment in increments:
+            if increment.session is not None:
+                key = session_key(counter, increment.session)
+                index = key_index.setdefault(key, len(key_index) + 1)
+                args.extend((increment.by, f"s{index}", increment.n))
+            elif increment.id is not None:
+                index = key_index.setdefault(id_key(counter, increment.id), len(key_index) + 1)
+                args.extend((increment.by, f"i{index}", ""))
+            else:
+                args.extend((increment.by, "", ""))
+        args[count_at] = len(key_index)
+        keys.extend(key_index)
+    return keys, args
 
 
 def _outcome(reply: str) -> Outcome:
